@@ -1,0 +1,1 @@
+"""One module per `dlc` subcommand; each defines `register(subparsers)` and a `run(args) -> int`."""

@@ -1,0 +1,134 @@
+"""The backend contract: typed requests and results, batch calls, capabilities and usage counters.
+
+DLN needs samples (proposals at T~0.7, n per input, with stop sequences), greedy outputs, and the *exact*
+log-probability of a given continuation: log p(y | .) for labels and log p(h | .) for whole hidden texts
+(paper Eq. 2-3). `score` returns per-token log-probs; the caller chooses sum or mean. Label distributions are
+computed by scoring every verbalizer as a continuation (`dlc.lm.labels`), never from truncated top-k lists.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, Union, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A single-turn chat: rendered through the model's own chat template (special tokens parsed).
+
+    `prefix` is the start of the assistant's reply (e.g. "The answer is ("): generation continues after it and
+    scored continuations follow it. `system=None` keeps the chat template's default system message."""
+
+    user: str
+    system: str | None = None
+    prefix: str = ""
+
+
+# A raw string is sent verbatim as a completion prompt (no chat template).
+Prompt = Union[str, ChatPrompt]
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prompt: Prompt
+    max_tokens: int = 64                   # always >= 1 (llama.cpp treats <= 0 as "fill the context")
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    n: int = 1                             # samples; sample i uses seed (seed, i): distinct cache entries
+    seed: int = 0
+    tag: str = ""                          # accounting only (graph node / purpose); not part of the cache key
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    texts: tuple[str, ...]                 # n completions (without the prompt or the chat prefix)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0             # summed over the n samples
+    finish_reasons: tuple[str, ...] = ()
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """log p(continuation | prompt) by teacher forcing."""
+
+    prompt: Prompt
+    continuation: str
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    logprobs: tuple[float, ...]            # one per continuation token
+    tokens: tuple[str, ...] = ()
+    prompt_tokens: int = 0
+    cached: bool = False
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.logprobs)
+
+    @property
+    def logp_sum(self) -> float:
+        return math.fsum(self.logprobs)
+
+    @property
+    def logp_mean(self) -> float:
+        return self.logp_sum / max(1, len(self.logprobs))
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an endpoint can do, probed once and recorded in the run directory."""
+
+    prompt_logprobs: bool = True           # exact teacher-forced scoring (echo + logprobs or embedded)
+    top_logprobs: int = 0                  # top-k log-probs of generated tokens (0: none)
+    n_per_request: bool = True
+    batch_prompts: bool = True
+    chat: bool = True                      # can render chat prompts
+    seed: bool = True
+
+
+@dataclass
+class Usage:
+    """Counters, in total and per tag (graph node / purpose)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hits: int = 0
+    per_tag: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, tag: str, *, calls: int = 0, prompt_tokens: int = 0, completion_tokens: int = 0,
+            cache_hits: int = 0) -> None:
+        self.calls += calls
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.cache_hits += cache_hits
+        t = self.per_tag.setdefault(tag or "-", {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                                 "cache_hits": 0})
+        t["calls"] += calls
+        t["prompt_tokens"] += prompt_tokens
+        t["completion_tokens"] += completion_tokens
+        t["cache_hits"] += cache_hits
+
+    def to_json(self) -> dict[str, object]:
+        return {"calls": self.calls, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cache_hits": self.cache_hits,
+                "per_tag": self.per_tag}
+
+
+@runtime_checkable
+class LM(Protocol):
+    """A language model. Batch methods return one result per request, in order."""
+
+    model_id: str                          # identifies the weights (e.g. "embedded:tiny@<sha256>"); cache namespace
+    capabilities: Capabilities
+    usage: Usage
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]: ...
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]: ...
+
+    def close(self) -> None: ...
