@@ -13,6 +13,7 @@ forward templates (`templates/forward/*.j2`) receive
     inputs   the list of all parent texts, in declaration order
     <name>   each parent's text under its own name (e.g. `x`, `h1`)
 posterior templates (`templates/backward/hidden_*.j2`) receive the forward variables of the hidden layer plus
+    forward      the layer's fully rendered forward context (so q_pri can be `{{ forward }}` for any layer)
     output       the layer's current forward output (h-hat)
     target       the target of the layer's child (y for the output layer's parent), joined over children
     next_prompt  the child's prompt (joined over children)
@@ -185,6 +186,15 @@ class FitConfig:
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True)
+class Example:
+    """One dataset example: a text per graph input, and the output layer's target (a label name or a string)."""
+
+    inputs: dict[str, str]
+    target: str
+    id: str = ""
 
 
 @dataclass(frozen=True)
