@@ -1,0 +1,438 @@
+"""Semantic checks: the schema of every block, value coercion with spans, and the graph-level rules.
+
+The grammar is generic (`key = value`), so this module is where a key gets its meaning. Every check *records* an
+error and returns a sentinel instead of raising, so one compile reports all mistakes of a file at once
+(`CompileFailed`). Error codes (E3xx semantics, E35x templates, E4xx graph structure):
+
+    E301 unknown template            E310 wrong type                 E320 duplicate label
+    E302 unknown node name           E311 value out of range         E321 verbalizer used by two labels
+    E303 duplicate name              E312 unknown key                E322 empty label / verbalizer
+    E304 unknown model               E313 key set twice              E323 bad posterior mixture weights
+    E305 reserved name               E314 not one of the allowed     E324 bad parent list
+                                     E315 literal secret / bad env   E325 choice without labels
+    E351 template syntax error       E354 template variable the layer cannot supply
+    E355 template file not found
+    E401 cycle   E402 layer reaches no output   E403 no output   E404 output is not a layer
+    E405 several outputs   E406 no input declared
+"""
+from __future__ import annotations
+
+import re
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Iterable, Literal, Mapping
+
+import networkx as nx
+
+from dlc import ir
+from dlc import syntax as S
+from dlc.errors import DlcError, DlcGraphError, DlcSemanticError, DlcTemplateError, SourceSpan, did_you_mean
+
+
+class _Invalid:
+    """Returned by a coercer that recorded an error (so callers fall back to the default and keep checking)."""
+
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID: Any = _Invalid()
+
+# Names the template contract gives a meaning to (dlc/ir.py); a node may not shadow them.
+RESERVED = frozenset({"prompt", "input", "hidden", "inputs", "forward", "output", "target", "next_prompt",
+                      "message", "successes", "errors", "loop", "range", "true", "false", "none", "self"})
+FORWARD_VARS = frozenset({"prompt", "input", "hidden", "inputs"})
+POSTERIOR_VARS = frozenset({"forward", "output", "target", "next_prompt", "message"})
+PROMPT_VARS = frozenset({"prompt", "successes", "errors", "message"})
+IMPLICIT_MODELS = ("tiny", "small", "default")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Checker:
+    """Collects errors; its coercers turn a `syntax.Value` into a Python value or INVALID."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.source_text = text
+        self.errors: list[DlcError] = []
+
+    # -------------------------------------------------------------------------------------------- reporting
+    def error(self, code: str, message: str, span: SourceSpan | None, hint: str | None = None,
+              node: str | None = None, cls: type[DlcError] = DlcSemanticError, source: str | None = None) -> Any:
+        err = cls(message, code=code, span=span, hint=hint, node=node)
+        err.source = source if source is not None else (self.source_text if span is None or span.path == self.path
+                                                         else None)
+        self.errors.append(err)
+        return INVALID
+
+    def add(self, err: DlcError) -> Any:
+        if err.source is None and err.span is not None and err.span.path == self.path:
+            err.source = self.source_text
+        self.errors.append(err)
+        return INVALID
+
+    def type_error(self, v: S.Value, expected: str, key: str, hint: str | None = None) -> Any:
+        return self.error("E310", f"'{key}' expects {expected}, got {S.describe(v)}", v.span, hint=hint)
+
+    # -------------------------------------------------------------------------------------------- coercers
+    def text(self, v: S.Value, key: str) -> Any:
+        """A string; a bare name is accepted as its text (so `--set layer.h.prompt=Think` works)."""
+        if isinstance(v, S.Str):
+            return v.value
+        if isinstance(v, S.Ident):
+            return v.name
+        return self.type_error(v, "a string", key, hint='quote text: "..."')
+
+    def name(self, v: S.Value, key: str) -> Any:
+        if isinstance(v, S.Ident):
+            return v.name
+        if isinstance(v, S.Str) and ENV_NAME_RE.match(v.value):
+            return v.value
+        return self.type_error(v, "a name", key)
+
+    def integer(self, v: S.Value, key: str, lo: int | None = None, hi: int | None = None) -> Any:
+        if not isinstance(v, S.Num) or isinstance(v.value, float):
+            return self.type_error(v, "an integer", key)
+        return self._range(v, v.value, key, lo, hi)
+
+    def number(self, v: S.Value, key: str, lo: float | None = None, hi: float | None = None,
+               lo_open: bool = False) -> Any:
+        if not isinstance(v, S.Num):
+            return self.type_error(v, "a number", key)
+        x = float(v.value)
+        if lo_open and lo is not None and x <= lo:
+            return self.error("E311", f"'{key}' must be greater than {lo:g}, got {v.value}", v.span)
+        return self._range(v, x, key, lo, hi)
+
+    def _range(self, v: S.Value, x: float, key: str, lo: float | None, hi: float | None) -> Any:
+        if lo is not None and x < lo:
+            return self.error("E311", f"'{key}' must be at least {lo:g}, got {x:g}", v.span)
+        if hi is not None and x > hi:
+            return self.error("E311", f"'{key}' must be at most {hi:g}, got {x:g}", v.span)
+        return x
+
+    def boolean(self, v: S.Value, key: str) -> Any:
+        if isinstance(v, S.Bool):
+            return v.value
+        return self.type_error(v, "true or false", key)
+
+    def choice(self, v: S.Value, key: str, allowed: Iterable[str]) -> Any:
+        allowed = tuple(allowed)
+        if isinstance(v, (S.Ident, S.Str)):
+            word = v.name if isinstance(v, S.Ident) else v.value
+            if word in allowed:
+                return word
+            hint = did_you_mean(word, allowed) or f"one of: {', '.join(allowed)}"
+            return self.error("E314", f"'{key}' must be one of {', '.join(allowed)}; got '{word}'", v.span,
+                              hint=hint)
+        return self.type_error(v, f"one of {', '.join(allowed)}", key)
+
+    def text_list(self, v: S.Value, key: str) -> Any:
+        """A string or a list of strings (stop sequences)."""
+        items = v.items if isinstance(v, S.ListV) else (v,)
+        out = []
+        for it in items:
+            t = self.text(it, key)
+            if t is INVALID:
+                return INVALID
+            out.append(t)
+        return tuple(out)
+
+    def name_list(self, v: S.Value, key: str) -> Any:
+        items = v.items if isinstance(v, S.ListV) else (v,)
+        out = []
+        for it in items:
+            t = self.name(it, key)
+            if t is INVALID:
+                return INVALID
+            out.append((t, it.span))
+        return tuple(out)
+
+    # -------------------------------------------------------------------------------------------- blocks
+    def settings(self, block: S.Block | None, schema: Mapping[str, Callable[[S.Value, str], Any]],
+                 where: str, nested: Iterable[str] = ()) -> tuple[dict[str, Any], dict[str, S.Setting],
+                                                                   dict[str, S.Nested]]:
+        """Coerce every setting of a block by its schema. Returns (values, settings by key, nested blocks)."""
+        values: dict[str, Any] = {}
+        seen: dict[str, S.Setting] = {}
+        blocks: dict[str, S.Nested] = {}
+        if block is None:
+            return values, seen, blocks
+        nested = tuple(nested)
+        for item in block.items:
+            if isinstance(item, S.Nested):
+                if item.name not in nested:
+                    hint = did_you_mean(item.name, nested) or (
+                        f"'{item.name}' is not a block here" + (f"; blocks: {', '.join(nested)}" if nested else ""))
+                    if item.name in schema:
+                        hint = f"write `{item.name} = ...`"
+                    self.error("E312", f"unknown block '{item.name}' in {where}", item.name_span, hint=hint)
+                    continue
+                if item.name in blocks:
+                    self.error("E313", f"block '{item.name}' appears twice in {where}", item.name_span,
+                               hint="merge the two blocks")
+                    continue
+                blocks[item.name] = item
+                continue
+            if item.key not in schema:
+                hint = did_you_mean(item.key, list(schema) + list(nested)) or \
+                    f"keys of {where}: {', '.join(sorted(schema))}"
+                if item.key in nested:
+                    hint = f"write `{item.key} {{ ... }}` (a block, without '=')"
+                self.error("E312", f"unknown key '{item.key}' in {where}", item.key_span, hint=hint)
+                continue
+            if item.key in seen:
+                first = seen[item.key].key_span
+                self.error("E313", f"'{item.key}' is set twice in {where} (first on line {first.line})",
+                           item.key_span, hint="remove one of them")
+                continue
+            seen[item.key] = item
+            values[item.key] = schema[item.key](item.value, item.key)
+        return values, seen, blocks
+
+
+# -------------------------------------------------------------------------------------------------------- schemas
+def layer_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
+    """Keys of a `layer` block. `template`, `output` and `model`s are resolved by the compiler (they need names)."""
+    keep: Callable[[S.Value, str], Any] = lambda v, k: v  # noqa: E731 - resolved later, with context
+    return {
+        "template": keep,
+        "prompt": ck.text,
+        "fixed": ck.boolean,
+        "output": keep,
+        "max_tokens": lambda v, k: ck.integer(v, k, 1, 32768),
+        "temperature": lambda v, k: ck.number(v, k, 0.0, 2.0),
+        "top_p": lambda v, k: ck.number(v, k, 0.0, 1.0, lo_open=True),
+        "stop": ck.text_list,
+        "model": ck.name,
+        "backward_model": ck.name,
+        "format": lambda v, k: ck.choice(v, k, ("chat", "raw")),
+        "answer_prefix": ck.text,
+        "system": ck.text,
+    }
+
+
+def backward_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
+    keep: Callable[[S.Value, str], Any] = lambda v, k: v  # noqa: E731
+    return {
+        "prompt": keep,
+        "posterior": keep,
+        "max_tokens": lambda v, k: ck.integer(v, k, 1, 32768),
+        "stop": ck.text_list,
+    }
+
+
+def model_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
+    return {
+        "backend": lambda v, k: ck.choice(v, k, ("embedded", "openai")),
+        "model": ck.text,
+        "base_url_env": lambda v, k: env_name(ck, v, k),
+        "api_key_env": lambda v, k: env_name(ck, v, k),
+        "n_ctx": lambda v, k: ck.integer(v, k, 128, 1 << 20),
+        "max_concurrency": lambda v, k: ck.integer(v, k, 1, 1024),
+        "timeout": lambda v, k: ck.number(v, k, 0.0, None, lo_open=True),
+    }
+
+
+def env_name(ck: Checker, v: S.Value, key: str) -> Any:
+    """The *name* of an environment variable; a literal key or URL is refused so secrets never enter a file."""
+    word = v.name if isinstance(v, S.Ident) else v.value if isinstance(v, S.Str) else None
+    if word is None:
+        return ck.type_error(v, "the name of an environment variable", key)
+    if not ENV_NAME_RE.match(word):
+        looks_secret = word.startswith(("sk-", "http://", "https://")) or len(word) > 40
+        return ck.error("E315", f"'{key}' must name an environment variable, not hold its value", v.span,
+                        hint='write e.g. api_key_env = "OPENAI_API_KEY" and export the key in that variable'
+                        if looks_secret else "environment variable names are letters, digits and _")
+    return word
+
+
+def output_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
+    return {
+        "target": ck.text,
+        "metric": lambda v, k: ck.choice(v, k, typing.get_args(ir.Metric)),
+    }
+
+
+def data_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
+    keep: Callable[[S.Value, str], Any] = lambda v, k: v  # noqa: E731
+    return {
+        "task": ck.text,
+        "path": ck.text,
+        "fields": keep,
+        "target_field": ck.text,
+        "train_size": lambda v, k: ck.integer(v, k, -1),
+        "dev_size": lambda v, k: ck.integer(v, k, -1),
+        "test_size": lambda v, k: ck.integer(v, k, -1),
+        "data_dir": ck.text,
+    }
+
+
+# Valid ranges of the numeric fit options (lo, hi, lo exclusive). Everything else is typed from ir.FitConfig.
+FIT_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "iters": (0, None, False), "batch_size": (1, None, False), "num_p_samples": (1, None, False),
+    "num_h_samples": (1, None, False), "seed": (0, None, False), "fwd_temp": (0, 2, False),
+    "bwd_temp": (0, 2, False), "val_freq": (1, None, False), "tolerance": (-1, None, False),
+    "use_memory": (0, None, False), "logp_penalty": (0, None, False), "trust_factor": (0, None, False),
+    "posterior_temp": (0, None, True), "n_shots": (0, None, False), "num_p1_steps": (1, None, False),
+    "budget_tokens": (0, None, False), "max_dev": (-1, None, False),
+}
+
+
+def fit_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
+    """One coercer per ir.FitConfig field, derived from its type hint (so a new option is checked for free)."""
+    hints = typing.get_type_hints(ir.FitConfig)
+    schema: dict[str, Callable[[S.Value, str], Any]] = {}
+    for f in fields(ir.FitConfig):
+        t = hints[f.name]
+        lo, hi, lo_open = FIT_RANGES.get(f.name, (None, None, False))
+        if t is bool:
+            schema[f.name] = ck.boolean
+        elif t is int:
+            schema[f.name] = (lambda lo, hi: lambda v, k: _int(ck.integer(v, k, lo, hi)))(lo, hi)
+        elif t is float:
+            schema[f.name] = (lambda lo, hi, o: lambda v, k: ck.number(v, k, lo, hi, lo_open=o))(lo, hi, lo_open)
+        elif typing.get_origin(t) is Literal:
+            schema[f.name] = (lambda args: lambda v, k: ck.choice(v, k, args))(typing.get_args(t))
+        elif typing.get_origin(t) is tuple:
+            schema[f.name] = ck.name_list      # `train = [h, y]`: checked against the layers by the compiler
+        else:  # pragma: no cover - a new FitConfig type needs a coercer here
+            raise AssertionError(f"no coercer for FitConfig.{f.name}: {t}")
+    return schema
+
+
+def _int(x: Any) -> Any:
+    return x if x is INVALID else int(x)
+
+
+# -------------------------------------------------------------------------------------------------------- outputs
+def output_kind(ck: Checker, v: S.Value, layer: str, task_labels: tuple[ir.Label, ...] | None) -> Any:
+    """`text` | `number` | `choice { name: "verbalizer" | ..., ... }` -> ir.Output."""
+    if isinstance(v, S.Ident) and v.name in ("text", "number"):
+        return ir.Output(kind=v.name)  # type: ignore[arg-type]
+    if isinstance(v, S.Ident) and v.name == "choice":
+        if task_labels:
+            return ir.Output(kind="choice", labels=task_labels)
+        return ck.error("E325", f"layer '{layer}': a choice output needs its labels", v.span, node=layer,
+                        hint='write choice { yes: "yes" | "Yes", no: "no" | "No" } (or set data.task to a '
+                             'built-in task, whose labels are then used)')
+    if isinstance(v, S.Tagged):
+        if v.tag.name != "choice":
+            hint = did_you_mean(v.tag.name, ("choice",)) or "only `choice` takes a { label: verbalizers } map"
+            return ck.error("E314", f"unknown output kind '{v.tag.name}'", v.tag.span, hint=hint)
+        return _labels(ck, v.map, layer)
+    if isinstance(v, (S.Ident, S.Str)):
+        word = v.name if isinstance(v, S.Ident) else v.value
+        hint = did_you_mean(word, ("text", "number", "choice")) or "one of: text, number, choice { ... }"
+        return ck.error("E314", f"unknown output kind '{word}'", v.span, hint=hint)
+    return ck.type_error(v, "text, number or choice { ... }", "output")
+
+
+def _labels(ck: Checker, m: S.MapV, layer: str) -> Any:
+    labels: list[ir.Label] = []
+    names: dict[str, SourceSpan] = {}
+    owner: dict[str, str] = {}
+    ok = True
+    for e in m.entries:
+        if e.key in names:
+            ck.error("E320", f"label '{e.key}' is declared twice", e.key_span, node=layer,
+                     hint=f"first declared on line {names[e.key].line}; merge the verbalizers with |")
+            ok = False
+            continue
+        names[e.key] = e.key_span
+        opts = e.value.options if isinstance(e.value, S.Alt) else (e.value,)
+        verbs: list[str] = []
+        for o in opts:
+            t = ck.text(o, f"label {e.key}")
+            if t is INVALID:
+                ok = False
+                continue
+            if t.strip() == "":
+                ck.error("E322", f"label '{e.key}' has an empty verbalizer", o.span, node=layer,
+                         hint="a verbalizer is the text the model writes for the label")
+                ok = False
+                continue
+            if t in owner and owner[t] != e.key:
+                ck.error("E321", f"verbalizer {t!r} is used by labels '{owner[t]}' and '{e.key}'", o.span,
+                         node=layer, hint="each verbalizer must identify exactly one label")
+                ok = False
+                continue
+            if t in verbs:
+                continue
+            owner[t] = e.key
+            verbs.append(t)
+        labels.append(ir.Label(e.key, tuple(verbs)))
+    if len(m.entries) < 2 and ok:
+        ck.error("E322", f"a choice needs at least two labels, got {len(m.entries)}", m.span, node=layer,
+                 hint="use `output = text` for free text")
+        ok = False
+    return ir.Output(kind="choice", labels=tuple(labels)) if ok else INVALID
+
+
+# -------------------------------------------------------------------------------------------------------- templates
+def template_variables(ck: Checker, ref: ir.TemplateRef, available: Iterable[str], layer: str,
+                       span: SourceSpan, role: str, *, line_offset: int = 0, col_offset: int = 0,
+                       parse_path: str | None = None) -> None:
+    """Statically check (jinja2.meta) that a template reads only variables its layer can supply."""
+    from dlc import templates as T
+
+    try:
+        used = T.undeclared(ref.text, path=parse_path or span.path, line_offset=line_offset,
+                            col_offset=col_offset)
+    except DlcTemplateError as e:
+        if e.span is not None and e.span.path == ck.path:
+            e.source = ck.source_text
+        elif ref.kind == "file":
+            e.source = ref.text
+        ck.add(e.with_node(layer))
+        return
+    avail = set(available)
+    for var in sorted(used - avail - set(T.environment().globals)):
+        ck.error("E354", f"{role} template '{ref.name}' uses '{var}', which layer '{layer}' cannot supply",
+                 span, node=layer, cls=DlcTemplateError,
+                 hint=(did_you_mean(var, avail) or "") + (" " if did_you_mean(var, avail) else "")
+                 + f"available: {', '.join(sorted(avail))}")
+
+
+# -------------------------------------------------------------------------------------------------------- graph
+@dataclass(frozen=True)
+class GraphNode:
+    name: str
+    kind: Literal["input", "layer"]
+    span: SourceSpan
+    parents: tuple[S.Name, ...] = ()
+
+
+def graph_checks(ck: Checker, nodes: Mapping[str, GraphNode], output: str | None,
+                 output_span: SourceSpan | None) -> nx.DiGraph:
+    """Build the DAG (edge parent -> child) and report cycles and layers that reach no output."""
+    g = nx.DiGraph()
+    for n in nodes.values():
+        g.add_node(n.name)
+    for n in nodes.values():
+        for p in n.parents:
+            if p.name in nodes:
+                g.add_edge(p.name, n.name)
+    reported: set[frozenset[str]] = set()
+    for comp in nx.strongly_connected_components(g):
+        if len(comp) == 1 and not g.has_edge(next(iter(comp)), next(iter(comp))):
+            continue
+        key = frozenset(comp)
+        if key in reported:
+            continue
+        reported.add(key)
+        cyc = [u for u, _ in nx.find_cycle(g.subgraph(comp))]
+        start = min(cyc)
+        i = cyc.index(start)
+        cyc = cyc[i:] + cyc[:i]
+        pretty = " -> ".join(cyc + [cyc[0]])
+        ck.error("E401", f"cycle: {pretty}", nodes[start].span, cls=DlcGraphError, node=start,
+                 hint="a layer cannot read (directly or indirectly) its own output; remove one of these edges")
+    if output is not None and output in g and not reported:
+        reach = nx.ancestors(g, output) | {output}
+        for n in sorted(nodes.values(), key=lambda n: (n.span.line, n.span.col)):
+            if n.kind == "layer" and n.name not in reach:
+                ck.error("E402", f"layer '{n.name}' does not lead to the output '{output}'", n.span,
+                         cls=DlcGraphError, node=n.name,
+                         hint=f"feed it into a layer on the path to '{output}', or remove it")
+    return g

@@ -1,0 +1,685 @@
+"""`.dln` text -> checked `ir.Graph`: parse, apply `--set` overrides, check every block against its schema, resolve
+templates and models, build the networkx DAG, and freeze the result in a deterministic topological order.
+
+Pipeline (each stage pure; only `compile_file` reads the .dln and template files are read while resolving them):
+
+    parse.parse(text)            -> syntax.Program            (E2xx, first syntax error)
+    apply_overrides(program, kv) -> syntax.Program            (E1xx: unknown override keys, did-you-mean)
+    _Lowering(program).run()     -> ir.Graph                  (E3xx/E35x/E4xx: *all* errors, then CompileFailed)
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import networkx as nx
+
+from dlc import ir
+from dlc import syntax as S
+from dlc import templates as T
+from dlc.check import (FORWARD_VARS, IMPLICIT_MODELS, INVALID, POSTERIOR_VARS, PROMPT_VARS, RESERVED, Checker,
+                       GraphNode, backward_schema, data_schema, fit_schema, graph_checks, layer_schema,
+                       model_schema, output_kind, output_schema, template_variables)
+from dlc.errors import CompileFailed, DlcError, DlcUsageError, SourceSpan, did_you_mean
+from dlc.parse import encode_long_string, parse, parse_value
+
+DEFAULT_POSTERIOR = (("prior_answer", 0.5), ("prior", 0.5))   # the paper's best mixture of q_pri+ and q_pri (§3)
+DEFAULT_PROMPT_TEMPLATE = "proposal"
+DEFAULT_BACKWARD_STOP = ("[END]",)   # prompt_proposal.j2 asks the model to end the new instruction with [END]
+
+
+# ====================================================================================================== public API
+def compile_file(path: str | Path, overrides: Mapping[str, str] | None = None) -> ir.Graph:
+    """Compile a .dln file. Relative template files and data paths resolve against the file's directory."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DlcUsageError(f"no such file: {path}", code="E104",
+                            hint="check the path; example networks are in graphs/") from None
+    except IsADirectoryError:
+        raise DlcUsageError(f"{path} is a directory, not a .dln file", code="E104") from None
+    except UnicodeDecodeError as e:
+        raise DlcUsageError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})", code="E105",
+                            hint="save the file as UTF-8") from None
+    except OSError as e:
+        raise DlcUsageError(f"cannot read {path}: {e.strerror}", code="E104") from None
+    return compile_source(text, str(path), overrides)
+
+
+def compile_source(text: str, path: str = "<string>", overrides: Mapping[str, str] | None = None) -> ir.Graph:
+    """Compile .dln source text; `path` names it in errors and anchors relative files."""
+    program = parse(text, path)
+    program, errors = apply_overrides(program, overrides or {})
+    return _Lowering(program, errors).run()
+
+
+def rewrite_prompts(source_text: str, path: str, prompts: Mapping[str, str]) -> str:
+    """The same .dln text with each named layer's prompt replaced by a triple-quoted literal (added when the layer
+    had none). Comments and layout elsewhere are kept; used to write `<net>.fit.dln` after training."""
+    program = parse(source_text, path)
+    layers = {d.name.name: d for d in program.of_type(S.LayerDecl)}
+    unknown = [n for n in prompts if n not in layers]
+    if unknown:
+        raise DlcUsageError(f"no layer named '{unknown[0]}' in {path}", code="E102",
+                            hint=did_you_mean(unknown[0], layers))
+    lines = source_text.splitlines(keepends=True)
+    offsets = [0]
+    for ln in lines:
+        offsets.append(offsets[-1] + len(ln))
+
+    def off(line: int, col: int) -> int:
+        return offsets[line - 1] + col - 1
+
+    edits: list[tuple[int, int, str]] = []
+    for name, new in prompts.items():
+        decl = layers[name]
+        literal = encode_long_string(new)
+        setting = None
+        if decl.body is not None:
+            setting = next((s for s in decl.body.items if isinstance(s, S.Setting) and s.key == "prompt"), None)
+        if setting is not None:
+            v = setting.value.span
+            edits.append((off(v.line, v.col), off(v.end_line or v.line, v.end_col or v.col), literal))
+        elif decl.body is not None:
+            b = decl.body.span              # insert right after the opening brace
+            start = off(b.line, b.col) + 1
+            edits.append((start, start, f" prompt = {literal}\n "))
+        else:
+            end = off(decl.span.end_line or decl.span.line, decl.span.end_col or decl.span.col)
+            # the header ends at the layer name; skip the "(...)" parent list
+            close = source_text.index(")", end) + 1
+            edits.append((close, close, f" {{ prompt = {literal} }}"))
+    out = source_text
+    for start, end, rep in sorted(edits, reverse=True):
+        out = out[:start] + rep + out[end:]
+    return out
+
+
+# ====================================================================================================== overrides
+_OVERRIDE_PATH = "<--set>"
+
+
+def apply_overrides(program: S.Program, overrides: Mapping[str, str]) -> tuple[S.Program, list[DlcError]]:
+    """Apply `--set key=value` overrides to the syntax tree (before checking, so they get the same errors).
+
+    Keys: `fit.K`, `data.K`, `output.K`, `layer.NAME.K`, `layer.NAME.backward.K`, `model.NAME.K` (an implicit
+    model — tiny, small, default — is created by its first override). A value is parsed as a .dln value; text that is
+    not a valid value (e.g. `Think step by step.`) is taken as a string."""
+    errors: list[DlcError] = []
+    stmts = list(program.statements)
+    ck = Checker(program.path, program.text)
+    schemas = {"fit": fit_schema(ck), "data": data_schema(ck), "output": output_schema(ck),
+               "layer": layer_schema(ck), "backward": backward_schema(ck), "model": model_schema(ck)}
+    for key, raw in overrides.items():
+        text = f"{key}={raw}"
+        src_span = SourceSpan(_OVERRIDE_PATH, 1, 1, 1, len(key) + 1)
+
+        def bad(msg: str, hint: str | None = None, code: str = "E102") -> None:
+            errors.append(DlcUsageError(msg, code=code, span=src_span, hint=hint, source=text))
+
+        parts = key.split(".")
+        value = _override_value(raw, len(key) + 2, text)
+        if parts[0] in ("fit", "data", "output") and len(parts) == 2:
+            kind, k = parts
+            if k not in schemas[kind]:
+                bad(f"unknown override key '{key}'",
+                    hint=_dym(k, schemas[kind], prefix=f"{kind}.") or f"keys of {kind}: {', '.join(schemas[kind])}")
+                continue
+            stmts = _set_in_config(stmts, kind, k, value, src_span)
+        elif parts[0] == "layer" and len(parts) in (3, 4):
+            names = [d.name.name for d in stmts if isinstance(d, S.LayerDecl)]
+            if parts[1] not in names:
+                bad(f"--set {key}: no layer named '{parts[1]}'",
+                    hint=did_you_mean(parts[1], names) or f"layers: {', '.join(names)}")
+                continue
+            if len(parts) == 4 and parts[2] != "backward":
+                bad(f"unknown override key '{key}'", hint=f"did you mean 'layer.{parts[1]}.backward.{parts[3]}'?")
+                continue
+            schema = schemas["backward"] if len(parts) == 4 else schemas["layer"]
+            k = parts[-1]
+            if k not in schema:
+                pre = f"layer.{parts[1]}." + ("backward." if len(parts) == 4 else "")
+                bad(f"unknown override key '{key}'", hint=_dym(k, schema, prefix=pre))
+                continue
+            stmts = _set_in_layer(stmts, parts[1], k, value, src_span, backward=len(parts) == 4)
+        elif parts[0] == "model" and len(parts) == 3:
+            names = [d.name.name for d in stmts if isinstance(d, S.ModelDecl)]
+            if parts[1] not in names and parts[1] not in IMPLICIT_MODELS:
+                bad(f"--set {key}: no model named '{parts[1]}'",
+                    hint=did_you_mean(parts[1], list(names) + list(IMPLICIT_MODELS)))
+                continue
+            if parts[2] not in schemas["model"]:
+                bad(f"unknown override key '{key}'", hint=_dym(parts[2], schemas["model"], prefix=f"model.{parts[1]}."))
+                continue
+            stmts = _set_in_model(stmts, parts[1], parts[2], value, src_span)
+        else:
+            first = parts[0]
+            hint = "keys look like fit.iters, data.task, output.metric, layer.NAME.prompt, model.NAME.model"
+            if first not in ("fit", "data", "output", "layer", "model"):
+                d = did_you_mean(first, ("fit", "data", "output", "layer", "model"))
+                if d:
+                    hint = d
+            bad(f"unknown override key '{key}'", hint=hint)
+    return replace(program, statements=tuple(stmts)), errors
+
+
+def _dym(k: str, schema: Mapping[str, Any], prefix: str) -> str | None:
+    m = did_you_mean(k, schema)
+    return m.replace("'", f"'{prefix}", 1) if m else None
+
+
+def _override_value(raw: str, col: int, text: str) -> S.Value:
+    try:
+        v = parse_value(raw, _OVERRIDE_PATH)
+    except (DlcError, CompileFailed):
+        v = None
+    span = SourceSpan(_OVERRIDE_PATH, 1, col, 1, col + max(1, len(raw)))
+    if v is None or (isinstance(v, S.Ident) and v.name != raw.strip()):
+        return S.Str(raw, span)
+    return _respan(v, col - 1)
+
+
+def _respan(v: S.Value, shift: int) -> S.Value:
+    """Shift the columns of a parsed override value so errors point into `key=value`."""
+    def sp(s: SourceSpan) -> SourceSpan:
+        return SourceSpan(s.path, 1, s.col + shift, 1, (s.end_col or s.col + 1) + shift)
+
+    if isinstance(v, S.ListV):
+        return S.ListV(tuple(_respan(i, shift) for i in v.items), sp(v.span))
+    if isinstance(v, S.Alt):
+        return S.Alt(tuple(_respan(i, shift) for i in v.options), sp(v.span))
+    if isinstance(v, S.MapV):
+        return S.MapV(tuple(S.Entry(e.key, sp(e.key_span), _respan(e.value, shift)) for e in v.entries), sp(v.span))
+    if isinstance(v, S.Tagged):
+        m = _respan(v.map, shift)
+        assert isinstance(m, S.MapV)
+        return S.Tagged(S.Ident(v.tag.name, sp(v.tag.span)), m, sp(v.span))
+    if isinstance(v, S.FileRef):
+        p = _respan(v.path, shift)
+        assert isinstance(p, S.Str)
+        return S.FileRef(p, sp(v.span))
+    return replace(v, span=sp(v.span))  # type: ignore[type-var]
+
+
+def _put(block: S.Block | None, key: str, value: S.Value, span: SourceSpan, nested: str | None = None) -> S.Block:
+    """The block with `key` set to `value` (replacing an existing setting, or appended)."""
+    items = list(block.items) if block is not None else []
+    if nested is not None:
+        for i, it in enumerate(items):
+            if isinstance(it, S.Nested) and it.name == nested:
+                items[i] = S.Nested(it.name, it.name_span, _put(it.body, key, value, span))
+                break
+        else:
+            items.append(S.Nested(nested, span, _put(None, key, value, span)))
+        return S.Block(tuple(items), block.span if block is not None else span)
+    new = S.Setting(key, span, value, span)
+    for i, it in enumerate(items):
+        if isinstance(it, S.Setting) and it.key == key:
+            items[i] = new
+            break
+    else:
+        items.append(new)
+    return S.Block(tuple(items), block.span if block is not None else span)
+
+
+def _set_in_config(stmts: list[S.Statement], kind: str, key: str, value: S.Value, span: SourceSpan) -> list:
+    for i, s in enumerate(stmts):
+        if kind == "output" and isinstance(s, S.OutputDecl):
+            stmts[i] = replace(s, body=_put(s.body, key, value, span))
+            return stmts
+        if isinstance(s, S.ConfigDecl) and s.kind == kind:
+            stmts[i] = replace(s, body=_put(s.body, key, value, span))
+            return stmts
+    if kind == "output":   # no output statement: the checker reports E403; the override has nowhere to go
+        return stmts
+    stmts.append(S.ConfigDecl(kind, _put(None, key, value, span), span))
+    return stmts
+
+
+def _set_in_layer(stmts: list[S.Statement], layer: str, key: str, value: S.Value, span: SourceSpan,
+                  backward: bool) -> list:
+    for i, s in enumerate(stmts):
+        if isinstance(s, S.LayerDecl) and s.name.name == layer:
+            stmts[i] = replace(s, body=_put(s.body, key, value, span, nested="backward" if backward else None))
+    return stmts
+
+
+def _set_in_model(stmts: list[S.Statement], model: str, key: str, value: S.Value, span: SourceSpan) -> list:
+    for i, s in enumerate(stmts):
+        if isinstance(s, S.ModelDecl) and s.name.name == model:
+            stmts[i] = replace(s, body=_put(s.body, key, value, span))
+            return stmts
+    stmts.append(S.ModelDecl(S.Name(model, span), _put(None, key, value, span), span))
+    return stmts
+
+
+# ====================================================================================================== templates
+@functools.lru_cache(maxsize=64)
+def builtin_template(kind: str, name: str) -> ir.TemplateRef:
+    path = T.builtin_path(kind, name)
+    text = path.read_text(encoding="utf-8")
+    return ir.TemplateRef(name=name, kind="builtin", text=text, sha256=T.sha256_text(text), path=str(path))
+
+
+class _Resolved:
+    """A resolved template and how to map its Jinja errors back to a file."""
+
+    def __init__(self, ref: ir.TemplateRef, span: SourceSpan, line_offset: int = 0, col_offset: int = 0,
+                 parse_path: str | None = None) -> None:
+        self.ref, self.span = ref, span
+        self.line_offset, self.col_offset, self.parse_path = line_offset, col_offset, parse_path
+
+
+# ====================================================================================================== lowering
+class _Lowering:
+    def __init__(self, program: S.Program, errors: list[DlcError]) -> None:
+        self.p = program
+        self.ck = Checker(program.path, program.text)
+        self.ck.errors.extend(errors)
+        self.base_dir = Path(program.path).resolve().parent if not program.path.startswith("<") else Path.cwd()
+        self.task_labels: tuple[ir.Label, ...] | None = None
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def err(self, code: str, msg: str, span: SourceSpan | None, **kw: Any) -> Any:
+        return self.ck.error(code, msg, span, **kw)
+
+    def end_span(self) -> SourceSpan:
+        lines = self.p.text.splitlines() or [""]
+        return SourceSpan(self.p.path, len(lines), 1, len(lines), max(2, len(lines[-1]) + 1))
+
+    # ------------------------------------------------------------------------------------------------ run
+    def run(self) -> ir.Graph:
+        name = self.network_name()
+        inputs = self.inputs()
+        models = self.models()
+        data = self.data(inputs)
+        layer_decls = self.layer_decls(inputs)
+        output_decl = self.output_decl(inputs, layer_decls)
+
+        nodes: dict[str, GraphNode] = {}
+        for n in inputs.values():
+            nodes[n.name] = GraphNode(n.name, "input", n.span)
+        for d in layer_decls.values():
+            known = tuple(p for p in d.parents if p.name in inputs or p.name in layer_decls)
+            nodes[d.name.name] = GraphNode(d.name.name, "layer", d.span, known)
+        out_name = output_decl.layer.name if output_decl is not None else None
+        if out_name not in layer_decls:
+            out_name = None
+        g = graph_checks(self.ck, nodes, out_name, output_decl.layer.span if output_decl else None)
+
+        layers: dict[str, ir.Layer] = {}
+        for d in layer_decls.values():
+            lay = self.layer(d, is_output=d.name.name == out_name, models=models, g=g, inputs=inputs)
+            if lay is not None:
+                layers[lay.name] = lay
+
+        target, metric = self.output_settings(output_decl, layers.get(out_name) if out_name else None, data)
+        data = replace(data, target_field=data.target_field if self._data_target else target)
+        fit = self.fit(layer_decls)
+        if self.ck.errors:
+            raise CompileFailed(self.ck.errors)
+
+        assert out_name is not None
+        order = tuple(n for n in nx.lexicographical_topological_sort(g) if n in layers)
+        used = {m for lay in layers.values() for m in (lay.model, lay.backward_model)}
+        model_cfgs = {n: models[n] for n in sorted(models) if n in used or n in self._declared_models}
+        return ir.Graph(name=name, inputs=tuple(inputs), layers={n: layers[n] for n in order}, order=order,
+                        output=out_name, target=target, metric=metric, models=model_cfgs, data=data, fit=fit,
+                        source_path=self.p.path, source_sha256=T.sha256_text(self.p.text))
+
+    # ------------------------------------------------------------------------------------------------ network
+    def network_name(self) -> str:
+        decls = self.p.of_type(S.NetworkDecl)
+        for d in decls[1:]:
+            self.err("E303", "the network is named twice", d.span,
+                     hint=f"keep one `network` line (first on line {decls[0].span.line})")
+        if decls:
+            return decls[0].name.name
+        stem = Path(self.p.path).stem if not self.p.path.startswith("<") else "network"
+        return re.sub(r"\W", "_", stem) or "network"
+
+    def inputs(self) -> dict[str, S.Name]:
+        out: dict[str, S.Name] = {}
+        for d in self.p.of_type(S.InputDecl):
+            for n in d.names:
+                if n.name in out:
+                    self.err("E303", f"input '{n.name}' is declared twice", n.span,
+                             hint=f"first declared on line {out[n.name].span.line}")
+                    continue
+                if n.name in RESERVED:
+                    self.err("E305", f"'{n.name}' is a reserved name (a template variable)", n.span,
+                             hint=f"rename the input, e.g. '{n.name}_text'")
+                    continue
+                out[n.name] = n
+        return out
+
+    def models(self) -> dict[str, ir.ModelConfig]:
+        models = {n: ir.ModelConfig(name=n, backend="embedded", model=n) for n in IMPLICIT_MODELS}
+        self._declared_models: set[str] = set()
+        seen: dict[str, S.ModelDecl] = {}
+        for d in self.p.of_type(S.ModelDecl):
+            n = d.name.name
+            if n in seen:
+                self.err("E303", f"model '{n}' is declared twice", d.name.span,
+                         hint=f"first declared on line {seen[n].name.span.line}")
+                continue
+            seen[n] = d
+            vals, settings, _ = self.ck.settings(d.body, model_schema(self.ck), f"model {n}")
+            vals = {k: v for k, v in vals.items() if v is not INVALID}
+            base = models.get(n, ir.ModelConfig(name=n))
+            cfg = replace(base, **vals)
+            if cfg.backend == "openai" and "model" not in vals and n not in IMPLICIT_MODELS:
+                self.err("E312", f"model '{n}': an openai backend needs `model` (the server's model name)",
+                         d.name.span, hint='add e.g. model = "gpt-4o-mini"')
+            if cfg.backend == "openai" and "model" not in vals and n in IMPLICIT_MODELS:
+                self.err("E312", f"model '{n}': an openai backend needs `model` (the server's model name)",
+                         d.name.span, hint='add e.g. model = "gpt-4o-mini"')
+            models[n] = cfg
+            self._declared_models.add(n)
+        return models
+
+    # ------------------------------------------------------------------------------------------------ data / fit
+    def _config(self, kind: str) -> S.ConfigDecl | None:
+        decls = [d for d in self.p.of_type(S.ConfigDecl) if d.kind == kind]
+        for d in decls[1:]:
+            self.err("E303", f"a second `{kind}` block", d.span,
+                     hint=f"merge it into the first one (line {decls[0].span.line})")
+        return decls[0] if decls else None
+
+    def data(self, inputs: Mapping[str, S.Name]) -> ir.DataConfig:
+        decl = self._config("data")
+        self._data_target = False
+        if decl is None:
+            return ir.DataConfig()
+        vals, settings, _ = self.ck.settings(decl.body, data_schema(self.ck), "data")
+        out: dict[str, Any] = {}
+        for k, v in vals.items():
+            if v is INVALID:
+                continue
+            if k == "fields":
+                out[k] = self.fields(v, inputs)
+            elif k == "task":
+                out[k] = self.task(v, settings[k].value)
+            elif k in ("path", "data_dir") and not self.p.path.startswith("<"):
+                out[k] = str((self.base_dir / v).resolve()) if not Path(v).is_absolute() else v
+            else:
+                out[k] = v
+        self._data_target = "target_field" in out
+        return replace(ir.DataConfig(), **{k: v for k, v in out.items() if v is not INVALID})
+
+    def task(self, name: str, value: S.Value) -> Any:
+        try:
+            tasks = importlib.import_module("dlc.data.tasks").TASKS
+        except (ImportError, AttributeError):   # the data package is optional for compiling
+            return name
+        if name not in tasks:
+            return self.err("E314", f"unknown task '{name}'", value.span,
+                            hint=did_you_mean(name, tasks) or f"built-in tasks: {', '.join(sorted(tasks))}; "
+                            "or use data { path = \"my.jsonl\" }")
+        self.task_labels = tuple(tasks[name].labels) or None
+        return name
+
+    def fields(self, v: S.Value, inputs: Mapping[str, S.Name]) -> Any:
+        if not isinstance(v, S.MapV):
+            return self.ck.type_error(v, "a map { input: \"dataset field\" }", "fields")
+        out = []
+        for e in v.entries:
+            if e.key not in inputs:
+                self.err("E302", f"fields maps '{e.key}', which is not an input of the network", e.key_span,
+                         hint=did_you_mean(e.key, inputs) or f"inputs: {', '.join(inputs) or '(none)'}")
+                continue
+            f = self.ck.text(e.value, f"fields.{e.key}")
+            if f is not INVALID:
+                out.append((e.key, f))
+        return tuple(out)
+
+    def fit(self, layer_decls: Mapping[str, S.LayerDecl]) -> ir.FitConfig:
+        decl = self._config("fit")
+        if decl is None:
+            return ir.FitConfig()
+        vals, _, _ = self.ck.settings(decl.body, fit_schema(self.ck), "fit")
+        out = {}
+        for k, v in vals.items():
+            if v is INVALID:
+                continue
+            if k == "train":
+                names = []
+                for n, span in v:
+                    if n not in layer_decls:
+                        self.err("E302", f"fit.train names '{n}', which is not a layer", span,
+                                 hint=did_you_mean(n, layer_decls) or f"layers: {', '.join(layer_decls)}")
+                    else:
+                        names.append(n)
+                v = tuple(names)
+            out[k] = v
+        return replace(ir.FitConfig(), **out)
+
+    # ------------------------------------------------------------------------------------------------ layers
+    def layer_decls(self, inputs: Mapping[str, S.Name]) -> dict[str, S.LayerDecl]:
+        out: dict[str, S.LayerDecl] = {}
+        for d in self.p.of_type(S.LayerDecl):
+            n = d.name.name
+            if n in out or n in inputs:
+                first = out[n].name.span if n in out else inputs[n].span
+                what = "layer" if n in out else "input"
+                self.err("E303", f"'{n}' is already declared (as {'a' if what == 'layer' else 'an'} {what} on "
+                         f"line {first.line})", d.name.span, hint="node names must be unique")
+                continue
+            if n in RESERVED:
+                self.err("E305", f"'{n}' is a reserved name (a template variable)", d.name.span,
+                         hint=f"rename the layer, e.g. '{n}_layer'")
+                continue
+            out[n] = d
+        names = set(inputs) | set(out)
+        for d in out.values():
+            if not d.parents:
+                self.err("E324", f"layer '{d.name.name}' has no parents", d.span, node=d.name.name,
+                         hint=f"name what it reads: `layer {d.name.name}(x)`")
+            seen: set[str] = set()
+            for p in d.parents:
+                if p.name in seen:
+                    self.err("E324", f"layer '{d.name.name}' lists parent '{p.name}' twice", p.span,
+                             node=d.name.name, hint="list each parent once")
+                seen.add(p.name)
+                if p.name not in names:
+                    hint = did_you_mean(p.name, names) or (f"declare it with `input {p.name}` or define "
+                                                           f"`layer {p.name}(...)`")
+                    self.err("E302", f"unknown node '{p.name}'", p.span, node=d.name.name, hint=hint)
+        return out
+
+    def output_decl(self, inputs: Mapping[str, S.Name], layers: Mapping[str, S.LayerDecl]) -> S.OutputDecl | None:
+        decls = self.p.of_type(S.OutputDecl)
+        if not decls:
+            hint = (f"add `output {list(layers)[-1]}`" if layers else "declare a layer, then `output <layer>`")
+            self.err("E403", "the network has no output", self.end_span(), hint=hint, cls=_graph_error())
+            return None
+        for d in decls[1:]:
+            self.err("E405", "the network has more than one output", d.span, cls=_graph_error(),
+                     hint=f"keep one `output` (first on line {decls[0].span.line}); other layers feed into it")
+        d = decls[0]
+        n = d.layer.name
+        if n in inputs:
+            self.err("E404", f"the output '{n}' is an input, not a layer", d.layer.span, cls=_graph_error(),
+                     hint="the output must be a layer that produces the answer")
+        elif n not in layers:
+            self.err("E302", f"unknown node '{n}'", d.layer.span,
+                     hint=did_you_mean(n, layers) or f"layers: {', '.join(layers) or '(none)'}")
+        return d
+
+    def output_settings(self, decl: S.OutputDecl | None, out_layer: ir.Layer | None,
+                        data: ir.DataConfig) -> tuple[str, ir.Metric]:
+        vals: dict[str, Any] = {}
+        if decl is not None:
+            vals, _, _ = self.ck.settings(decl.body, output_schema(self.ck), "output")
+        kind = out_layer.output.kind if out_layer is not None else "choice"
+        default_metric = {"choice": "accuracy", "number": "number_presence", "text": "exact_match"}[kind]
+        metric = vals.get("metric", default_metric)
+        if metric is INVALID:
+            metric = default_metric
+        target = vals.get("target")
+        if target is None or target is INVALID:
+            target = data.target_field if self._data_target else "label"
+        return target, metric
+
+    def layer(self, d: S.LayerDecl, *, is_output: bool, models: Mapping[str, ir.ModelConfig], g: nx.DiGraph,
+              inputs: Mapping[str, S.Name]) -> ir.Layer | None:
+        name = d.name.name
+        n_errors = len(self.ck.errors)
+        vals, settings, nested = self.ck.settings(d.body, layer_schema(self.ck), f"layer {name}",
+                                                  nested=("backward",))
+        parents = tuple(p.name for p in d.parents)
+
+        out: Any = ir.Output(kind="text")
+        if "output" in vals:
+            out = output_kind(self.ck, vals["output"], name, self.task_labels)
+        elif is_output and self.task_labels:
+            out = ir.Output(kind="choice", labels=self.task_labels)   # the data task's labels
+        if out is INVALID:
+            out = ir.Output()
+
+        # forward template: explicit, or by shape (residual joins several parents; hidden text -> step by step)
+        if "template" in vals:
+            fwd = self.template(vals["template"], "forward", name, "template")
+        else:
+            default = "residual" if len(parents) > 1 else ("classify" if is_output or out.kind != "text"
+                                                          else "step_by_step")
+            fwd = _Resolved(builtin_template("forward", default), d.span)
+
+        # backward
+        bvals, bsettings, _ = self.ck.settings(nested["backward"].body if "backward" in nested else None,
+                                               backward_schema(self.ck), f"layer {name} backward")
+        if "prompt" in bvals:
+            bprompt = self.template(bvals["prompt"], "prompt", name, "backward.prompt")
+        else:
+            bprompt = _Resolved(builtin_template("prompt", DEFAULT_PROMPT_TEMPLATE), d.span)
+        posterior = self.posterior(bvals.get("posterior"), name, d.span)
+
+        # models
+        for key in ("model", "backward_model"):
+            m = vals.get(key)
+            if isinstance(m, str) and m not in models:
+                self.err("E304", f"unknown model '{m}'", settings[key].value.span, node=name,
+                         hint=did_you_mean(m, models) or f"models: {', '.join(sorted(models))}; "
+                         "declare others with `model NAME { ... }`")
+
+        # template variables (only when the parents are known, so one typo is not reported twice)
+        if all(p in g for p in parents):
+            fv = FORWARD_VARS | set(parents)
+            for res, avail, role in ([(fwd, fv, "forward"), (bprompt, PROMPT_VARS, "prompt-proposal")]
+                                     + [(r, fv | POSTERIOR_VARS, "posterior") for r, _ in posterior]):
+                if res is not None and res is not INVALID:
+                    template_variables(self.ck, res.ref, avail, name, res.span, role,
+                                       line_offset=res.line_offset, col_offset=res.col_offset,
+                                       parse_path=res.parse_path)
+
+        if len(self.ck.errors) > n_errors or fwd is INVALID or bprompt is INVALID:
+            return None
+        gen = ir.Generation(
+            max_tokens=int(vals.get("max_tokens", ir.Generation.max_tokens)),
+            temperature=float(vals.get("temperature", ir.Generation.temperature)),
+            top_p=float(vals.get("top_p", ir.Generation.top_p)),
+            stop=tuple(vals.get("stop", ())))
+        backward = ir.Backward(prompt_template=bprompt.ref,
+                               posterior=tuple(ir.PosteriorComponent(r.ref, w) for r, w in posterior),
+                               max_tokens=int(bvals.get("max_tokens", ir.Backward.max_tokens)),
+                               stop=tuple(bvals.get("stop", DEFAULT_BACKWARD_STOP)))
+        return ir.Layer(name=name, parents=parents, template=fwd.ref, prompt=vals.get("prompt", ""),
+                        trainable=not vals.get("fixed", False), output=out, generation=gen, backward=backward,
+                        model=vals.get("model", "default"), backward_model=vals.get("backward_model", "default"),
+                        format=vals.get("format", "chat"), system=vals.get("system"),
+                        answer_prefix=vals.get("answer_prefix", ""), span=_span_json(d.span))
+
+    def posterior(self, v: S.Value | None, layer: str, span: SourceSpan) -> list[tuple[_Resolved, float]]:
+        """`posterior = { prior_answer: 0.5, prior: 0.5 }` (weights normalised to sum 1), a name, or a list."""
+        if v is None:
+            return [(_Resolved(builtin_template("posterior", n), span), w) for n, w in DEFAULT_POSTERIOR]
+        entries: list[tuple[str, SourceSpan, S.Value | None, bool]] = []
+        if isinstance(v, S.MapV):
+            entries = [(e.key, e.key_span, e.value, False) for e in v.entries]
+        elif isinstance(v, S.Ident):
+            entries = [(v.name, v.span, None, False)]
+        elif isinstance(v, S.ListV) and all(isinstance(i, S.Ident) for i in v.items):
+            entries = [(i.name, i.span, None, False) for i in v.items]   # type: ignore[union-attr]
+        else:
+            self.ck.type_error(v, "a map { template: weight } (or a template name)", "posterior")
+            return []
+        out: list[tuple[_Resolved, float]] = []
+        seen: set[str] = set()
+        for key, kspan, wv, _ in entries:
+            if key in seen:
+                self.err("E303", f"posterior template '{key}' is listed twice", kspan, node=layer)
+                continue
+            seen.add(key)
+            weight = 1.0
+            if wv is not None:
+                w = self.ck.number(wv, f"posterior.{key}", 0.0)
+                if w is INVALID:
+                    continue
+                weight = w
+            if key.endswith(".j2"):
+                res = self.template_file(S.Str(key, kspan), "posterior", layer)
+            elif key in T.builtin_names("posterior"):
+                res = _Resolved(builtin_template("posterior", key), kspan)
+            else:
+                self.err("E301", f"unknown posterior template '{key}'", kspan, node=layer,
+                         hint=did_you_mean(key, T.builtin_names("posterior"))
+                         or f"built-in posteriors: {', '.join(T.builtin_names('posterior'))}; or a \"file.j2\"")
+                continue
+            if res is not INVALID:
+                out.append((res, weight))
+        total = sum(w for _, w in out)
+        if out and total <= 0:
+            self.err("E323", "posterior mixture weights sum to 0", v.span, node=layer,
+                     hint="give at least one template a positive weight")
+            return []
+        if not out and not isinstance(v, S.MapV) or (isinstance(v, S.MapV) and not v.entries):
+            self.err("E323", "the posterior mixture is empty", v.span, node=layer,
+                     hint="e.g. posterior = { prior_answer: 0.5, prior: 0.5 }")
+        return [(r, w / total) for r, w in out] if total > 0 else out
+
+    def template(self, v: S.Value, kind: str, layer: str, key: str) -> Any:
+        """A template reference: a built-in name, `file "path"`, or an inline string."""
+        if isinstance(v, S.Ident):
+            names = T.builtin_names(kind)
+            if v.name not in names:
+                return self.err("E301", f"unknown {'' if kind == 'forward' else kind + ' '}template '{v.name}'",
+                                v.span, node=layer, hint=did_you_mean(v.name, names)
+                                or f"built-in: {', '.join(names)}; or file \"my.j2\", or \"\"\"inline\"\"\"")
+            return _Resolved(builtin_template(kind, v.name), v.span)
+        if isinstance(v, S.FileRef):
+            return self.template_file(v.path, kind, layer)
+        if isinstance(v, S.Str):
+            ref = ir.TemplateRef(name=f"<inline:{layer}.{key}>", kind="inline", text=v.value,
+                                 sha256=T.sha256_text(v.value))
+            return _Resolved(ref, v.span, line_offset=(v.content_line or v.span.line) - 1,
+                             col_offset=(v.content_col or v.span.col) - 1, parse_path=self.p.path)
+        return self.ck.type_error(v, 'a template name, file "path.j2" or an inline """string"""', key)
+
+    def template_file(self, s: S.Str, kind: str, layer: str) -> Any:
+        p = Path(s.value)
+        full = p if p.is_absolute() else self.base_dir / p
+        try:
+            text = full.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            why = "not found" if isinstance(e, FileNotFoundError) else "unreadable"
+            return self.err("E355", f"template file '{s.value}' {why}", s.span, node=layer,
+                            hint=f"looked for {full}; paths are relative to the .dln file")
+        ref = ir.TemplateRef(name=s.value, kind="file", text=text, sha256=T.sha256_text(text), path=str(full))
+        return _Resolved(ref, s.span, parse_path=str(full))
+
+
+def _graph_error() -> type[DlcError]:
+    from dlc.errors import DlcGraphError
+    return DlcGraphError
+
+
+def _span_json(span: SourceSpan) -> dict[str, Any]:
+    return span.to_json()
+
+
+__all__ = ["compile_file", "compile_source", "rewrite_prompts", "apply_overrides", "builtin_template"]
