@@ -1,0 +1,65 @@
+"""`dlc show net.dln|manifest.json|RUN_DIR [--format text|dot|mermaid|json|svg|png] [-o FILE]`.
+
+A network (source or compiled) is summarised or drawn; a run directory (it holds result.json or checkpoint.json)
+is handed to `dlc.report.show_run`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from dlc import compiler, ir, manifest, viz
+from dlc.commands.compile import add_set_argument, parse_sets
+from dlc.errors import DlcUsageError
+
+FORMATS = ("text", "dot", "mermaid", "json", "svg", "png")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("show", help="summarise or draw a network, or show a run",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="a .dln file, a compiled .json manifest, or a run directory")
+    p.add_argument("--format", "-f", choices=FORMATS, default="text")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout (svg/png: default "
+                                                           "<network>.<format>)")
+    add_set_argument(p)
+    p.set_defaults(func=run)
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "result.json").exists() or (path / "checkpoint.json").exists())
+
+
+def load_graph(path: str, sets: dict[str, str] | None = None) -> ir.Graph:
+    p = Path(path)
+    if p.suffix == ".json":
+        if sets:
+            raise DlcUsageError("--set applies to .dln sources, not to a compiled manifest", code="E101",
+                                hint="pass the .dln file instead")
+        return manifest.read(p)
+    if p.is_dir():
+        raise DlcUsageError(f"{p} is a directory but not a run directory (no result.json or checkpoint.json)",
+                            code="E104", hint="pass a .dln file, a compiled .json, or a run directory")
+    return compiler.compile_file(p, sets)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if is_run_dir(path):
+        report = importlib.import_module("dlc.report")
+        return int(report.show_run(path, args) or 0)
+    graph = load_graph(args.path, parse_sets(args.sets))
+    fmt = args.format
+    if fmt in ("svg", "png"):
+        out = viz.render_image(graph, fmt, args.output or f"{graph.name}.{fmt}")
+        print(out)
+        return 0
+    text = {"text": viz.to_text, "dot": viz.to_dot, "mermaid": viz.to_mermaid,
+            "json": viz.to_json_summary}[fmt](graph)
+    if args.output:
+        manifest.atomic_write_text(Path(args.output), text if text.endswith("\n") else text + "\n")
+        print(args.output)
+    else:
+        print(text.rstrip("\n"))
+    return 0
