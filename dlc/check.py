@@ -403,8 +403,7 @@ class GraphNode:
     parents: tuple[S.Name, ...] = ()
 
 
-def graph_checks(ck: Checker, nodes: Mapping[str, GraphNode], output: str | None,
-                 output_span: SourceSpan | None) -> nx.DiGraph:
+def graph_checks(ck: Checker, nodes: Mapping[str, GraphNode], output: str | None) -> nx.DiGraph:
     """Build the DAG (edge parent -> child) and report cycles and layers that reach no output."""
     g = nx.DiGraph()
     for n in nodes.values():

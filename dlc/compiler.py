@@ -310,7 +310,9 @@ class _Lowering:
         out_name = output_decl.layer.name if output_decl is not None else None
         if out_name not in layer_decls:
             out_name = None
-        g = graph_checks(self.ck, nodes, out_name, output_decl.layer.span if output_decl else None)
+        # a layer cut off by an unknown parent is not also reported as unreachable (one typo, one error)
+        dangling = any(p.name not in nodes for d in layer_decls.values() for p in d.parents)
+        g = graph_checks(self.ck, nodes, out_name if not dangling else None)
 
         layers: dict[str, ir.Layer] = {}
         for d in layer_decls.values():
@@ -354,7 +356,6 @@ class _Lowering:
                 if n.name in RESERVED:
                     self.err("E305", f"'{n.name}' is a reserved name (a template variable)", n.span,
                              hint=f"rename the input, e.g. '{n.name}_text'")
-                    continue
                 out[n.name] = n
         return out
 
@@ -473,7 +474,6 @@ class _Lowering:
             if n in RESERVED:
                 self.err("E305", f"'{n}' is a reserved name (a template variable)", d.name.span,
                          hint=f"rename the layer, e.g. '{n}_layer'")
-                continue
             out[n] = d
         names = set(inputs) | set(out)
         for d in out.values():

@@ -327,6 +327,9 @@ def _friendly(e: UnexpectedInput, text: str, path: str) -> DlcSyntaxError:
         pos = e.pos_in_stream
         ch = text[pos] if pos < len(text) else ""
         line, col = e.line, e.column
+        if pos >= 2 and text.startswith('"""', pos - 2):   # `""` lexed as an empty string, then the rest
+            line, col = _pos(text, pos - 2)
+            return err("unterminated triple-quoted string", E_UNTERMINATED, line, col, 3, hint='close it with """')
         if text.startswith('"""', pos):
             return err("unterminated triple-quoted string", E_UNTERMINATED, line, col, 3,
                        hint='close it with """')
@@ -360,6 +363,19 @@ def _friendly(e: UnexpectedInput, text: str, path: str) -> DlcSyntaxError:
         hint = did_you_mean(str(tok), STATEMENT_KEYWORDS) or \
             f"a statement starts with one of: {', '.join(STATEMENT_KEYWORDS)}"
         return err(f"unknown statement '{tok}'", E_STATEMENT, line, col, width, hint=hint)
+    if tok.type == "NAME" and expected <= {"EQUAL", "LBRACE"}:
+        # `key` followed by a name: usually a statement keyword read as a setting key because a '}' is missing
+        offset = tok.start_pos if tok.start_pos is not None else 0
+        line_start = text.rfind("\n", 0, offset) + 1
+        before = text[line_start:offset].strip()
+        if before in STATEMENT_KEYWORDS:
+            open_ = _unclosed(text[:line_start])
+            if open_ is not None and open_[0] == "{":
+                bl, bc = _pos(text, open_[1])
+                return err("'{' is never closed", E_UNBALANCED, bl, bc, 1,
+                           hint=f"add '}}' before `{before}` on line {line}")
+        return err(f"missing '=' after '{before or 'the key'}'", E_MISSING_EQ, line, col, width,
+                   hint="write `key = value`")
     if tok.type == "RBRACE" and statement_start & expected:
         return err("unmatched '}'", E_UNBALANCED, line, col, 1, hint="remove it, or open the block with '{'")
     if tok.type in ("RPAR", "RSQB") and "EQUAL" not in expected and "COLON" not in expected \
@@ -374,6 +390,9 @@ def _friendly(e: UnexpectedInput, text: str, path: str) -> DlcSyntaxError:
     if "EQUAL" in expected and tok.type in ("STRING", "LONG_STRING", "NUMBER", "TRUE", "FALSE", "LSQB", "FILE"):
         return err(f"missing '=' before {shown}", E_MISSING_EQ, line, col, width,
                    hint="write `key = value`")
+    if tok.type == "EQUAL" and "EQUAL" not in expected:
+        return err("unexpected '=': the setting before it has no value", E_MISSING_VALUE, line, col, 1,
+                   hint="a value must follow '=' (on the same line or the next), e.g. `prompt = \"...\"`")
     if "LPAR" in expected and tok.type == "LBRACE":
         return err("a layer declares its parents in parentheses", E_PARENTS, line, col, 1,
                    hint="write `layer name(x) { ... }` where x is an input or another layer")
@@ -389,6 +408,8 @@ def _friendly(e: UnexpectedInput, text: str, path: str) -> DlcSyntaxError:
 def _generic_hint(tok: Token, expected: set[str]) -> str | None:
     if tok.type == "NAME" and "RBRACE" in expected:
         return "a setting is `key = value`; nested blocks are `name { ... }`"
+    if "COMMA" in expected and ("RSQB" in expected or "RBRACE" in expected):
+        return "separate list items and map entries with ','"
     if tok.type == "NAME" and ("COMMA" in expected or "RSQB" in expected or "RBRACE" in expected):
         return "separate list items and map entries with ','"
     if "RPAR" in expected:
