@@ -54,12 +54,15 @@ class Checker:
     def __init__(self, path: str, text: str) -> None:
         self.path = path
         self.source_text = text
+        self.sources: dict[str, str] = {}      # text of other "files" errors may point into (--set overrides)
         self.errors: list[DlcError] = []
 
     # -------------------------------------------------------------------------------------------- reporting
     def error(self, code: str, message: str, span: SourceSpan | None, hint: str | None = None,
               node: str | None = None, cls: type[DlcError] = DlcSemanticError, source: str | None = None) -> Any:
         err = cls(message, code=code, span=span, hint=hint, node=node)
+        if source is None and span is not None and span.path != self.path:
+            source = self.sources.get(span.path)
         err.source = source if source is not None else (self.source_text if span is None or span.path == self.path
                                                          else None)
         self.errors.append(err)

@@ -54,8 +54,8 @@ def compile_file(path: str | Path, overrides: Mapping[str, str] | None = None) -
 def compile_source(text: str, path: str = "<string>", overrides: Mapping[str, str] | None = None) -> ir.Graph:
     """Compile .dln source text; `path` names it in errors and anchors relative files."""
     program = parse(text, path)
-    program, errors = apply_overrides(program, overrides or {})
-    return _Lowering(program, errors).run()
+    program, errors, sources = apply_overrides(program, overrides or {})
+    return _Lowering(program, errors, sources).run()
 
 
 def rewrite_prompts(source_text: str, path: str, prompts: Mapping[str, str]) -> str:
@@ -101,29 +101,30 @@ def rewrite_prompts(source_text: str, path: str, prompts: Mapping[str, str]) -> 
 
 
 # ====================================================================================================== overrides
-_OVERRIDE_PATH = "<--set>"
-
-
-def apply_overrides(program: S.Program, overrides: Mapping[str, str]) -> tuple[S.Program, list[DlcError]]:
+def apply_overrides(program: S.Program, overrides: Mapping[str, str]
+                    ) -> tuple[S.Program, list[DlcError], dict[str, str]]:
     """Apply `--set key=value` overrides to the syntax tree (before checking, so they get the same errors).
 
     Keys: `fit.K`, `data.K`, `output.K`, `layer.NAME.K`, `layer.NAME.backward.K`, `model.NAME.K` (an implicit
     model — tiny, small, default — is created by its first override). A value is parsed as a .dln value; text that is
     not a valid value (e.g. `Think step by step.`) is taken as a string."""
     errors: list[DlcError] = []
+    sources: dict[str, str] = {}
     stmts = list(program.statements)
     ck = Checker(program.path, program.text)
     schemas = {"fit": fit_schema(ck), "data": data_schema(ck), "output": output_schema(ck),
                "layer": layer_schema(ck), "backward": backward_schema(ck), "model": model_schema(ck)}
     for key, raw in overrides.items():
         text = f"{key}={raw}"
-        src_span = SourceSpan(_OVERRIDE_PATH, 1, 1, 1, len(key) + 1)
+        opath = f"--set {key}"
+        sources[opath] = text
+        src_span = SourceSpan(opath, 1, 1, 1, len(key) + 1)
 
         def bad(msg: str, hint: str | None = None, code: str = "E102") -> None:
             errors.append(DlcUsageError(msg, code=code, span=src_span, hint=hint, source=text))
 
         parts = key.split(".")
-        value = _override_value(raw, len(key) + 2, text)
+        value = _override_value(raw, len(key) + 2, opath)
         if parts[0] in ("fit", "data", "output") and len(parts) == 2:
             kind, k = parts
             if k not in schemas[kind]:
@@ -165,7 +166,7 @@ def apply_overrides(program: S.Program, overrides: Mapping[str, str]) -> tuple[S
                 if d:
                     hint = d
             bad(f"unknown override key '{key}'", hint=hint)
-    return replace(program, statements=tuple(stmts)), errors
+    return replace(program, statements=tuple(stmts)), errors, sources
 
 
 def _dym(k: str, schema: Mapping[str, Any], prefix: str) -> str | None:
@@ -173,12 +174,12 @@ def _dym(k: str, schema: Mapping[str, Any], prefix: str) -> str | None:
     return m.replace("'", f"'{prefix}", 1) if m else None
 
 
-def _override_value(raw: str, col: int, text: str) -> S.Value:
+def _override_value(raw: str, col: int, path: str) -> S.Value:
     try:
-        v = parse_value(raw, _OVERRIDE_PATH)
+        v = parse_value(raw, path)
     except (DlcError, CompileFailed):
         v = None
-    span = SourceSpan(_OVERRIDE_PATH, 1, col, 1, col + max(1, len(raw)))
+    span = SourceSpan(path, 1, col, 1, col + max(1, len(raw)))
     if v is None or (isinstance(v, S.Ident) and v.name != raw.strip()):
         return S.Str(raw, span)
     return _respan(v, col - 1)
@@ -277,9 +278,10 @@ class _Resolved:
 
 # ====================================================================================================== lowering
 class _Lowering:
-    def __init__(self, program: S.Program, errors: list[DlcError]) -> None:
+    def __init__(self, program: S.Program, errors: list[DlcError], sources: Mapping[str, str]) -> None:
         self.p = program
         self.ck = Checker(program.path, program.text)
+        self.ck.sources.update(sources)
         self.ck.errors.extend(errors)
         self.base_dir = Path(program.path).resolve().parent if not program.path.startswith("<") else Path.cwd()
         self.task_labels: tuple[ir.Label, ...] | None = None

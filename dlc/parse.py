@@ -86,7 +86,7 @@ _ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.S)
 
 
 def decode_string(raw: str) -> tuple[str, int, list[tuple[int, str]]]:
-    """Decode a STRING or LONG_STRING token. Returns (text, offset of the text in `raw`, bad escapes as
+    """Decode a STRING or LONG_STRING token. Returns (text, offset of the text in `raw`, unknown escapes as
     (offset in raw, sequence)).
 
     A triple-quoted string whose opening quotes end the line is a *block*: the first newline is dropped, the common
@@ -105,7 +105,9 @@ def decode_string(raw: str) -> tuple[str, int, list[tuple[int, str]]]:
         indents = [len(ln) - len(ln.lstrip(" \t")) for ln in lines if ln.strip()]
         cut = min(indents) if indents else 0
         body = "\n".join(ln[cut:] if ln.strip() else ln.lstrip(" \t") for ln in lines)
-    bad: list[tuple[int, str]] = []
+    # bad escapes are located in the raw literal (before any dedent), so their positions are exact
+    bad = [(m.start(), "\\" + m.group(1)) for m in _ESCAPE_RE.finditer(raw, q, len(raw) - q)
+           if not _known_escape(m.group(1))]
 
     def sub(m: re.Match[str]) -> str:
         seq = m.group(1)
@@ -113,10 +115,13 @@ def decode_string(raw: str) -> tuple[str, int, list[tuple[int, str]]]:
             return _ESCAPES[seq]
         if seq.startswith("u") and len(seq) == 5:
             return chr(int(seq[1:], 16))
-        bad.append((m.start(), "\\" + seq))
         return seq
 
     return _ESCAPE_RE.sub(sub, body), offset, bad
+
+
+def _known_escape(seq: str) -> bool:
+    return seq in _ESCAPES or (seq.startswith("u") and len(seq) == 5)
 
 
 def encode_long_string(text: str) -> str:
@@ -243,7 +248,7 @@ class _Converter:
         raw = str(tok)
         text, offset, bad = decode_string(raw)
         for off, seq in bad:
-            line, col = _advance(tok.line, tok.column, raw[:offset + off])
+            line, col = _advance(tok.line, tok.column, raw[:off])
             self.errors.append(DlcSyntaxError(
                 f"unknown escape sequence '{seq}' in a string", code=E_ESCAPE,
                 span=SourceSpan(self.path, line, col + self.col_shift, line, col + self.col_shift + len(seq)),

@@ -1,0 +1,166 @@
+"""The compiler: every example graph compiles; defaults, overrides, determinism, and rewrite_prompts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dlc import ir
+from dlc.compiler import compile_file, compile_source, rewrite_prompts
+from dlc.errors import CompileFailed
+
+GRAPHS = sorted((Path(__file__).resolve().parents[1] / "graphs").glob("*.dln"))
+REQUIRED = {"dln1", "dln2", "deep3", "branched", "navigate", "date_understanding", "subj"}
+
+
+def test_required_examples_exist() -> None:
+    assert REQUIRED <= {p.stem for p in GRAPHS}
+
+
+@pytest.mark.parametrize("path", GRAPHS, ids=[p.stem for p in GRAPHS])
+def test_example_compiles(path: Path) -> None:
+    g = compile_file(path)
+    assert g.output in g.layers and g.order[-1] == g.output
+    assert set(g.order) == set(g.layers)
+    for name in g.order:   # topological: parents come first
+        for p in g.layers[name].parents:
+            assert p in g.inputs or g.order.index(p) < g.order.index(name)
+    assert g.source_sha256 and len(g.source_sha256) == 64
+    assert g.data.task is not None and g.fit.iters > 0
+
+
+def test_dln2_shape() -> None:
+    g = compile_file(next(p for p in GRAPHS if p.stem == "dln2"))
+    assert g.order == ("h", "y")
+    h, y = g.layers["h"], g.layers["y"]
+    assert h.template.name == "step_by_step" and h.output.kind == "text"
+    assert y.parents == ("x", "h") and y.template.name == "residual"
+    assert y.output.label_names == ("subjective", "objective")
+    assert [(c.template.name, c.weight) for c in h.backward.posterior] == [("prior_answer", 0.5), ("prior", 0.5)]
+    assert h.backward.prompt_template.name == "proposal"
+
+
+def test_branched_and_deep3_shapes() -> None:
+    b = compile_file(next(p for p in GRAPHS if p.stem == "branched"))
+    assert b.layers["y"].parents == ("x", "steps", "brief") and b.order == ("brief", "steps", "y")
+    d = compile_file(next(p for p in GRAPHS if p.stem == "deep3"))
+    assert d.order == ("analysis", "reasoning", "y")
+    assert d.children("analysis") == ("reasoning",)
+
+
+def test_minimal_file_defaults() -> None:
+    g = compile_source("input x\nlayer h(x)\nlayer y(x, h) { output = choice { a: \"a\", b: \"b\" } }\noutput y\n",
+                       "mini.dln")
+    assert g.name == "mini"
+    h, y = g.layers["h"], g.layers["y"]
+    assert h.template.name == "step_by_step" and y.template.name == "residual"
+    assert h.prompt == "" and h.trainable and h.model == "default" and h.backward_model == "default"
+    assert h.backward.stop == ("[END]",) and h.backward.max_tokens == 512
+    assert g.metric == "accuracy" and g.target == "label"
+    assert list(g.models) == ["default"] and g.models["default"].backend == "embedded"
+    assert g.fit == ir.FitConfig() and g.data == ir.DataConfig()
+    one = compile_source("input x\nlayer y(x) { output = number }\noutput y\n")
+    assert one.layers["y"].template.name == "classify" and one.metric == "number_presence"
+    txt = compile_source("input x\nlayer y(x)\noutput y\n")
+    assert txt.layers["y"].template.name == "classify" and txt.metric == "exact_match"
+
+
+def test_data_task_supplies_labels() -> None:
+    g = compile_source('input x\nlayer y(x) { output = choice }\noutput y\ndata { task = "navigate" }\n')
+    assert g.layers["y"].output.label_names == ("yes", "no")
+    g2 = compile_source('input x\nlayer y(x)\noutput y\ndata { task = "subj" }\n')
+    assert g2.layers["y"].output.kind == "choice"
+
+
+def test_models_and_posterior_weights_normalised() -> None:
+    src = ('input x\nmodel remote { backend = openai  model = "gpt-4o-mini"  base_url_env = "MY_URL"'
+           '  api_key_env = MY_KEY }\n'
+           'layer h(x) { backward_model = remote  backward { posterior = { prior: 1, edit: 3 } } }\n'
+           'layer y(x, h) { model = tiny }\noutput y\n')
+    g = compile_source(src)
+    assert set(g.models) == {"default", "remote", "tiny"}
+    assert g.models["remote"] == ir.ModelConfig(name="remote", backend="openai", model="gpt-4o-mini",
+                                                base_url_env="MY_URL", api_key_env="MY_KEY")
+    assert [(c.template.name, c.weight) for c in g.layers["h"].backward.posterior] == [("prior", 0.25),
+                                                                                        ("edit", 0.75)]
+
+
+def test_order_is_deterministic_and_lexicographic() -> None:
+    src = "input x\nlayer zz(x)\nlayer aa(x)\nlayer mm(x)\nlayer y(x, zz, aa, mm)\noutput y\n"
+    assert compile_source(src).order == ("aa", "mm", "zz", "y")
+
+
+def test_inline_and_file_templates(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "fwd.j2").write_text("{{ prompt }} {{ x }}\nAnswer:", encoding="utf-8")
+    net = tmp_path / "net.dln"
+    net.write_text('input x\nlayer h(x) { template = """{{ input }} -- {{ prompt }}""" }\n'
+                   'layer y(x, h) { template = file "t/fwd.j2" }\noutput y\n'
+                   'data { path = "d.jsonl" }\n', encoding="utf-8")
+    g = compile_file(net)
+    assert g.layers["h"].template.kind == "inline" and g.layers["h"].template.name == "<inline:h.template>"
+    ref = g.layers["y"].template
+    assert ref.kind == "file" and ref.name == "t/fwd.j2" and Path(ref.path) == tmp_path / "t" / "fwd.j2"
+    assert g.data.path == str(tmp_path / "d.jsonl")
+
+
+# ------------------------------------------------------------------------------------------------ overrides
+BASE = 'input x\nlayer h(x) { prompt = "Think." }\nlayer y(x, h) { prompt = "Answer." }\noutput y\n'
+
+
+def test_overrides_apply() -> None:
+    g = compile_source(BASE, overrides={
+        "fit.iters": "5", "data.task": "subj", "layer.h.prompt": "Think step by step.", "layer.y.model": "tiny",
+        "model.default.model": "tiny", "output.metric": "exact_match", "layer.h.backward.posterior": "edit",
+        "fit.train": "[h]", "fit.posterior_temp": "0.5", "layer.y.fixed": "true"})
+    assert g.fit.iters == 5 and g.fit.train == ("h",) and g.fit.posterior_temp == 0.5
+    assert g.data.task == "subj"
+    assert g.layers["h"].prompt == "Think step by step."
+    assert g.layers["y"].model == "tiny" and not g.layers["y"].trainable
+    assert g.models["default"].model == "tiny"
+    assert g.metric == "exact_match"
+    assert [c.template.name for c in g.layers["h"].backward.posterior] == ["edit"]
+
+
+def test_override_errors_are_e1xx_with_did_you_mean() -> None:
+    with pytest.raises(CompileFailed) as ei:
+        compile_source(BASE, overrides={"fit.iter": "5", "layer.hh.prompt": "x", "modle.default.model": "tiny"})
+    errs = {e.code: e for e in ei.value.errors}
+    assert [e.code for e in ei.value.errors] == ["E102", "E102", "E102"]
+    hints = sorted(e.hint or "" for e in ei.value.errors)
+    assert "did you mean 'fit.iters'?" in hints and "did you mean 'h'?" in hints and "did you mean 'model'?" in hints
+    assert "--set fit.iter:1:1: error[E102]" in ei.value.render()
+    assert errs
+
+
+def test_override_values_get_the_same_checks() -> None:
+    with pytest.raises(CompileFailed) as ei:
+        compile_source(BASE, overrides={"fit.iters": "lots", "fit.batch_size": "0", "layer.h.format": "html"})
+    assert sorted(e.code for e in ei.value.errors) == ["E310", "E311", "E314"]
+    rendered = ei.value.render()
+    assert "fit.batch_size=0" in rendered
+
+
+# ------------------------------------------------------------------------------------------------ rewrite_prompts
+TRICKY = ['He said "yes".', 'ends with a quote"', 'triple """ inside', "back\\slash \\n literal",
+          "\nleading newline", "multi\nline\n  indented", "", "tab\there"]
+
+
+@pytest.mark.parametrize("new", TRICKY)
+def test_rewrite_prompts_round_trip(new: str) -> None:
+    src = ('# header comment\ninput x\nlayer h(x) { prompt = "Think."  max_tokens = 64 }  # keep me\n'
+           'layer g(x)\nlayer y(x, h, g) {\n  output = choice { a: "a", b: "b" }\n}\noutput y\n')
+    out = rewrite_prompts(src, "net.dln", {"h": new, "g": new + "!", "y": "Answer: " + new})
+    g = compile_source(out, "net.dln")
+    assert g.prompts() == {"g": new + "!", "h": new, "y": "Answer: " + new}
+    assert "# keep me" in out and "# header comment" in out and "max_tokens = 64" in out
+
+
+def test_rewrite_prompts_on_examples() -> None:
+    for path in GRAPHS:
+        text = path.read_text(encoding="utf-8")
+        g = compile_file(path)
+        new = {n: f"Learned prompt for {n}:\n- be \"careful\"" for n in g.order}
+        g2 = compile_source(rewrite_prompts(text, str(path), new), str(path))
+        assert g2.prompts() == new
+        assert g2.layers[g2.output].output == g.layers[g.output].output
