@@ -1,0 +1,110 @@
+"""The compiled artifact: exact JSON round trip, atomic writes, schema errors, the graph hash and find_last."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dlc import ir, manifest
+from dlc.compiler import compile_file, compile_source, rewrite_prompts
+from dlc.errors import DlcArtifactError
+
+GRAPHS = sorted((Path(__file__).resolve().parents[1] / "graphs").glob("*.dln"))
+
+
+@pytest.mark.parametrize("path", GRAPHS, ids=[p.stem for p in GRAPHS])
+def test_round_trip_exact(path: Path, tmp_path: Path) -> None:
+    g = compile_file(path)
+    d = manifest.to_json(g)
+    assert manifest.from_json(json.loads(json.dumps(d))) == g
+    out = manifest.write(g, tmp_path / "sub" / "m.json")
+    assert manifest.read(out) == g
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_document_contents() -> None:
+    g = compile_file(next(p for p in GRAPHS if p.stem == "dln2"))
+    d = manifest.to_json(g)
+    assert d["schema_version"] == ir.SCHEMA_VERSION and d["dlc_version"]
+    assert d["source"]["sha256"] == g.source_sha256
+    assert d["network"]["order"] == ["h", "y"]
+    assert d["edges"] == [["x", "h"], ["x", "y"], ["h", "y"]]
+    assert d["nodes"]["x"] == {"kind": "input"}
+    assert d["parameters"]["dln2.h.prompt"] == {"layer": "h", "init": "", "trainable": True}
+    tpl = d["templates"][d["nodes"]["y"]["template"]]
+    assert tpl["name"] == "residual" and tpl["text"] == g.layers["y"].template.text
+    assert {t["name"] for t in d["templates"].values()} == {"step_by_step", "residual", "proposal", "prior",
+                                                            "prior_answer"}
+
+
+def test_graph_hash_ignores_place_time_and_comments(tmp_path: Path) -> None:
+    src = next(p for p in GRAPHS if p.stem == "dln2")
+    g1 = compile_file(src)
+    copy = tmp_path / "elsewhere" / "dln2.dln"
+    copy.parent.mkdir()
+    copy.write_text("# an extra comment\n" + src.read_text(encoding="utf-8"), encoding="utf-8")
+    g2 = compile_file(copy)
+    assert g1.source_sha256 != g2.source_sha256
+    assert manifest.graph_sha256(g1) == manifest.graph_sha256(g2)
+    changed = compile_source(rewrite_prompts(src.read_text(encoding="utf-8"), str(src), {"h": "Think."}))
+    assert manifest.graph_sha256(changed) != manifest.graph_sha256(g1)
+    assert manifest.graph_sha256(compile_file(src, {"fit.iters": "3"})) != manifest.graph_sha256(g1)
+
+
+def test_read_errors(tmp_path: Path) -> None:
+    with pytest.raises(DlcArtifactError) as ei:
+        manifest.read(tmp_path / "missing.json")
+    assert ei.value.code == "E501"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema_version": ', encoding="utf-8")
+    with pytest.raises(DlcArtifactError) as ei:
+        manifest.read(bad)
+    assert ei.value.code == "E502"
+    g = compile_source("input x\nlayer y(x)\noutput y\n")
+    d = manifest.to_json(g)
+    d["schema_version"] = "dlc/manifest/v0"
+    bad.write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(DlcArtifactError) as ei:
+        manifest.read(bad)
+    assert ei.value.code == "E503"
+    d = manifest.to_json(g)
+    del d["nodes"]["y"]["backward"]
+    bad.write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(DlcArtifactError) as ei:
+        manifest.read(bad)
+    assert ei.value.code == "E504" and str(bad) in ei.value.message
+    with pytest.raises(DlcArtifactError):
+        manifest.from_json([1, 2])  # type: ignore[arg-type]
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = compile_source("input x\nlayer y(x)\noutput y\n")
+    out = manifest.write(g, tmp_path / "m.json")
+    before = out.read_text(encoding="utf-8")
+
+    def boom(*a: object, **k: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(DlcArtifactError) as ei:
+        manifest.write(compile_source("input x\nlayer y(x) { prompt = \"new\" }\noutput y\n"), out)
+    assert ei.value.code == "E506"
+    assert out.read_text(encoding="utf-8") == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_find_last(tmp_path: Path) -> None:
+    with pytest.raises(DlcArtifactError) as ei:
+        manifest.find_last(tmp_path)
+    assert ei.value.code == "E505"
+    g = compile_source("input x\nlayer y(x)\noutput y\n", "net.dln")
+    out = manifest.write(g, manifest.default_path(g, tmp_path))
+    manifest.record_last(out, tmp_path)
+    assert manifest.find_last(tmp_path) == out.resolve()
+    shutil.rmtree(tmp_path / ".dlc" / "net.json", ignore_errors=True)
+    out.unlink()
+    with pytest.raises(DlcArtifactError):
+        manifest.find_last(tmp_path)
