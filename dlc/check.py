@@ -84,6 +84,9 @@ class Checker:
             return v.value
         if isinstance(v, S.Ident):
             return v.name
+        if isinstance(v, (S.Num, S.Bool)) and v.span.path.startswith("--set "):
+            # `--set layer.h.prompt=42`: on the command line there are no quotes to tell text from a number
+            return v.text if isinstance(v, S.Num) else ("true" if v.value else "false")
         return self.type_error(v, "a string", key, hint='quote text: "..."')
 
     def name(self, v: S.Value, key: str) -> Any:
