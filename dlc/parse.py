@@ -46,9 +46,11 @@ def parse(text: str, path: str = "<string>") -> S.Program:
     try:
         tree = parser().parse(text)
     except UnexpectedInput as e:
-        err = _friendly(e, text, path)
-        err.source = text
-        raise CompileFailed([err]) from None
+        first = _friendly(e, text, path)
+        errors = [first] + _later_errors(text, path, getattr(e, "line", first.span.line if first.span else 1))
+        for err in errors:
+            err.source = text
+        raise CompileFailed(errors) from None
     conv = _Converter(path, text)
     program = conv.program(tree)
     if conv.errors:
@@ -322,6 +324,36 @@ def _pos(text: str, offset: int) -> tuple[int, int]:
     line = text.count("\n", 0, offset) + 1
     col = offset - (text.rfind("\n", 0, offset) + 1) + 1
     return line, col
+
+
+_STATEMENT_LINE_RE = re.compile(r"^([A-Za-z_]\w*)\b(?![ \t]*[=:])", re.M)
+_STRING_RE = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"', re.S)
+
+
+def _statement_starts(text: str) -> list[int]:
+    """Offsets of lines that start with a statement keyword, outside string literals."""
+    inside = [(m.start(), m.end()) for m in _STRING_RE.finditer(text)]
+    return [m.start() for m in _STATEMENT_LINE_RE.finditer(text)
+            if (m.group(1) in STATEMENT_KEYWORDS or did_you_mean(m.group(1), STATEMENT_KEYWORDS))
+            and not any(a < m.start() < b for a, b in inside)]
+
+
+def _later_errors(text: str, path: str, after_line: int) -> list[DlcSyntaxError]:
+    """Syntax errors of the statements that start after the first error's line, each parsed on its own (the
+    parser cannot resynchronise after an error, but every top-level statement starts with a keyword at the start
+    of a line, so the rest of the file can still be checked statement by statement)."""
+    starts = _statement_starts(text) + [len(text)]
+    errors: list[DlcSyntaxError] = []
+    for a, b in zip(starts, starts[1:]):
+        line = text.count("\n", 0, a) + 1
+        if line <= after_line:
+            continue
+        chunk = "\n" * (line - 1) + text[a:b]
+        try:
+            parser().parse(chunk)
+        except UnexpectedInput as e:
+            errors.append(_friendly(e, chunk, path))
+    return errors
 
 
 def _friendly(e: UnexpectedInput, text: str, path: str) -> DlcSyntaxError:
