@@ -10,6 +10,7 @@ error and returns a sentinel instead of raising, so one compile reports all mist
     E304 unknown model               E313 key set twice              E323 bad posterior mixture weights
     E305 reserved name               E314 not one of the allowed     E324 bad parent list
                                      E315 literal secret / bad env   E325 choice without labels
+                                                                     E326 openai model without `model`
     E351 template syntax error       E354 template variable the layer cannot supply
     E355 template file not found
     E401 cycle   E402 layer reaches no output   E403 no output   E404 output is not a layer

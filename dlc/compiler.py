@@ -24,7 +24,7 @@ from dlc import templates as T
 from dlc.check import (FORWARD_VARS, IMPLICIT_MODELS, INVALID, POSTERIOR_VARS, PROMPT_VARS, RESERVED, Checker,
                        GraphNode, backward_schema, data_schema, fit_schema, graph_checks, layer_schema,
                        model_schema, output_kind, output_schema, template_variables)
-from dlc.errors import CompileFailed, DlcError, DlcUsageError, SourceSpan, did_you_mean
+from dlc.errors import CompileFailed, DlcError, DlcGraphError, DlcUsageError, SourceSpan, did_you_mean
 from dlc.parse import encode_long_string, parse, parse_value
 
 DEFAULT_POSTERIOR = (("prior_answer", 0.5), ("prior", 0.5))   # the paper's best mixture of q_pri+ and q_pri (§3)
@@ -376,11 +376,8 @@ class _Lowering:
             vals = {k: v for k, v in vals.items() if v is not INVALID}
             base = models.get(n, ir.ModelConfig(name=n))
             cfg = replace(base, **vals)
-            if cfg.backend == "openai" and "model" not in vals and n not in IMPLICIT_MODELS:
-                self.err("E312", f"model '{n}': an openai backend needs `model` (the server's model name)",
-                         d.name.span, hint='add e.g. model = "gpt-4o-mini"')
-            if cfg.backend == "openai" and "model" not in vals and n in IMPLICIT_MODELS:
-                self.err("E312", f"model '{n}': an openai backend needs `model` (the server's model name)",
+            if cfg.backend == "openai" and "model" not in vals:
+                self.err("E326", f"model '{n}': an openai backend needs `model` (the server's model name)",
                          d.name.span, hint='add e.g. model = "gpt-4o-mini"')
             models[n] = cfg
             self._declared_models.add(n)
@@ -498,15 +495,15 @@ class _Lowering:
         decls = self.p.of_type(S.OutputDecl)
         if not decls:
             hint = (f"add `output {list(layers)[-1]}`" if layers else "declare a layer, then `output <layer>`")
-            self.err("E403", "the network has no output", self.end_span(), hint=hint, cls=_graph_error())
+            self.err("E403", "the network has no output", self.end_span(), hint=hint, cls=DlcGraphError)
             return None
         for d in decls[1:]:
-            self.err("E405", "the network has more than one output", d.span, cls=_graph_error(),
+            self.err("E405", "the network has more than one output", d.span, cls=DlcGraphError,
                      hint=f"keep one `output` (first on line {decls[0].span.line}); other layers feed into it")
         d = decls[0]
         n = d.layer.name
         if n in inputs:
-            self.err("E404", f"the output '{n}' is an input, not a layer", d.layer.span, cls=_graph_error(),
+            self.err("E404", f"the output '{n}' is an input, not a layer", d.layer.span, cls=DlcGraphError,
                      hint="the output must be a layer that produces the answer")
         elif n not in layers:
             self.err("E302", f"unknown node '{n}'", d.layer.span,
@@ -594,7 +591,7 @@ class _Lowering:
                         trainable=not vals.get("fixed", False), output=out, generation=gen, backward=backward,
                         model=vals.get("model", "default"), backward_model=vals.get("backward_model", "default"),
                         format=vals.get("format", "chat"), system=vals.get("system"),
-                        answer_prefix=vals.get("answer_prefix", ""), span=_span_json(d.span))
+                        answer_prefix=vals.get("answer_prefix", ""), span=d.span.to_json())
 
     def posterior(self, v: S.Value | None, layer: str, span: SourceSpan) -> list[tuple[_Resolved, float]]:
         """`posterior = { prior_answer: 0.5, prior: 0.5 }` (weights normalised to sum 1), a name, or a list."""
@@ -639,7 +636,7 @@ class _Lowering:
             self.err("E323", "posterior mixture weights sum to 0", v.span, node=layer,
                      hint="give at least one template a positive weight")
             return []
-        if not out and not isinstance(v, S.MapV) or (isinstance(v, S.MapV) and not v.entries):
+        if not entries:
             self.err("E323", "the posterior mixture is empty", v.span, node=layer,
                      hint="e.g. posterior = { prior_answer: 0.5, prior: 0.5 }")
         return [(r, w / total) for r, w in out] if total > 0 else out
@@ -673,15 +670,6 @@ class _Lowering:
                             hint=f"looked for {full}; paths are relative to the .dln file")
         ref = ir.TemplateRef(name=s.value, kind="file", text=text, sha256=T.sha256_text(text), path=str(full))
         return _Resolved(ref, s.span, parse_path=str(full))
-
-
-def _graph_error() -> type[DlcError]:
-    from dlc.errors import DlcGraphError
-    return DlcGraphError
-
-
-def _span_json(span: SourceSpan) -> dict[str, Any]:
-    return span.to_json()
 
 
 __all__ = ["compile_file", "compile_source", "rewrite_prompts", "apply_overrides", "builtin_template"]

@@ -10,7 +10,6 @@ import functools
 import re
 from typing import Iterator
 
-import lark
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
@@ -455,4 +454,3 @@ def _generic_hint(tok: Token, expected: set[str]) -> str | None:
 
 
 __all__ = ["parse", "parse_value", "parser", "decode_string", "encode_long_string", "STATEMENT_KEYWORDS"]
-_ = lark  # the module is the boundary for lark; keep the import explicit

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 from dlc import ir
@@ -128,4 +128,3 @@ def render_image(graph: ir.Graph, fmt: str, out: str | Path) -> Path:
 
 
 __all__ = ["to_text", "to_dot", "to_mermaid", "to_json_summary", "render_image"]
-_ = asdict
