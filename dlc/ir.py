@@ -143,6 +143,8 @@ class DataConfig:
     dev_size: int = -1
     test_size: int = -1
     data_dir: str | None = None
+    cut: Literal["first", "balanced"] = "first"  # how *_size cuts a split: its first n, or the paper's class-
+                                                 # balanced draw (with replacement; dlc.data.splits.balanced_cut)
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ class FitConfig:
     train: tuple[str, ...] = ()            # layers to train ((): every trainable layer)
     budget_tokens: int = 0                 # stop cleanly once this many tokens were spent (0: no cap)
     max_dev: int = -1                      # cap on dev examples used for validation (-1: all)
+    label_agg: str = "logsumexp"           # verbalizers -> label score: "logsumexp" (label mass) | "max"
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

@@ -1,0 +1,225 @@
+"""Hidden-text inference over the DAG (paper §3 and App. E, Algorithm 3), in reverse topological order.
+
+For every hidden layer n (children already visited, so their targets are known):
+1. draw K proposals h_ik per example from the layer's posterior mixture q (prior, answer-conditioned prior, edit ...)
+   rendered with the layer's forward view, its current output ĥ_i, and its children's targets and prompts;
+2. weight them: logit_ik = Σ_children log p(target_c,i | h_ik, the child's other inputs, π_c)
+   [+ log p(h_ik | parents, π_n)] [− log q(h_ik)] [− Σ_c log p(target_c,i | h_ik alone, π_c)], w = softmax(logit/T);
+3. h*_i = argmax_k w_ik becomes the target of n for its own parents (the greedy chain of Alg. 3).
+A node with several children sums their log-likelihoods; a node's other (hidden) parents stay at their forward
+outputs ĥ (their current best: they are visited after n). The output layer's target is the dataset label.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from dlc import templates
+from dlc.engine import (ScoreOpts, Trace, as_backward_prompt, generate_batch, layer_context, layer_variables,
+                        lm_for, render_forward, score_batch, target_logp_from, target_logp_requests)
+from dlc.ir import FitConfig, Graph
+from dlc.lm.base import LM, GenerateRequest, ScoreRequest
+from dlc.metrics import is_correct, match_label
+from dlc.rng import Rng
+from dlc.vi import argmax, importance_weights, posterior_logits, reduce_logprobs
+
+
+@dataclass
+class Posterior:
+    """The weighted samples of one hidden layer over a batch (rows are examples; rows may be ragged)."""
+
+    node: str
+    samples: list[list[str]]
+    weights: list[list[float]]
+    logits: list[list[float]]
+    best: list[str]
+    logp_children: list[list[float]] = field(default_factory=list)
+    logp_prior: list[list[float]] | None = None
+    logq: list[list[float]] | None = None
+    logp_mi: list[list[float]] | None = None
+    templates: list[list[str]] = field(default_factory=list)
+    resampled: list[bool] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"samples": self.samples, "weights": self.weights, "logits": self.logits, "best": self.best,
+                "logp_children": self.logp_children, "logp_prior": self.logp_prior, "logq": self.logq,
+                "logp_mi": self.logp_mi, "templates": self.templates, "resampled": self.resampled}
+
+
+def score_opts(config: FitConfig) -> ScoreOpts:
+    return ScoreOpts(output_logp=config.output_logp, hidden_logp=config.hidden_logp,
+                     label_agg=getattr(config, "label_agg", "logsumexp"))
+
+
+def node_targets(graph: Graph, node: str, trace: Trace, posteriors: Mapping[str, Posterior]) -> list[str] | None:
+    """The target of a layer per example: the label for the output layer, h* for a visited hidden layer."""
+    if node == graph.output:
+        return [e.target for e in trace.examples]
+    if node in posteriors:
+        return posteriors[node].best
+    return None
+
+
+def _as_layer_value(graph: Graph, node: str, text: str, fallback: str) -> str:
+    """A proposal for a hidden *choice* layer must be one of its labels (else the forward output is kept)."""
+    layer = graph.layers[node]
+    if layer.output.kind != "choice":
+        return text if text.strip() else fallback
+    return match_label(text, layer.output.labels) or fallback
+
+
+def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], trace: Trace,
+                 config: FitConfig, rng: Rng, iteration: int) -> dict[str, Posterior]:
+    """Posterior samples, weights and h* for every hidden layer that has children (Alg. 3, top-down)."""
+    opts = score_opts(config)
+    strip = config.strip_options_for_hidden
+    posteriors: dict[str, Posterior] = {}
+    B = len(trace.examples)
+    K = max(1, config.num_h_samples)
+    for node in reversed(graph.order):
+        if node == graph.output:
+            continue
+        children = graph.children(node)
+        child_targets = {c: node_targets(graph, c, trace, posteriors) for c in children}
+        children = tuple(c for c in children if child_targets[c] is not None)
+        if not children:
+            continue
+        layer = graph.layers[node]
+        resample = [not (config.rewrite_loss_only and trace.correct[i]) for i in range(B)]
+
+        # 1. proposals from the posterior mixture
+        comps = layer.backward.posterior
+        gen_reqs: list[GenerateRequest] = []
+        where: list[tuple[int, int]] = []
+        used: list[list[str]] = [[] for _ in range(B)]
+        q_prompts: dict[tuple[int, int], Any] = {}
+        for i in range(B):
+            if not resample[i] or not comps:
+                continue
+            texts = trace.example_texts(i)
+            fvars = layer_variables(graph, layer, prompts[node], texts, strip_hidden_options=strip)
+            fvars["forward"] = render_forward(graph, layer, prompts[node], texts, strip_hidden_options=strip)
+            fvars["output"] = trace.texts[node][i]
+            fvars["target"] = "\n\n".join(child_targets[c][i] for c in children)  # type: ignore[index]
+            fvars["next_prompt"] = "\n\n".join(prompts[c] for c in children)
+            for k in range(K):
+                r = rng.derive("iter", iteration, "node", node, "posterior", i, k)
+                comp = comps[0] if len(comps) == 1 else r.choices(comps, weights=[c.weight for c in comps])[0]
+                pool = templates.messages(comp.template.text)
+                v = dict(fvars, message=pool[k % len(pool)] if pool else "")
+                try:
+                    text = templates.render(comp.template.text, v)
+                except Exception as e:  # DlcTemplateError: attach the node
+                    raise getattr(e, "with_node", lambda n: e)(node)
+                p = as_backward_prompt(layer, text)
+                q_prompts[(i, k)] = p
+                used[i].append(comp.template.name)
+                gen_reqs.append(GenerateRequest(
+                    prompt=p, max_tokens=max(1, layer.backward.max_tokens), temperature=config.bwd_temp,
+                    stop=layer.backward.stop, n=1, tag=f"{node}/posterior",
+                    seed=rng.seed_for("iter", iteration, "node", node, "posterior", i, k)))
+                where.append((i, k))
+        bwd_lm = lm_for(lms, layer.backward_model, node)
+        results = generate_batch(bwd_lm, gen_reqs, node)
+        samples: list[list[str]] = [[] if resample[i] and comps else [trace.texts[node][i]] for i in range(B)]
+        for (i, k), res in zip(where, results):
+            samples[i].append(_as_layer_value(graph, node, res.texts[0].strip() if res.texts else "",
+                                              trace.texts[node][i]))
+
+        # 2. weights: child log-likelihoods (+ prior − log q − MI)
+        accuracy_mode = config.output_scoring == "accuracy"
+        logp_children = [[0.0] * len(samples[i]) for i in range(B)]
+        logp_mi = [[0.0] * len(samples[i]) for i in range(B)] if config.mi_regularization else None
+        for c in children:
+            cl = graph.layers[c]
+            c_lm = lm_for(lms, cl.model, c)
+            tag = f"{c}/posterior_weight" if c == graph.output else f"{c}/posterior_weight"
+            spans: list[tuple[int, int, int, int]] = []
+            reqs: list[ScoreRequest] = []
+            for i in range(B):
+                tgt = child_targets[c][i]  # type: ignore[index]
+                for k, h in enumerate(samples[i]):
+                    texts = dict(trace.example_texts(i), **{node: h})
+                    ctx = layer_context(graph, cl, prompts[c], texts, strip_hidden_options=strip)
+                    rr = target_logp_requests(graph, cl, ctx, tgt, tag)
+                    spans.append((i, k, len(reqs), len(rr)))
+                    reqs.extend(rr)
+                    if logp_mi is not None:
+                        bare = {p: "" for p in cl.parents}
+                        bare[node] = h
+                        ctx0 = layer_context(graph, cl, prompts[c], bare, strip_hidden_options=strip)
+                        rr = target_logp_requests(graph, cl, ctx0, tgt, f"{c}/posterior_mi")
+                        spans.append((i, -1 - k, len(reqs), len(rr)))
+                        reqs.extend(rr)
+            res = score_batch(c_lm, reqs, c)
+            for i, k, start, n in spans:
+                tgt = child_targets[c][i]  # type: ignore[index]
+                lp, dist = target_logp_from(graph, cl, res[start:start + n], tgt, opts)
+                if k < 0:
+                    logp_mi[i][-1 - k] += lp  # type: ignore[index]
+                    continue
+                if accuracy_mode and c == graph.output and dist is not None:
+                    lp = 1.0 if cl.output.label_names[argmax(dist)] == tgt else 0.0
+                logp_children[i][k] += lp
+            if accuracy_mode and c == graph.output and cl.output.kind != "choice":
+                # generative output in accuracy mode: 0/1 correctness of the greedy answer given h
+                g = cl.generation
+                greqs, pos = [], []
+                for i in range(B):
+                    for k, h in enumerate(samples[i]):
+                        texts = dict(trace.example_texts(i), **{node: h})
+                        greqs.append(GenerateRequest(prompt=layer_context(graph, cl, prompts[c], texts,
+                                                                          strip_hidden_options=strip),
+                                                     max_tokens=max(1, g.max_tokens), temperature=0.0, stop=g.stop,
+                                                     tag=f"{c}/posterior_weight"))
+                        pos.append((i, k))
+                for (i, k), gr in zip(pos, generate_batch(c_lm, greqs, c)):
+                    out = gr.texts[0] if gr.texts else ""
+                    logp_children[i][k] = 1.0 if is_correct(graph.metric, out, child_targets[c][i]) else 0.0  # type: ignore[index]
+
+        logp_prior = None
+        if config.include_prior and not accuracy_mode:
+            n_lm = lm_for(lms, layer.model, node)
+            reqs, spans2 = [], []
+            for i in range(B):
+                ctx = trace.nodes[node].contexts[i]
+                for k, h in enumerate(samples[i]):
+                    rr = target_logp_requests(graph, layer, ctx, h, f"{node}/posterior_prior")
+                    spans2.append((i, k, len(reqs), len(rr)))
+                    reqs.extend(rr)
+            res = score_batch(n_lm, reqs, node)
+            logp_prior = [[0.0] * len(samples[i]) for i in range(B)]
+            for i, k, start, n in spans2:
+                logp_prior[i][k] = target_logp_from(graph, layer, res[start:start + n], samples[i][k], opts)[0]
+
+        logq = None
+        if config.correct_weighting and not accuracy_mode:
+            reqs, pos = [], []
+            for (i, k), p in q_prompts.items():
+                reqs.append(ScoreRequest(prompt=p, continuation=samples[i][k], tag=f"{node}/posterior_q"))
+                pos.append((i, k))
+            res = score_batch(bwd_lm, reqs, node)
+            logq = [[0.0] * len(samples[i]) for i in range(B)]
+            for (i, k), r in zip(pos, res):
+                logq[i][k] = reduce_logprobs(r.logprobs, config.hidden_logp)
+
+        logits, weights, best = [], [], []
+        for i in range(B):
+            lg = posterior_logits(logp_children[i], logp_prior=logp_prior[i] if logp_prior else None,
+                                  logq=logq[i] if logq else None, logp_mi=logp_mi[i] if logp_mi else None)
+            w = importance_weights(lg, config.posterior_temp)
+            logits.append(lg)
+            weights.append(w)
+            best.append(samples[i][argmax(w)] if samples[i] else trace.texts[node][i])
+        post = Posterior(node=node, samples=samples, weights=weights, logits=logits, best=best,
+                         logp_children=logp_children, logp_prior=logp_prior, logq=logq, logp_mi=logp_mi,
+                         templates=used, resampled=resample)
+        if config.use_h_argmax:
+            post.samples = [[b] for b in best]
+            post.weights = [[1.0] for _ in best]
+        posteriors[node] = post
+    return posteriors
+
+
+__all__ = ["Posterior", "infer_hidden", "node_targets", "score_opts"]
+_ = Sequence

@@ -1,0 +1,271 @@
+"""Forward executor: runs a compiled graph on a batch in topological order and records a trace.
+
+One function renders a layer's context (`layer_context`); the forward pass, posterior weighting and prompt scoring
+all go through it, so a layer is always scored with exactly the inputs its forward pass sees (the fix of
+dln-reference §6.2.2: `strip_options_for_hidden` applies identically in both). Calls are batched per layer (one
+`generate` or `score` call per layer per batch) and identical requests inside a batch are sent once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from dlc import templates
+from dlc.errors import DlcError, DlcFitError, DlcLMError
+from dlc.ir import Example, Graph, Layer
+from dlc.lm.base import LM, ChatPrompt, GenerateRequest, GenerateResult, Prompt, ScoreRequest, ScoreResult
+from dlc.lm.labels import label_logdist_from, label_requests, verbalizers
+from dlc.metrics import is_correct, match_label, numbers_in
+from dlc.rng import Rng
+from dlc.vi import argmax, reduce_logprobs
+
+
+def strip_options(text: str) -> str:
+    """Cut an input before "Options:" (strip_options_for_hidden: hidden layers reason without the answer list)."""
+    i = text.find("Options:")
+    return text[:i].rstrip() if i >= 0 else text
+
+
+def prompt_to_json(p: Prompt) -> Any:
+    if isinstance(p, ChatPrompt):
+        return {"system": p.system, "user": p.user, "prefix": p.prefix}
+    return p
+
+
+def layer_variables(graph: Graph, layer: Layer, prompt: str, texts: Mapping[str, str], *,
+                    strip_hidden_options: bool = False) -> dict[str, Any]:
+    """The forward-template variables of `layer` (ir.py contract): prompt, input, hidden, inputs, and each parent
+    under its own name. With strip_hidden_options, a hidden layer sees graph inputs cut before "Options:"."""
+    vals = []
+    for p in layer.parents:
+        t = texts[p]
+        if strip_hidden_options and layer.name != graph.output and p in graph.inputs:
+            t = strip_options(t)
+        vals.append(t)
+    variables: dict[str, Any] = {p: v for p, v in zip(layer.parents, vals)}
+    variables.update(prompt=prompt, input=vals[0] if vals else "", hidden="\n\n".join(vals[1:]), inputs=vals)
+    return variables
+
+
+def render_forward(graph: Graph, layer: Layer, prompt: str, texts: Mapping[str, str], *,
+                   strip_hidden_options: bool = False) -> str:
+    try:
+        return templates.render(layer.template.text, layer_variables(graph, layer, prompt, texts,
+                                                                     strip_hidden_options=strip_hidden_options))
+    except DlcError as e:
+        raise e.with_node(layer.name)
+
+
+def as_prompt(layer: Layer, text: str) -> Prompt:
+    """What is sent for a layer: a ChatPrompt (chat format) or the raw string followed by the answer prefix."""
+    if layer.format == "chat":
+        return ChatPrompt(user=text, system=layer.system, prefix=layer.answer_prefix)
+    return text + layer.answer_prefix
+
+
+def as_backward_prompt(layer: Layer, text: str) -> Prompt:
+    """A backward (proposal) request: the rendered template as a plain user turn, or raw text."""
+    return ChatPrompt(user=text) if layer.format == "chat" else text
+
+
+def layer_context(graph: Graph, layer: Layer, prompt: str, texts: Mapping[str, str], *,
+                  strip_hidden_options: bool = False) -> Prompt:
+    return as_prompt(layer, render_forward(graph, layer, prompt, texts, strip_hidden_options=strip_hidden_options))
+
+
+# ---------------------------------------------------------------------------------------------------- LLM batches
+def lm_for(lms: Mapping[str, LM], name: str, node: str) -> LM:
+    try:
+        return lms[name]
+    except KeyError:
+        raise DlcFitError(f"no LLM named '{name}' was opened for layer '{node}'", code="E701", node=node,
+                          hint=f"pass an LM for model '{name}' (models opened: {', '.join(sorted(lms)) or 'none'})"
+                          ) from None
+
+
+def score_batch(lm: LM, requests: Sequence[ScoreRequest], node: str = "") -> list[ScoreResult]:
+    """Score requests in one call, sending each distinct (prompt, continuation) once (§6.2.13)."""
+    if not requests:
+        return []
+    index: dict[tuple[Any, str], int] = {}
+    unique: list[ScoreRequest] = []
+    for r in requests:
+        key = (r.prompt, r.continuation)
+        if key not in index:
+            index[key] = len(unique)
+            unique.append(r)
+    try:
+        res = lm.score(unique)
+    except DlcLMError as e:
+        raise e.with_node(node) if node else e
+    return [res[index[(r.prompt, r.continuation)]] for r in requests]
+
+
+def generate_batch(lm: LM, requests: Sequence[GenerateRequest], node: str = "") -> list[GenerateResult]:
+    """Generate in one call; identical requests (same prompt, settings and seed) are sent once."""
+    if not requests:
+        return []
+    index: dict[tuple[Any, ...], int] = {}
+    unique: list[GenerateRequest] = []
+    keys = []
+    for r in requests:
+        key = (r.prompt, r.max_tokens, r.temperature, r.top_p, r.stop, r.n, r.seed)
+        keys.append(key)
+        if key not in index:
+            index[key] = len(unique)
+            unique.append(r)
+    try:
+        res = lm.generate(unique)
+    except DlcLMError as e:
+        raise e.with_node(node) if node else e
+    return [res[index[k]] for k in keys]
+
+
+@dataclass(frozen=True)
+class ScoreOpts:
+    """How log-probabilities are reduced and labels aggregated (FitConfig.hidden_logp/output_logp/label_agg)."""
+
+    output_logp: str = "sum"
+    hidden_logp: str = "mean"
+    label_agg: str = "logsumexp"
+
+
+def target_logp_requests(graph: Graph, layer: Layer, context: Prompt, target: str, tag: str) -> list[ScoreRequest]:
+    """Requests needed for log p(target | context) at `layer`: every verbalizer for a choice layer (the target must
+    be normalised over the label set), else the target text itself."""
+    if layer.output.kind == "choice":
+        return label_requests(context, layer.output.labels, tag)
+    return [ScoreRequest(prompt=context, continuation=target, tag=tag)]
+
+
+def target_logp_from(graph: Graph, layer: Layer, results: Sequence[ScoreResult], target: str,
+                     opts: ScoreOpts) -> tuple[float, list[float] | None]:
+    """log p(target | context) (class-normalised for choice layers) and the label log-distribution (or None)."""
+    if layer.output.kind == "choice":
+        dist = label_logdist_from(results, layer.output.labels, agg=opts.label_agg, reduction=opts.output_logp)
+        names = layer.output.label_names
+        if target not in names:
+            raise DlcFitError(f"target '{target}' is not a label of layer '{layer.name}'", code="E702",
+                              node=layer.name, hint=f"labels are: {', '.join(names)}")
+        return dist[names.index(target)], dist
+    reduction = opts.output_logp if layer.name == graph.output else opts.hidden_logp
+    return reduce_logprobs(results[0].logprobs, reduction), None
+
+
+# ---------------------------------------------------------------------------------------------------- forward
+@dataclass
+class NodeTrace:
+    """Per-example forward record of one layer: what was sent, what came back, and its log-probabilities."""
+
+    contexts: list[Prompt] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    label_logdist: list[list[float] | None] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"contexts": [prompt_to_json(c) for c in self.contexts], "outputs": list(self.outputs),
+                "label_logdist": self.label_logdist, "seeds": list(self.seeds)}
+
+
+@dataclass
+class Trace:
+    """The forward pass of a batch: every node's text per example, per-layer records, predictions and 0/1 losses."""
+
+    examples: list[Example]
+    texts: dict[str, list[str]]
+    nodes: dict[str, NodeTrace]
+    predictions: list[str]
+    correct: list[bool]
+
+    def example_texts(self, i: int) -> dict[str, str]:
+        return {n: v[i] for n, v in self.texts.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ids": [e.id for e in self.examples], "targets": [e.target for e in self.examples],
+                "nodes": {n: t.to_json() for n, t in self.nodes.items()},
+                "predictions": list(self.predictions), "correct": list(self.correct)}
+
+
+def prediction_of(graph: Graph, text: str) -> str:
+    """The output layer's prediction from its output text: a label name, a number, or the text."""
+    out = graph.layers[graph.output].output
+    if out.kind == "number":
+        nums = numbers_in(text)
+        return (f"{nums[-1]:g}" if nums else text.strip())
+    return text
+
+
+def forward(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], examples: Sequence[Example], *,
+            temperature: float | None = 0.0, rng: Rng | None = None, seed_path: Sequence[object] = (),
+            strip_hidden_options: bool = False, opts: ScoreOpts = ScoreOpts(),
+            input_prefix: Sequence[str] | None = None) -> Trace:
+    """Run every layer in topological order on `examples` (paper Eq. 1 read left to right).
+
+    Text/number layers generate with their Generation settings at `temperature` (None: the layer's own); choice
+    layers output argmax of the label distribution. `input_prefix[i]` (n-shot demonstrations) is prepended to the
+    output layer's first parent text for example i."""
+    rng = rng or Rng(0)
+    texts: dict[str, list[str]] = {}
+    for name in graph.inputs:
+        try:
+            texts[name] = [e.inputs[name] for e in examples]
+        except KeyError:
+            raise DlcFitError(f"an example has no value for graph input '{name}'", code="E703",
+                              hint="map the dataset field to the input in the data block") from None
+    nodes: dict[str, NodeTrace] = {}
+    for name in graph.order:
+        layer = graph.layers[name]
+        nt = NodeTrace()
+        for i in range(len(examples)):
+            t = {p: texts[p][i] for p in layer.parents}
+            if input_prefix is not None and name == graph.output and input_prefix[i]:
+                t[layer.parents[0]] = input_prefix[i] + t[layer.parents[0]]
+            nt.contexts.append(layer_context(graph, layer, prompts[name], t,
+                                             strip_hidden_options=strip_hidden_options))
+        lm = lm_for(lms, layer.model, name)
+        tag = f"{name}/forward"
+        if layer.output.kind == "choice":
+            reqs = [r for c in nt.contexts for r in label_requests(c, layer.output.labels, tag)]
+            res = score_batch(lm, reqs, name)
+            per = sum(len(verbalizers(lab)) for lab in layer.output.labels)
+            for i in range(len(examples)):
+                dist = label_logdist_from(res[i * per:(i + 1) * per], layer.output.labels, agg=opts.label_agg,
+                                          reduction=opts.output_logp)
+                nt.label_logdist.append(dist)
+                nt.outputs.append(layer.output.labels[argmax(dist)].name)
+                nt.seeds.append(0)
+        else:
+            g = layer.generation
+            temp = g.temperature if temperature is None else temperature
+            seeds = [rng.seed_for(*seed_path, "node", name, "forward", i) if temp > 0 else 0
+                     for i in range(len(examples))]
+            reqs = [GenerateRequest(prompt=c, max_tokens=max(1, g.max_tokens), temperature=temp, top_p=g.top_p,
+                                    stop=g.stop, n=1, seed=s, tag=tag) for c, s in zip(nt.contexts, seeds)]
+            res = generate_batch(lm, reqs, name)
+            nt.outputs = [r.texts[0].strip() if r.texts else "" for r in res]
+            nt.label_logdist = [None] * len(examples)
+            nt.seeds = seeds
+        texts[name] = list(nt.outputs)
+        nodes[name] = nt
+    preds = [prediction_of(graph, t) for t in texts[graph.output]]
+    correct = [is_correct(graph.metric, p, e.target) for p, e in zip(preds, examples)]
+    return Trace(examples=list(examples), texts=texts, nodes=nodes, predictions=preds, correct=correct)
+
+
+def resolve_targets(graph: Graph, examples: Sequence[Example]) -> list[Example]:
+    """Map dataset targets of a choice output onto label names ("(A)" -> "A"); a target naming no label is a data
+    error (E801) rather than a silent 0% accuracy."""
+    out_layer = graph.layers[graph.output]
+    if out_layer.output.kind != "choice":
+        return list(examples)
+    fixed = []
+    for e in examples:
+        name = match_label(e.target, out_layer.output.labels)
+        if name is None:
+            from dlc.errors import DlcDataError
+            raise DlcDataError(f"target '{e.target}' of example '{e.id}' is none of the labels of '{graph.output}'",
+                               code="E801", node=graph.output,
+                               hint=f"labels: {', '.join(out_layer.output.label_names)}; fix the target field "
+                                    "or add a verbalizer")
+        fixed.append(e if name == e.target else Example(inputs=e.inputs, target=name, id=e.id))
+    return fixed

@@ -1,0 +1,284 @@
+"""Prompt updates (paper Eq. 3, §4): propose, deduplicate, score, select — one layer at a time, all from the same
+posterior samples and weights.
+
+Score of candidate π_n for layer L (Alg. 3 generalised to DAGs):
+    ELBO_n = (1/B) Σ_i Σ_(in,w_in) Σ_(out,w_out) w_in·w_out · log p(out | F_L(in, π_n))
+where the input configurations are the posterior samples of L's hidden parents (weight w / #hidden parents; the
+other hidden parents at their h*; plain inputs otherwise) and the output configurations are y (output layer) or L's
+own posterior samples. DLN-1, DLN-2 (π1 on samples h_ik with target y; π0 on x with targets h_ik) and Alg. 3's
+Σ_k Σ_k' q_l^k q_{l+1}^{k'} are special cases. Reward_n = ELBO_n − λ_T·KL_n (output layer trust region)
+− λ_t·penalty_n (hidden layers' exploration reward); the argmax wins and ties go to the current prompt.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from dlc import templates
+from dlc.backward import Posterior, score_opts
+from dlc.engine import (Trace, as_backward_prompt, forward, generate_batch, layer_context, layer_variables, lm_for,
+                        score_batch, target_logp_from, target_logp_requests)
+from dlc.errors import DlcError
+from dlc.ir import FitConfig, Graph
+from dlc.lm.base import LM, GenerateRequest, ScoreRequest
+from dlc.lm.labels import label_logdist_from, label_requests
+from dlc.metrics import is_correct
+from dlc.rng import Rng
+from dlc.vi import argmax, elbo_score, exploration_penalty, nce_scores, trust_region_kl
+
+
+@dataclass
+class LayerUpdate:
+    """One layer's prompt step: the candidates, their scores and the choice (JSON-able for history.jsonl)."""
+
+    node: str
+    current: str
+    candidates: list[str]
+    elbo: list[float]
+    reward: list[float]
+    chosen: str
+    chosen_index: int
+    kl: list[float] | None = None
+    penalty: list[float] | None = None
+    penalty_weight: float = 0.0
+    proposals: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node": self.node, "step": self.step, "current": self.current, "candidates": self.candidates,
+                "elbo": self.elbo, "kl": self.kl, "penalty": self.penalty, "penalty_weight": self.penalty_weight,
+                "reward": self.reward, "chosen": self.chosen, "chosen_index": self.chosen_index,
+                "proposals": self.proposals}
+
+
+def dedupe(prompts: Sequence[str]) -> list[str]:
+    """Candidates in first-seen order without repeats or empties (§6.2.3: nothing is scored twice)."""
+    seen: set[str] = set()
+    out = []
+    for p in prompts:
+        p = p.strip()
+        if p and p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def clean_proposal(text: str) -> str:
+    """A generated instruction: drop the template's end marker and a leading quote marker."""
+    t = text.split("[END]")[0].strip()
+    if t.startswith(">"):
+        t = t[1:].strip()
+    return t
+
+
+def layer_view(graph: Graph, node: str, trace: Trace, posteriors: Mapping[str, Posterior],
+               strip: bool) -> list[dict[str, Any]]:
+    """What the proposal template sees per example: the layer's inputs, its output ĥ, its target (y or h*), and
+    whether the *final* output was right (the reference's success/error split)."""
+    layer = graph.layers[node]
+    rows = []
+    for i, e in enumerate(trace.examples):
+        v = layer_variables(graph, layer, "", trace.example_texts(i), strip_hidden_options=strip)
+        target = e.target if node == graph.output else posteriors[node].best[i]
+        rows.append({"input": "\n\n".join(v["inputs"]), "output": trace.texts[node][i], "target": target,
+                     "correct": trace.correct[i]})
+    return rows
+
+
+def propose(graph: Graph, node: str, current: str, memory_prompts: Sequence[str], view: Sequence[dict[str, Any]],
+            lms: Mapping[str, LM], config: FitConfig, rng: Rng, iteration: int, step: int = 0
+            ) -> tuple[list[str], list[dict[str, Any]]]:
+    """N−1 proposals from B_π: proposal j improves base prompt bases[j % |bases|] (current, then memory), with
+    meta-instruction pool[j % |pool|], on its own random permutation of the batch (a random half when
+    held_out_prompt_ranking). Returns the deduplicated candidate list [current, memory..., new...] and a record."""
+    layer = graph.layers[node]
+    bases = dedupe([current, *memory_prompts]) or [current]
+    pool = templates.messages(layer.backward.prompt_template.text)
+    reqs, records = [], []
+    B = len(view)
+    for j in range(max(0, config.num_p_samples - 1)):
+        r = rng.derive("iter", iteration, "node", node, "propose", step, j)
+        perm = r.sample(range(B), B)
+        if config.held_out_prompt_ranking and B > 1:
+            perm = perm[:max(1, B // 2)]
+        shown = [view[i] for i in perm]
+        strip_keys = ("input", "output", "target")
+        variables = {"prompt": bases[j % len(bases)], "message": pool[j % len(pool)] if pool else "",
+                     "successes": [{k: ex[k] for k in strip_keys} for ex in shown if ex["correct"]],
+                     "errors": [{k: ex[k] for k in strip_keys} for ex in shown if not ex["correct"]]}
+        try:
+            text = templates.render(layer.backward.prompt_template.text, variables)
+        except DlcError as e:
+            raise e.with_node(node)
+        seed = rng.seed_for("iter", iteration, "node", node, "propose", step, j)
+        reqs.append(GenerateRequest(prompt=as_backward_prompt(layer, text), max_tokens=max(1, layer.backward.max_tokens),
+                                    temperature=config.bwd_temp, stop=layer.backward.stop, n=1, seed=seed,
+                                    tag=f"{node}/propose"))
+        records.append({"base": variables["prompt"], "message": variables["message"], "shown": perm, "seed": seed})
+    results = generate_batch(lm_for(lms, layer.backward_model, node), reqs, node)
+    new = []
+    for rec, res in zip(records, results):
+        rec["text"] = clean_proposal(res.texts[0] if res.texts else "")
+        new.append(rec["text"])
+    return dedupe([current, *bases, *new]), records
+
+
+def _configs(graph: Graph, node: str, i: int, trace: Trace, posteriors: Mapping[str, Posterior]
+             ) -> tuple[list[tuple[dict[str, str], float]], list[tuple[str, float]]]:
+    """(input configurations with weights, output configurations with weights) of layer `node` for example i."""
+    layer = graph.layers[node]
+    base = trace.example_texts(i)
+    hidden = [p for p in layer.parents if p in posteriors]
+    ins: list[tuple[dict[str, str], float]]
+    if not hidden:
+        ins = [(base, 1.0)]
+    else:
+        fixed = dict(base, **{p: posteriors[p].best[i] for p in hidden})
+        ins = [(dict(fixed, **{p: h}), w / len(hidden))
+               for p in hidden for h, w in zip(posteriors[p].samples[i], posteriors[p].weights[i])]
+    if node == graph.output:
+        outs = [(trace.examples[i].target, 1.0)]
+    else:
+        outs = list(zip(posteriors[node].samples[i], posteriors[node].weights[i]))
+    return ins, outs
+
+
+def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts: Mapping[str, str],
+                     lms: Mapping[str, LM], trace: Trace, posteriors: Mapping[str, Posterior], config: FitConfig,
+                     penalty_weight: float) -> tuple[list[float], list[float] | None, list[float] | None]:
+    """ELBO_n for every candidate (one batched score call), plus trust-region KL_n and exploration penalty_n."""
+    layer = graph.layers[node]
+    opts = score_opts(config)
+    strip = config.strip_options_for_hidden
+    lm = lm_for(lms, layer.model, node)
+    B = len(trace.examples)
+    is_out = node == graph.output
+    accuracy = config.output_scoring == "accuracy" if is_out else config.hidden_scoring == "accuracy"
+
+    if accuracy and not is_out:
+        # hidden layer scored by end-to-end accuracy: the whole graph run greedily with the candidate prompt
+        elbo = []
+        for cand in candidates:
+            tr = forward(graph, dict(prompts, **{node: cand}), lms, trace.examples, temperature=0.0,
+                         strip_hidden_options=strip, opts=opts)
+            elbo.append(sum(tr.correct) / max(1, B))
+        return elbo, None, None
+
+    spans: list[tuple[int, int, float, int, int, int, str]] = []  # cand, example, w, in_idx, start, n, target
+    reqs: list[ScoreRequest] = []
+    tag = f"{node}/score"
+    configs = [_configs(graph, node, i, trace, posteriors) for i in range(B)]
+    for n_idx, cand in enumerate(candidates):
+        for i in range(B):
+            ins, outs = configs[i]
+            for a, (texts, w_in) in enumerate(ins):
+                ctx = layer_context(graph, layer, cand, texts, strip_hidden_options=strip)
+                for tgt, w_out in outs:
+                    rr = target_logp_requests(graph, layer, ctx, tgt, tag)
+                    spans.append((n_idx, i, w_in * w_out, a, len(reqs), len(rr), tgt))
+                    reqs.extend(rr)
+    pen_spans: list[tuple[int, int, int, int]] = []
+    wrong = [not c for c in trace.correct]
+    if not is_out and penalty_weight != 0.0 and any(wrong):
+        for n_idx, cand in enumerate(candidates):
+            for i in range(B):
+                if not wrong[i]:
+                    continue
+                ctx = layer_context(graph, layer, cand, trace.example_texts(i), strip_hidden_options=strip)
+                rr = target_logp_requests(graph, layer, ctx, trace.texts[node][i], f"{node}/penalty")
+                pen_spans.append((n_idx, i, len(reqs), len(rr)))
+                reqs.extend(rr)
+    kl_spans: list[tuple[int, int, int, int]] = []
+    trust = is_out and config.trust_factor > 0 and layer.output.kind == "choice"
+    if trust:
+        for n_idx, cand in enumerate(candidates):
+            for i in range(B):
+                ctx = layer_context(graph, layer, cand, trace.example_texts(i), strip_hidden_options=strip)
+                rr = label_requests(ctx, layer.output.labels, f"{node}/trust")
+                kl_spans.append((n_idx, i, len(reqs), len(rr)))
+                reqs.extend(rr)
+    res = score_batch(lm, reqs, node)
+
+    gen_acc: dict[tuple[int, int, int], float] = {}
+    if accuracy and layer.output.kind != "choice":
+        g = layer.generation
+        greqs, keys = [], []
+        for n_idx, cand in enumerate(candidates):
+            for i in range(B):
+                for a, (texts, _w) in enumerate(configs[i][0]):
+                    greqs.append(GenerateRequest(prompt=layer_context(graph, layer, cand, texts,
+                                                                      strip_hidden_options=strip),
+                                                 max_tokens=max(1, g.max_tokens), temperature=0.0, stop=g.stop,
+                                                 tag=f"{node}/score"))
+                    keys.append((n_idx, i, a))
+        for key, gr in zip(keys, generate_batch(lm, greqs, node)):
+            out = gr.texts[0] if gr.texts else ""
+            gen_acc[key] = 1.0 if is_correct(graph.metric, out, trace.examples[key[1]].target) else 0.0
+
+    # S[n][i] -> list of (weight, score, in_idx)
+    table: list[list[list[tuple[float, float, int]]]] = [[[] for _ in range(B)] for _ in candidates]
+    for n_idx, i, w, a, start, n, tgt in spans:
+        lp, dist = target_logp_from(graph, layer, res[start:start + n], tgt, opts)
+        if accuracy:
+            lp = (1.0 if layer.output.label_names[argmax(dist)] == tgt else 0.0) if dist is not None \
+                else gen_acc[(n_idx, i, a)]
+        table[n_idx][i].append((w, lp, a))
+    elbo = []
+    for n_idx in range(len(candidates)):
+        ws, ss = [], []
+        for i in range(B):
+            row = table[n_idx][i]
+            scores = [s for _w, s, _a in row]
+            if config.use_nce and not is_out and not accuracy:
+                # log-softmax over the samples of each input configuration
+                scores = []
+                for a in sorted({a for _w, _s, a in row}):
+                    scores.extend(nce_scores([s for _w, s, aa in row if aa == a]))
+                row = sorted(row, key=lambda t: t[2])
+            ws.append([w for w, _s, _a in row])
+            ss.append(scores)
+        elbo.append(elbo_score(ws, ss))
+
+    penalty = None
+    if pen_spans or (not is_out and penalty_weight != 0.0):
+        vals = [[0.0] * B for _ in candidates]
+        for n_idx, i, start, n in pen_spans:
+            vals[n_idx][i] = target_logp_from(graph, layer, res[start:start + n], trace.texts[node][i], opts)[0]
+        penalty = [exploration_penalty(vals[n], wrong) for n in range(len(candidates))]
+    kl = None
+    if trust:
+        ref = [d for d in trace.nodes[node].label_logdist]
+        cand_d = [[[] for _ in range(B)] for _ in candidates]  # type: list[list[list[float]]]
+        for n_idx, i, start, n in kl_spans:
+            cand_d[n_idx][i] = label_logdist_from(res[start:start + n], layer.output.labels, agg=opts.label_agg,
+                                                  reduction=opts.output_logp)
+        kl = [trust_region_kl(ref, cand_d[n]) for n in range(len(candidates))]  # type: ignore[arg-type]
+    return elbo, kl, penalty
+
+
+def update_layer(graph: Graph, node: str, prompts: Mapping[str, str], memory_prompts: Sequence[str],
+                 lms: Mapping[str, LM], trace: Trace, posteriors: Mapping[str, Posterior], config: FitConfig,
+                 rng: Rng, iteration: int, penalty_weight: float, step: int = 0) -> LayerUpdate:
+    """Propose, score and select one layer's prompt (the current prompt stays a candidate and wins ties)."""
+    current = prompts[node]
+    view = layer_view(graph, node, trace, posteriors, config.strip_options_for_hidden)
+    candidates, records = propose(graph, node, current, memory_prompts, view, lms, config, rng, iteration, step)
+    if current.strip() not in candidates:  # an empty current prompt is still the "no step" candidate
+        candidates = [current, *candidates]
+    else:
+        candidates = [current if c == current.strip() else c for c in candidates]
+    elbo, kl, penalty = score_candidates(graph, node, candidates, prompts, lms, trace, posteriors, config,
+                                         penalty_weight)
+    reward = []
+    for n in range(len(candidates)):
+        r = elbo[n]
+        if kl is not None:
+            r -= config.trust_factor * kl[n]
+        if penalty is not None:
+            r -= penalty_weight * penalty[n]
+        reward.append(r if not math.isnan(r) else float("-inf"))
+    best = argmax(reward)
+    return LayerUpdate(node=node, current=current, candidates=list(candidates), elbo=elbo, reward=reward,
+                       chosen=candidates[best], chosen_index=best, kl=kl, penalty=penalty,
+                       penalty_weight=penalty_weight if penalty is not None else 0.0, proposals=records, step=step)
