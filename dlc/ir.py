@@ -36,6 +36,7 @@ Metric = Literal["accuracy", "exact_match", "number_presence"]
 PromptFormat = Literal["chat", "raw"]
 ScoringFunction = Literal["logprobs", "accuracy"]
 LogpReduction = Literal["mean", "sum"]
+LabelAgg = Literal["logsumexp", "max"]
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ class FitConfig:
     train: tuple[str, ...] = ()            # layers to train ((): every trainable layer)
     budget_tokens: int = 0                 # stop cleanly once this many tokens were spent (0: no cap)
     max_dev: int = -1                      # cap on dev examples used for validation (-1: all)
-    label_agg: str = "logsumexp"           # verbalizers -> label score: "logsumexp" (label mass) | "max"
+    label_agg: LabelAgg = "logsumexp"         # verbalizers -> label score: "logsumexp" (label mass) | "max"
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
