@@ -1,0 +1,92 @@
+"""Where task files live: the data directory, and reading its files with user-facing errors.
+
+The layout is the one of the shared offline copy (shared/data/README.md): files keep their source repository's
+paths under `<source>/`, e.g. `BIG-Bench-Hard/bbh/navigate.json`, so `--data-dir ../shared/data` just works and
+`dlc data fetch` writes exactly the same tree.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dlc.errors import DlcDataError
+
+ENV_DATA_DIR = "DLC_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """The per-user cache location (`platformdirs.user_cache_dir("dlc") / "data"`)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("dlc")) / "data"
+
+
+def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
+    """The data dir and where it came from: `--data-dir`, then `$DLC_DATA_DIR`, then the user cache dir."""
+    if explicit:
+        return Path(explicit).expanduser(), "--data-dir"
+    env = os.environ.get(ENV_DATA_DIR)
+    if env:
+        return Path(env).expanduser(), f"${ENV_DATA_DIR}"
+    return default_data_dir(), "the default cache dir"
+
+
+def data_dir(explicit: str | os.PathLike[str] | None = None, *, must_exist: bool = True) -> Path:
+    """The data directory: `explicit` (--data-dir), then env DLC_DATA_DIR, then platformdirs' user cache dir.
+
+    With `must_exist`, a missing directory is a DlcDataError (E801) that says how to get the data.
+    """
+    path, origin = resolve_data_dir(explicit)
+    if must_exist and not path.is_dir():
+        raise DlcDataError(f"data directory {path} (from {origin}) does not exist", code="E801",
+                           hint="run `dlc data fetch TASK` to download a task, or pass --data-dir DIR "
+                                f"(or set ${ENV_DATA_DIR})")
+    return path
+
+
+def require_files(task: str, root: Path, files: tuple[str, ...]) -> None:
+    """Every file `task` reads must exist under `root` (E802 names the first missing one and the fix)."""
+    missing = [f for f in files if not (root / f).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DlcDataError(f"task '{task}' needs {root / missing[0]}, which is missing{more}", code="E802",
+                           hint=f"run `dlc data fetch {task} --data-dir {root}` or pass the --data-dir that "
+                                "holds it")
+
+
+def read_json(path: Path) -> Any:
+    """A whole-file JSON document; a corrupt file is E815 (not a traceback)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DlcDataError(f"{path} is not valid JSON ({e})", code="E815",
+                           hint="the file is corrupt or truncated: delete it and run `dlc data fetch` again") from e
+    except OSError as e:
+        raise DlcDataError(f"cannot read {path}: {e.strerror}", code="E802") from e
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """One JSON object per non-empty line; a bad line is E815 naming its line number."""
+    rows: list[dict[str, Any]] = []
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DlcDataError(f"{path}:{lineno}: not a JSON object ({e.msg})", code="E815",
+                                       hint="every line of a .jsonl file must be one JSON object") from e
+                if not isinstance(row, dict):
+                    raise DlcDataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}",
+                                       code="E815", hint="every line of a .jsonl file must be one JSON object")
+                rows.append(row)
+    except UnicodeDecodeError as e:
+        raise DlcDataError(f"{path} is not UTF-8 text", code="E815", hint="save the file as UTF-8") from e
+    except OSError as e:
+        raise DlcDataError(f"cannot read {path}: {e.strerror}", code="E802") from e
+    return rows
