@@ -1,0 +1,41 @@
+"""`dlc eval RUN|net.fit.dln ... [--split test] [--seeds 13,42,25]`: accuracy, per class, confusion, mean ± 95% CI."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dlc import api
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval", help="evaluate runs or networks: accuracy, per-class, confusion, mean ± 95%% CI",
+        description="Evaluate the learned prompts of runs (or the prompts of .dln/.fit.dln files) on a split. "
+                    "Several targets and/or seeds give mean ± 95%% t-interval.")
+    p.add_argument("targets", nargs="+", metavar="RUN|NET", help="run directories or .dln / .fit.dln / .json files")
+    p.add_argument("--split", default="test", choices=("train", "dev", "test"), help="which split (default test)")
+    p.add_argument("--seeds", metavar="S1,S2,...", help="seeds (they draw n-shot demonstrations), e.g. 13,42,25")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="BLOCK.KEY=VALUE",
+                   help="override a block key of the networks, e.g. --set data.test_size=100")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset directory")
+    p.add_argument("--no-cache", action="store_true", help="do not use the LLM response cache")
+    p.add_argument("--cache-dir", metavar="DIR", help="LLM cache directory")
+    p.add_argument("--json", metavar="FILE", help="also write the full report as JSON ('-' for stdout only)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rep = api.evaluate_targets(args.targets, split=args.split, seeds=api.parse_seeds(args.seeds),
+                               data_dir=args.data_dir, no_cache=args.no_cache, cache_dir=args.cache_dir,
+                               overrides=api.parse_sets(args.sets))
+    if args.json == "-":
+        print(json.dumps(rep.to_json(), indent=2, ensure_ascii=False))
+        return 0
+    print(api.format_eval(rep))
+    if args.json:
+        from dlc.rundir import atomic_write_json
+
+        atomic_write_json(args.json, rep.to_json())
+        print(f"report written to {args.json}", file=sys.stderr)
+    return 0

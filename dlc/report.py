@@ -1,0 +1,315 @@
+"""Evaluation statistics and run reports: accuracy, per-class accuracy, confusion, mean ± 95% CI, learning curves.
+
+The paper reports "mean of 3 seeds; ± = 95% CI" (dln-reference §5): for n values x_i the interval is
+mean ± t_{0.975, n-1} · s / sqrt(n) with s the sample standard deviation (n-1 denominator), i.e. a Student-t
+interval, which is what `mean_ci` computes (the two-sided 97.5% t quantiles are tabulated below, so no scipy).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+# Two-sided 95% Student-t critical values t_{0.975, df}, df = 1..30 (standard table values, 4 decimals).
+_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+         2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+         2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+_T975_TAIL = ((40, 2.0211), (60, 2.0003), (120, 1.9799))
+
+
+def t_critical(df: int) -> float:
+    """t_{0.975, df}: the multiplier of the standard error in a two-sided 95% interval."""
+    if df < 1:
+        raise ValueError("a confidence interval needs at least two values (df >= 1)")
+    if df <= 30:
+        return _T975[df - 1]
+    prev_df, prev_t = 30, _T975[-1]
+    for d, t in _T975_TAIL:
+        if df <= d:  # interpolate linearly in 1/df, which is accurate to ~1e-4 between table rows
+            w = (1 / df - 1 / d) / (1 / prev_df - 1 / d)
+            return t + w * (prev_t - t)
+        prev_df, prev_t = d, t
+    w = (1 / df) / (1 / 120)
+    return 1.9600 + w * (1.9799 - 1.9600)
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    """mean ± half_width (95% t-interval). `half_width` is None for a single value (no spread to estimate)."""
+
+    mean: float
+    half_width: float | None
+    n: int
+    values: tuple[float, ...] = ()
+
+    def __str__(self) -> str:
+        if self.half_width is None:
+            return f"{self.mean:.4f}"
+        return f"{self.mean:.4f} ± {self.half_width:.4f}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "ci95": self.half_width, "n": self.n, "values": list(self.values)}
+
+
+def mean_ci(values: Sequence[float]) -> MeanCI:
+    vals = tuple(float(v) for v in values)
+    if not vals:
+        raise ValueError("mean_ci of no values")
+    n = len(vals)
+    mean = math.fsum(vals) / n
+    if n == 1:
+        return MeanCI(mean, None, 1, vals)
+    var = math.fsum((v - mean) ** 2 for v in vals) / (n - 1)
+    return MeanCI(mean, t_critical(n - 1) * math.sqrt(var / n), n, vals)
+
+
+# ------------------------------------------------------------------------------------------------ classification
+
+@dataclass(frozen=True)
+class ClassReport:
+    """Accuracy, per-class accuracy (recall of each true class) and a confusion matrix confusion[true][pred]."""
+
+    accuracy: float
+    n: int
+    labels: tuple[str, ...]
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)   # label -> {accuracy, n}
+    confusion: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "n": self.n, "labels": list(self.labels), "per_class": self.per_class,
+                "confusion": self.confusion}
+
+
+def classification_report(targets: Sequence[str], predictions: Sequence[str],
+                          labels: Sequence[str] = ()) -> ClassReport:
+    """Exact-match statistics. `labels` fixes the row/column order (the graph's label names); predictions outside
+    it (an unparseable generation) get their own column so the matrix still sums to n."""
+    if len(targets) != len(predictions):
+        raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions")
+    order = list(dict.fromkeys(list(labels) + sorted(set(targets))))
+    cols = list(dict.fromkeys(order + sorted(set(predictions) - set(order))))
+    conf: dict[str, dict[str, int]] = {t: {p: 0 for p in cols} for t in order}
+    for t, p in zip(targets, predictions):
+        conf[t][p] += 1
+    n = len(targets)
+    correct = sum(1 for t, p in zip(targets, predictions) if t == p)
+    per_class = {}
+    for t in order:
+        row_n = sum(conf[t].values())
+        per_class[t] = {"accuracy": (conf[t][t] / row_n) if row_n else float("nan"), "n": row_n}
+    return ClassReport(accuracy=(correct / n) if n else float("nan"), n=n, labels=tuple(order),
+                       per_class=per_class, confusion=conf)
+
+
+def format_class_report(rep: ClassReport, *, title: str = "") -> str:
+    """A plain-text block: accuracy, per-class accuracy, confusion matrix (rows = true, columns = predicted)."""
+    out = []
+    if title:
+        out.append(title)
+    out.append(f"accuracy  {rep.accuracy:.4f}  ({round(rep.accuracy * rep.n)}/{rep.n})")
+    if rep.per_class and len(rep.per_class) <= 50:
+        w = max(8, *(len(k) for k in rep.per_class))
+        out.append("per class")
+        for lab, d in rep.per_class.items():
+            acc = d["accuracy"]
+            out.append(f"  {lab:<{w}}  {'   n/a' if math.isnan(acc) else f'{acc:.4f}'}  (n={int(d['n'])})")
+        cols = list(next(iter(rep.confusion.values())).keys()) if rep.confusion else []
+        if len(cols) <= 12:
+            cw = max(5, *(len(c) for c in cols)) if cols else 5
+            out.append("confusion (rows: true, columns: predicted)")
+            out.append("  " + " " * w + "  " + " ".join(f"{c:>{cw}}" for c in cols))
+            for t, row in rep.confusion.items():
+                out.append(f"  {t:<{w}}  " + " ".join(f"{row[c]:>{cw}}" for c in cols))
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------------ learning curves
+
+def _first(rec: Mapping[str, Any], *keys: str) -> Any:
+    for k in keys:
+        cur: Any = rec
+        for part in k.split("."):
+            if isinstance(cur, Mapping) and part in cur:
+                cur = cur[part]
+            else:
+                cur = None
+                break
+        if cur is not None:
+            return cur
+    return None
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or x is None:
+        return None
+    if isinstance(x, (int, float)):
+        return float(x)
+    if isinstance(x, Mapping):  # per-layer values: their sum (the ELBO of a DAG is the sum over layers)
+        vals = [_num(v) for v in x.values()]
+        vals = [v for v in vals if v is not None]
+        return math.fsum(vals) if vals else None
+    return None
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    iteration: int
+    dev_accuracy: float | None      # None on iterations without validation
+    elbo: float | None
+    train_accuracy: float | None
+    tokens: int | None
+
+
+def learning_curve(trace: Iterable[Mapping[str, Any]]) -> list[CurvePoint]:
+    """One point per trace record. Reads the engine's record keys (with a few tolerated spellings, so an old run
+    still shows)."""
+    pts = []
+    for i, rec in enumerate(trace):
+        it = _first(rec, "iteration", "iter")
+        pts.append(CurvePoint(
+            iteration=int(it) if isinstance(it, (int, float)) else i,
+            dev_accuracy=_num(_first(rec, "dev_accuracy", "dev_acc", "dev.accuracy", "validation.accuracy")),
+            elbo=_num(_first(rec, "elbo", "train_elbo", "scores.elbo", "selected_score")),
+            train_accuracy=_num(_first(rec, "train_accuracy", "batch_accuracy", "train_acc")),
+            tokens=(lambda t: int(t) if t is not None else None)(_num(_first(rec, "tokens", "usage.tokens"))),
+        ))
+    return pts
+
+
+def _bar(value: float, lo: float, hi: float, width: int) -> str:
+    """A horizontal bar with 1/8-cell resolution."""
+    if hi <= lo:
+        frac = 1.0
+    else:
+        frac = min(1.0, max(0.0, (value - lo) / (hi - lo)))
+    eighths = round(frac * width * 8)
+    full, rem = divmod(eighths, 8)
+    return "█" * full + ("" if rem == 0 else " ▏▎▍▌▋▊▉"[rem])
+
+
+def format_learning_curve(points: Sequence[CurvePoint], *, width: int = 40) -> str:
+    """The learning curve as text: one row per iteration, a bar for dev accuracy (on validated iterations) and
+    the ELBO value, so the shape of training is visible in a terminal or a log."""
+    if not points:
+        return "no iterations recorded yet"
+    elbos = [p.elbo for p in points if p.elbo is not None]
+    lo_e, hi_e = (min(elbos), max(elbos)) if elbos else (0.0, 0.0)
+    lines = [f"{'iter':>4}  {'dev acc':>7}  {'':<{width}}  {'ELBO':>9}  {'':<12}"]
+    for p in points:
+        dev = "" if p.dev_accuracy is None else f"{p.dev_accuracy:.3f}"
+        bar = "" if p.dev_accuracy is None else _bar(p.dev_accuracy, 0.0, 1.0, width)
+        el = "" if p.elbo is None else f"{p.elbo:9.3f}"
+        ebar = "" if p.elbo is None else _bar(p.elbo, lo_e, hi_e, 12)
+        lines.append(f"{p.iteration:>4}  {dev:>7}  {bar:<{width}}  {el:>9}  {ebar:<12}")
+    devs = [p.dev_accuracy for p in points if p.dev_accuracy is not None]
+    if devs:
+        lines.append(f"dev accuracy: first {devs[0]:.3f}, best {max(devs):.3f}, last {devs[-1]:.3f}")
+    return "\n".join(lines)
+
+
+def plot_learning_curve(points: Sequence[CurvePoint], path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """PNG of dev accuracy and ELBO per iteration (matplotlib, headless Agg backend)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from dlc.errors import DlcUsageError
+
+        raise DlcUsageError("plotting needs matplotlib", code="E140",
+                            hint="pip install 'dlc[plot]' (or matplotlib)") from None
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    dev = [(p.iteration, p.dev_accuracy) for p in points if p.dev_accuracy is not None]
+    el = [(p.iteration, p.elbo) for p in points if p.elbo is not None]
+    if dev:
+        ax1.plot([d[0] for d in dev], [d[1] for d in dev], marker="o", color="tab:blue")
+    ax1.set_ylabel("dev accuracy")
+    ax1.set_ylim(-0.02, 1.02)
+    ax1.grid(alpha=0.3)
+    if el:
+        ax2.plot([e[0] for e in el], [e[1] for e in el], marker=".", color="tab:orange")
+    ax2.set_ylabel("ELBO (selected prompts)")
+    ax2.set_xlabel("iteration")
+    ax2.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ runs
+
+def run_summary(run: Any) -> dict[str, Any]:
+    """A row of `dlc runs`: name, status, progress, scores, tokens (from the run's files, never re-computed)."""
+    row: dict[str, Any] = {"run": str(run.path), "name": run.path.name}
+    try:
+        cfg = run.config()
+        row["net"] = cfg.get("net", "")
+        row["iters"] = (cfg.get("fit") or {}).get("iters")
+        row["seed"] = cfg.get("seed")
+        row["created"] = cfg.get("created", "")
+        ck = run.checkpoint()
+        res = run.result()
+    except Exception as e:  # a damaged run still gets a row, it is not a reason to hide the others
+        row["status"] = "corrupted"
+        row["error"] = str(e)
+        return row
+    if res is not None:
+        row["status"] = "done"
+        row["dev_accuracy"] = res.get("dev_accuracy")
+        row["test_accuracy"] = res.get("test_accuracy")
+        base = res.get("baseline") or {}
+        row["baseline_test_accuracy"] = base.get("test_accuracy")
+        u = res.get("usage") or {}
+    else:
+        row["status"] = "incomplete"
+        u = (ck or {}).get("usage") or {}
+        state = (ck or {}).get("state") or {}
+        bd = state.get("best_dev")
+        row["dev_accuracy"] = bd if isinstance(bd, (int, float)) and not isinstance(bd, bool) else None
+    row["done_iters"] = (ck or {}).get("iteration", 0) if ck else 0
+    row["tokens"] = int(u.get("prompt_tokens", 0) or 0) + int(u.get("completion_tokens", 0) or 0)
+    row["calls"] = u.get("calls")
+    return row
+
+
+def show_run(path: str | os.PathLike[str], args: Any = None) -> int:
+    """`dlc show RUN`: the run's summary, its learning curve in the terminal, and a PNG of dev accuracy and ELBO
+    per iteration (written to `--output` or `RUN/learning_curve.png`)."""
+    from dlc.rundir import RunDir
+
+    run = RunDir.open(path)
+    cfg = run.config()
+    res = run.result()
+    ck = run.checkpoint()
+    points = learning_curve(run.trace())
+    lines = [f"run      {run.path}", f"network  {cfg.get('net', '?')}   seed {cfg.get('seed')}   "
+             f"iterations {ck['iteration'] if ck else 0}/{(cfg.get('fit') or {}).get('iters', '?')}"]
+    if res is not None:
+        lines.append(f"result   dev {_fmt(res.get('dev_accuracy'))}   test {_fmt(res.get('test_accuracy'))}"
+                     + (f"   (before training: dev {_fmt((res.get('baseline') or {}).get('dev_accuracy'))}, "
+                        f"test {_fmt((res.get('baseline') or {}).get('test_accuracy'))})" if res.get("baseline")
+                        else ""))
+        for node, text in (res.get("prompts") or {}).items():
+            lines.append(f"prompt   {node}: {text!r}")
+    else:
+        lines.append("result   (not finished: `dlc fit --resume " + str(run.path) + "` continues it)")
+    print("\n".join(lines))
+    print()
+    print(format_learning_curve(points))
+    out = getattr(args, "output", None) or getattr(args, "png", None) or (run.path / "learning_curve.png")
+    if points and not getattr(args, "no_plot", False):
+        png = plot_learning_curve(points, out, title=f"{cfg.get('net', '')} — {run.path.name}")
+        print(f"\nplot written to {png}")
+    return 0
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"

@@ -1,0 +1,343 @@
+"""Run directories: where a `dlc fit` keeps everything needed to inspect, resume and reproduce it.
+
+Layout of `runs/<net>-<YYYYmmdd-HHMMSS>/` (every JSON file is written atomically: temp file, fsync, rename):
+
+    graph.json        the compiled artifact the run trains (dlc.manifest JSON)
+    source.dln        the `.dln` text it was compiled from (when known), so `<net>.fit.dln` can always be written
+    config.json       resolved config: fit/data/models blocks, overrides, seed, graph and config sha256, dlc version
+    backend.json      per model: backend, model id, capabilities (probed once)
+    trace.jsonl       one JSON record per finished iteration (appended and fsynced before the checkpoint)
+    checkpoint.json   the trainer state after the last finished iteration, plus usage so far
+    result.json       at the end: dev/test accuracy, prompts, usage (the contract scripts rely on)
+    <net>.fit.dln     the source with the learned prompts written back
+
+Resume contract: a run killed at any instant (even `kill -9`) has a checkpoint that is either the previous one or the
+new one, never a torn file; the trace may hold one record more than the checkpoint (killed between the two writes)
+and that record is dropped on resume, so the resumed run replays the iteration in flight exactly (dlc.rng derives
+every choice from the seed and a path, and the LLM cache returns the same samples).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from dlc.errors import DlcArtifactError, DlcUsageError
+
+CHECKPOINT_SCHEMA = "dlc/checkpoint/v1"
+CONFIG_SCHEMA = "dlc/run-config/v1"
+RESULT_SCHEMA = "dlc/result/v1"
+
+GRAPH = "graph.json"
+SOURCE = "source.dln"
+CONFIG = "config.json"
+BACKEND = "backend.json"
+TRACE = "trace.jsonl"
+CHECKPOINT = "checkpoint.json"
+RESULT = "result.json"
+LOCK = "lock"
+
+
+# ---------------------------------------------------------------------------------------------------------- writes
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Replace `path` by `text` so that a reader (or a crash) sees the old file or the new one, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def dumps(obj: Any) -> str:
+    """The one JSON style of run files: sorted keys (stable diffs and hashes), UTF-8, indented."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=True) + "\n"
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write_text(path, dumps(obj))
+
+
+def canonical_sha256(obj: Any) -> str:
+    """sha256 of a JSON value in canonical form (sorted keys, no whitespace): the identity of a config."""
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Read a run file; any damage is a one-line E502 naming the file (never a JSONDecodeError traceback)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DlcArtifactError(f"corrupted run directory: {what} is missing ({path})", code="E502",
+                               hint="the run directory is incomplete; start a new run with `dlc fit`") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DlcArtifactError(f"corrupted run directory: cannot read {path}: {e}", code="E502") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DlcArtifactError(f"corrupted run directory: {path} is not valid JSON (line {e.lineno})", code="E502",
+                               hint="the file was edited or truncated; start a new run with `dlc fit`") from None
+
+
+# ---------------------------------------------------------------------------------------------------------- names
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def run_name(net: str, when: float | None = None) -> str:
+    """`<net>-<YYYYmmdd-HHMMSS>` (local time), with unsafe characters of the net name replaced."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when if when is not None else time.time()))
+    return f"{_SAFE.sub('_', net) or 'net'}-{stamp}"
+
+
+# ---------------------------------------------------------------------------------------------------------- RunDir
+
+@dataclass
+class RunDir:
+    """A run directory on disk. Construct with `create` (new run) or `open` (existing run, validated)."""
+
+    path: Path
+
+    # -- creation -------------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, net: str, *, root: str | os.PathLike[str] = "runs", explicit: str | os.PathLike[str] | None = None,
+               when: float | None = None) -> "RunDir":
+        """Make a fresh run directory. `explicit` (--run-dir) is used as is and must not hold files already, so a
+        previous run is never overwritten; otherwise `<root>/<net>-<timestamp>` with a `-2`, `-3` ... suffix on a
+        same-second collision."""
+        if explicit is not None:
+            path = Path(explicit)
+            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+                raise DlcUsageError(f"--run-dir {path} already exists and is not empty", code="E130",
+                                    hint="choose a new directory, or continue that run with `dlc fit --resume`")
+            path.mkdir(parents=True, exist_ok=True)
+            return cls(path)
+        root_p = Path(root)
+        root_p.mkdir(parents=True, exist_ok=True)
+        base = run_name(net, when)
+        for i in range(1, 1000):
+            path = root_p / (base if i == 1 else f"{base}-{i}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return cls(path)
+        raise DlcUsageError(f"cannot create a run directory under {root_p}", code="E130")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> "RunDir":
+        """An existing run directory; E501 when it is not one."""
+        p = Path(path)
+        if not p.is_dir():
+            raise DlcArtifactError(f"no run directory at {p}", code="E501",
+                                   hint="`dlc runs` lists the runs under ./runs")
+        if not (p / CONFIG).exists() or not (p / GRAPH).exists():
+            raise DlcArtifactError(f"{p} is not a dlc run directory (no {CONFIG} / {GRAPH})", code="E502",
+                                   hint="pass a directory made by `dlc fit`, e.g. runs/<net>-<timestamp>")
+        return cls(p)
+
+    # -- files ----------------------------------------------------------------------------------------------------
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.path / name, obj)
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write_text(self.path / name, text)
+
+    def read_json(self, name: str) -> Any:
+        return read_json(self.path / name, name)
+
+    def config(self) -> dict[str, Any]:
+        cfg = self.read_json(CONFIG)
+        if not isinstance(cfg, dict) or cfg.get("schema") != CONFIG_SCHEMA:
+            raise DlcArtifactError(f"corrupted run directory: {self.path / CONFIG} has no '{CONFIG_SCHEMA}' schema",
+                                   code="E502")
+        return cfg
+
+    def graph_json(self) -> dict[str, Any]:
+        g = self.read_json(GRAPH)
+        if not isinstance(g, dict):
+            raise DlcArtifactError(f"corrupted run directory: {self.path / GRAPH} is not an object", code="E502")
+        return g
+
+    def source_text(self) -> str | None:
+        p = self.path / SOURCE
+        return p.read_text(encoding="utf-8") if p.exists() else None
+
+    # -- trace ----------------------------------------------------------------------------------------------------
+    def append_trace(self, record: Mapping[str, Any]) -> None:
+        """Append one iteration record and fsync it (before the checkpoint that counts it is written)."""
+        line = json.dumps(record, sort_keys=True, ensure_ascii=False, allow_nan=True)
+        with open(self.path / TRACE, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def trace(self) -> list[dict[str, Any]]:
+        """The iteration records; a torn last line (killed mid-write) is ignored, any other damage is E502."""
+        p = self.path / TRACE
+        if not p.exists():
+            return []
+        out: list[dict[str, Any]] = []
+        try:
+            raw = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DlcArtifactError(f"corrupted run directory: cannot read {p}: {e}", code="E502") from None
+        lines = raw.split("\n")
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise json.JSONDecodeError("not an object", line, 0)
+                out.append(rec)
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:
+                    break  # torn final line (no newline yet): the iteration in flight
+                raise DlcArtifactError(f"corrupted run directory: {p} line {i + 1} is not valid JSON",
+                                       code="E502") from None
+        return out
+
+    def truncate_trace(self, n_records: int) -> int:
+        """Keep the first `n_records` records (those the checkpoint counts); returns how many were dropped."""
+        records = self.trace()
+        dropped = max(0, len(records) - n_records)
+        raw = (self.path / TRACE).read_text(encoding="utf-8") if (self.path / TRACE).exists() else ""
+        if dropped or (raw and not raw.endswith("\n")):
+            text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False, allow_nan=True) + "\n"
+                           for r in records[:n_records])
+            atomic_write_text(self.path / TRACE, text)
+        return dropped
+
+    # -- checkpoint -----------------------------------------------------------------------------------------------
+    def write_checkpoint(self, *, iteration: int, state: Mapping[str, Any], usage: Mapping[str, Any],
+                         trace_records: int, graph_sha256: str, config_sha256: str) -> None:
+        self.write_json(CHECKPOINT, {
+            "schema": CHECKPOINT_SCHEMA, "iteration": iteration, "state": dict(state), "usage": dict(usage),
+            "trace_records": trace_records, "graph_sha256": graph_sha256, "config_sha256": config_sha256,
+            "written_at": time.time(),
+        })
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The last checkpoint (None before the first iteration finished); E502 when damaged."""
+        if not (self.path / CHECKPOINT).exists():
+            return None
+        ck = self.read_json(CHECKPOINT)
+        if (not isinstance(ck, dict) or ck.get("schema") != CHECKPOINT_SCHEMA
+                or not isinstance(ck.get("state"), dict) or not isinstance(ck.get("trace_records"), int)):
+            raise DlcArtifactError(f"corrupted run directory: {self.path / CHECKPOINT} is not a dlc checkpoint",
+                                   code="E502", hint="start a new run with `dlc fit`")
+        return ck
+
+    # -- result ---------------------------------------------------------------------------------------------------
+    def result(self) -> dict[str, Any] | None:
+        if not (self.path / RESULT).exists():
+            return None
+        res = self.read_json(RESULT)
+        if not isinstance(res, dict):
+            raise DlcArtifactError(f"corrupted run directory: {self.path / RESULT} is not an object", code="E502")
+        return res
+
+    def is_finished(self) -> bool:
+        return (self.path / RESULT).exists()
+
+    # -- single writer --------------------------------------------------------------------------------------------
+    def lock(self) -> "RunLock":
+        return RunLock(self.path / LOCK)
+
+
+class RunLock:
+    """An advisory `flock` on the run directory, so two `dlc fit --resume` of one run cannot interleave writes.
+    The kernel drops it when the process dies (kill -9 included), so a crashed run never stays locked."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        self._fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            self._fd = None
+            raise DlcUsageError(f"{self.path.parent} is in use by another dlc process", code="E131",
+                                hint="wait for it to finish (or stop it) and resume again") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def iter_runs(root: str | os.PathLike[str] = "runs") -> Iterator[RunDir]:
+    """Run directories directly under `root`, oldest first (by name, i.e. by timestamp within a net)."""
+    r = Path(root)
+    if not r.is_dir():
+        return
+    for p in sorted(r.iterdir(), key=lambda q: ((q / CONFIG).stat().st_mtime if (q / CONFIG).exists() else 0, q.name)):
+        if p.is_dir() and (p / CONFIG).exists():
+            yield RunDir(p)
+
+
+def check_resumable(run: RunDir, *, graph_sha256: str | None, config_sha256: str | None) -> dict[str, Any]:
+    """Validate a run for `--resume` before anything is written: the config file is intact, the stored artifact
+    still hashes to what the run started with, and (when the user named a network/overrides) they are unchanged.
+    Returns the run's config."""
+    cfg = run.config()
+    for key in ("graph_sha256", "config_sha256"):
+        if not isinstance(cfg.get(key), str):
+            raise DlcArtifactError(f"corrupted run directory: {run.path / CONFIG} lacks {key}", code="E502")
+    if graph_sha256 is not None and graph_sha256 != cfg["graph_sha256"]:
+        raise DlcArtifactError(
+            f"cannot resume {run.path}: the graph changed since the run started "
+            f"(was {cfg['graph_sha256'][:12]}, now {graph_sha256[:12]})", code="E503",
+            hint="resume without naming the network to continue the original, or start a new run")
+    if config_sha256 is not None and config_sha256 != cfg["config_sha256"]:
+        raise DlcArtifactError(
+            f"cannot resume {run.path}: the fit/data/model config changed since the run started "
+            f"(was {cfg['config_sha256'][:12]}, now {config_sha256[:12]})", code="E504",
+            hint="drop the --set overrides to continue the original, or start a new run")
+    ck = run.checkpoint()
+    if ck is not None and (ck.get("graph_sha256") != cfg["graph_sha256"]
+                           or ck.get("config_sha256") != cfg["config_sha256"]):
+        raise DlcArtifactError(f"corrupted run directory: {run.path / CHECKPOINT} belongs to another graph/config",
+                               code="E502")
+    return cfg
