@@ -11,6 +11,7 @@ error and returns a sentinel instead of raising, so one compile reports all mist
     E305 reserved name               E314 not one of the allowed     E324 bad parent list
                                      E315 literal secret / bad env   E325 choice without labels
                                                                      E326 openai model without `model`
+                                                                     E327 labels differ from the task's
     E351 template syntax error       E354 template variable the layer cannot supply
     E355 template file not found
     E401 cycle   E402 layer reaches no output   E403 no output   E404 output is not a layer
@@ -303,8 +304,10 @@ def fit_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
             schema[f.name] = (lambda args: lambda v, k: ck.choice(v, k, args))(typing.get_args(t))
         elif typing.get_origin(t) is tuple:
             schema[f.name] = ck.name_list      # `train = [h, y]`: checked against the layers by the compiler
-        else:  # pragma: no cover - a new FitConfig type needs a coercer here
-            raise AssertionError(f"no coercer for FitConfig.{f.name}: {t}")
+        elif t is str or t == (str | None):
+            schema[f.name] = ck.text
+        else:   # a FitConfig field of a type this checker does not know yet: accept text (the engine validates)
+            schema[f.name] = ck.text
     return schema
 
 

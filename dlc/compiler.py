@@ -285,6 +285,7 @@ class _Lowering:
         self.ck.errors.extend(errors)
         self.base_dir = Path(program.path).resolve().parent if not program.path.startswith("<") else Path.cwd()
         self.task_labels: tuple[ir.Label, ...] | None = None
+        self._output_spans: dict[str, SourceSpan] = {}
 
     # ------------------------------------------------------------------------------------------------ helpers
     def err(self, code: str, msg: str, span: SourceSpan | None, **kw: Any) -> Any:
@@ -322,6 +323,8 @@ class _Lowering:
             if lay is not None:
                 layers[lay.name] = lay
 
+        if out_name in layers and self.task_labels and layers[out_name].output.kind == "choice":
+            self.labels_match_task(layers[out_name], data.task or "")
         target, metric = self.output_settings(output_decl, layers.get(out_name) if out_name else None, data)
         data = replace(data, target_field=data.target_field if self._data_target else target)
         fit = self.fit(layer_decls)
@@ -536,6 +539,7 @@ class _Lowering:
         out: Any = ir.Output(kind="text")
         if "output" in vals:
             out = output_kind(self.ck, vals["output"], name, self.task_labels)
+            self._output_spans[name] = settings["output"].value.span
         elif is_output and self.task_labels:
             out = ir.Output(kind="choice", labels=self.task_labels)   # the data task's labels
         if out is INVALID:
@@ -592,6 +596,21 @@ class _Lowering:
                         model=vals.get("model", "default"), backward_model=vals.get("backward_model", "default"),
                         format=vals.get("format", "chat"), system=vals.get("system"),
                         answer_prefix=vals.get("answer_prefix", ""), span=d.span.to_json())
+
+    def labels_match_task(self, lay: ir.Layer, task: str) -> None:
+        """The output labels must be the task's canonical label names, or no target would ever match."""
+        assert self.task_labels is not None
+        want = [lb.name for lb in self.task_labels]
+        got = list(lay.output.label_names)
+        if set(want) == set(got):
+            return
+        missing = [n for n in want if n not in got]
+        extra = [n for n in got if n not in want]
+        detail = "; ".join(x for x in (f"missing {', '.join(missing)}" if missing else "",
+                                       f"unknown {', '.join(extra)}" if extra else "") if x)
+        self.err("E327", f"the labels of '{lay.name}' do not match task '{task}' ({detail})",
+                 self._output_spans.get(lay.name, SourceSpan(self.p.path, 1, 1)), node=lay.name,
+                 hint=f"the task's labels are {', '.join(want)} (verbalizers may differ)")
 
     def posterior(self, v: S.Value | None, layer: str, span: SourceSpan) -> list[tuple[_Resolved, float]]:
         """`posterior = { prior_answer: 0.5, prior: 0.5 }` (weights normalised to sum 1), a name, or a list."""
