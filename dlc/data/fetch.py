@@ -118,8 +118,10 @@ def fetch(task: str, root: Path, *, mirror: str | None = None, force: bool = Fal
     todo = [f for f in wanted if force or not is_present(root, f)]
     if not todo:
         return []
+    created = next((d for d in reversed((root, *root.parents)) if not d.exists()), None)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".dlc-fetch-", dir=root))
+    ok = False
     try:
         for rel in todo:
             url = url_for(rel, mirror)
@@ -137,6 +139,16 @@ def fetch(task: str, root: Path, *, mirror: str | None = None, force: bool = Fal
             final = root / rel
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / rel, final)
+        ok = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not ok and created is not None:
+            # leave the file system as we found it: remove the (now empty) directories this call created
+            for d in (root, *root.parents):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+                if d == created:
+                    break
     return todo
