@@ -114,17 +114,23 @@ def load_network(target: str | None, overrides: Mapping[str, str] | None = None)
     if p.is_dir():
         run = RunDir.open(p)
         graph = graph_of_run(run, prompts="learned")
-        if overrides:
-            graph = compiler.apply_overrides(graph, overrides)
         cfg = run.config()
-        return Network(graph, cfg.get("net") or graph.name, run.source_text(), cfg.get("source_path"), None)
+        source = run.source_text()
+        if overrides:
+            if source is None:
+                raise DlcUsageError(f"--set needs the run's .dln source, and {run.path} has none", code="E101")
+            learned = graph.prompts()
+            graph = with_prompts(compiler.compile_source(source, cfg.get("source_path") or str(run.file(SOURCE)),
+                                                         overrides), learned)
+        return Network(graph, cfg.get("net") or graph.name, source, cfg.get("source_path"), None)
     if not p.exists():
         raise DlcUsageError(f"{target}: no such file", code="E121",
                             hint="pass a .dln file, a compiled .json artifact or a run directory")
     if p.suffix == ".json":
         graph = manifest.read(p)
         if overrides:
-            graph = compiler.apply_overrides(graph, overrides)
+            raise DlcUsageError("--set applies to .dln sources, not to a compiled artifact", code="E101",
+                                hint=f"pass the .dln file instead ({graph.source_path or 'its source'})")
         return Network(graph, _stem(graph.source_path or str(p)), _read_source(graph), graph.source_path, str(p))
     graph = compiler.compile_file(str(p), overrides)
     return Network(graph, _stem(str(p)), p.read_text(encoding="utf-8"), str(p), None)
@@ -167,10 +173,13 @@ def graph_identity(graph: Graph) -> str:
     model blocks (hashed separately by `config_identity`, so a resume can say *which* one changed) and provenance."""
     from dlc import manifest
 
-    doc = manifest.to_json(dataclasses.replace(graph, fit=type(graph.fit)(), data=type(graph.data)(), models={},
-                                               source_path=None, source_sha256=None))
-    for k in ("generated_at", "dlc_version", "created", "metadata", "source", "models", "fit", "data"):
+    doc = manifest.to_json(graph)
+    for k in ("generated_at", "dlc_version", "source", "models", "fit", "data"):
         doc.pop(k, None)
+    for node in doc.get("nodes", {}).values():
+        node.pop("span", None)          # comments/layout edits do not change the network
+    for t in doc.get("templates", {}).values():
+        t.pop("path", None)             # a built-in template moves with the installation; its text is what counts
     return canonical_sha256(doc)
 
 
@@ -290,8 +299,7 @@ def load_data(graph: Graph, data_dir: str | None) -> Any:
     """The run's splits (dlc.data.load_splits); `data_dir` (--data-dir) wins over the data block's."""
     from dlc.data import load_splits
 
-    data = graph.data if not data_dir else dataclasses.replace(graph.data, data_dir=str(data_dir))
-    return load_splits(data, graph.inputs, seed=graph.fit.seed)
+    return load_splits(graph.data, graph.inputs, seed=graph.fit.seed, data_dir=data_dir or None)
 
 
 def split_fingerprint(examples: Sequence[Example]) -> str:
@@ -413,23 +421,19 @@ def _start_run(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mappin
         run.write_text(SOURCE, net.source_text)
     run.write_json(GRAPH, manifest.to_json(graph))
     run.write_json(BACKEND, backend_info(graph, lms))
-    info = getattr(splits, "info", None)
-    try:
-        json.dumps(info)
-    except TypeError:
-        info = dataclasses.asdict(info) if dataclasses.is_dataclass(info) else str(info)
+    info = getattr(getattr(splits, "info", None), "name", None)
     run.write_json(CONFIG, {
         "schema": CONFIG_SCHEMA, "net": net.name, "graph_name": graph.name, "dlc_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source_path": net.source_path, "artifact_path": net.artifact_path, "overrides": dict(overrides),
         "seed": graph.fit.seed, "data_dir": str(data_dir) if data_dir else None, "argv": list(argv),
         "graph_sha256": graph_identity(graph), "config_sha256": config_identity(graph),
-        "data_identity": data_identity(splits), "data_info": info, **resolved_config(graph),
+        "data_identity": data_identity(splits), "task": info, **resolved_config(graph),
     })
 
 
 def _dev_of(rec: Mapping[str, Any]) -> float | None:
-    v = rec.get("dev_accuracy")
+    v = rec.get("dev", rec.get("dev_accuracy"))
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
@@ -450,7 +454,7 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
         run.truncate_trace(0)
     trainer = tr.Trainer(graph, lms, splits.train, splits.dev, graph.fit, state=state)
     n_records = len(run.trace())
-    total = graph.fit.iters
+    total = graph.fit.iters + 1          # iterations 0..iters; the last one only validates (trainer.py)
     best = None
     for rec in run.trace():
         d = _dev_of(rec)
@@ -458,7 +462,7 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
             best = d if best is None else max(best, d)
     live = progress if progress is not None else None
     try:
-        with FitProgress(total, completed=min(total, trainer.state.iteration), description=net.name,
+        with FitProgress(total, completed=len(trainer.state.history), description=net.name,
                          stream=err, live=live) as bar:
             while not trainer.finished():
                 rec = trainer.step()
@@ -473,7 +477,7 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
                 d = _dev_of(rec)
                 if d is not None:
                     best = d if best is None else max(best, d)
-                bar.update(min(total, trainer.state.iteration), dev_accuracy=d, best_dev=best,
+                bar.update(len(trainer.state.history), dev_accuracy=d, best_dev=best,
                            tokens=usage["prompt_tokens"] + usage["completion_tokens"])
     except KeyboardInterrupt:
         _print(err, f"\ninterrupted: the last checkpoint ({run.path / 'checkpoint.json'}) is intact; "

@@ -170,8 +170,8 @@ def learning_curve(trace: Iterable[Mapping[str, Any]]) -> list[CurvePoint]:
         it = _first(rec, "iteration", "iter")
         pts.append(CurvePoint(
             iteration=int(it) if isinstance(it, (int, float)) else i,
-            dev_accuracy=_num(_first(rec, "dev_accuracy", "dev_acc", "dev.accuracy", "validation.accuracy")),
-            elbo=_num(_first(rec, "elbo", "train_elbo", "scores.elbo", "selected_score")),
+            dev_accuracy=_num(_first(rec, "dev", "dev_accuracy", "dev_acc")),
+            elbo=_num(_first(rec, "elbo", "train_elbo")),
             train_accuracy=_num(_first(rec, "train_accuracy", "batch_accuracy", "train_acc")),
             tokens=(lambda t: int(t) if t is not None else None)(_num(_first(rec, "tokens", "usage.tokens"))),
         ))

@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in rows:
         iters = f"{r.get('done_iters', 0)}/{r.get('iters', '?')}" if r.get("status") != "corrupted" else "-"
-        t.add_row(r["run"], r.get("status", "?"), iters, str(r.get("seed", "-")), _f(r.get("dev_accuracy")),
+        t.add_row(r["name"], r.get("status", "?"), iters, str(r.get("seed", "-")), _f(r.get("dev_accuracy")),
                   _f(r.get("test_accuracy")), _f(r.get("baseline_test_accuracy")),
                   f"{r['tokens']:,}" if isinstance(r.get("tokens"), int) else "-")
+    print(f"runs under {args.root}/")
     Console(soft_wrap=True).print(t)
     return 0

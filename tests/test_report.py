@@ -1,0 +1,71 @@
+"""Report statistics (t-interval, per-class, confusion), learning curves and the PNG plot."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dlc.report import (classification_report, format_class_report, format_learning_curve, learning_curve,
+                        mean_ci, plot_learning_curve, t_critical)
+
+
+def test_t_critical_matches_table_and_scipy():
+    assert t_critical(1) == pytest.approx(12.7062, abs=1e-4)
+    assert t_critical(2) == pytest.approx(4.3027, abs=1e-4)    # the paper's 3 seeds
+    assert t_critical(10**6) == pytest.approx(1.96, abs=1e-3)
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 7, 19, 30, 31, 45, 60, 99, 120, 500):
+        assert t_critical(df) == pytest.approx(stats.t.ppf(0.975, df), abs=2e-4), df
+    with pytest.raises(ValueError):
+        t_critical(0)
+
+
+def test_mean_ci_by_hand():
+    # three seeds 0.80, 0.85, 0.90: mean 0.85, s = 0.05, half width = 4.3027 * 0.05 / sqrt(3) = 0.12421
+    ci = mean_ci([0.80, 0.85, 0.90])
+    assert ci.mean == pytest.approx(0.85)
+    assert ci.half_width == pytest.approx(4.302653 * 0.05 / math.sqrt(3), rel=1e-4)
+    assert str(ci) == "0.8500 ± 0.1242"
+    one = mean_ci([0.7])
+    assert one.half_width is None and str(one) == "0.7000"
+    assert mean_ci([0.5, 0.5, 0.5]).half_width == 0.0
+    with pytest.raises(ValueError):
+        mean_ci([])
+
+
+def test_classification_report():
+    t = ["a", "a", "b", "b", "c"]
+    p = ["a", "b", "b", "b", "zz"]
+    rep = classification_report(t, p, labels=["a", "b", "c"])
+    assert rep.accuracy == pytest.approx(3 / 5)
+    assert rep.per_class["a"] == {"accuracy": 0.5, "n": 2}
+    assert rep.per_class["b"]["accuracy"] == 1.0
+    assert rep.per_class["c"]["accuracy"] == 0.0
+    assert rep.confusion["a"] == {"a": 1, "b": 1, "c": 0, "zz": 0}
+    assert sum(sum(r.values()) for r in rep.confusion.values()) == 5      # an unknown prediction still counts
+    text = format_class_report(rep)
+    assert "accuracy  0.6000  (3/5)" in text and "zz" in text
+    with pytest.raises(ValueError):
+        classification_report(["a"], [])
+
+
+def test_class_without_examples_is_nan():
+    rep = classification_report(["a"], ["a"], labels=["a", "b"])
+    assert math.isnan(rep.per_class["b"]["accuracy"])
+    assert "n/a" in format_class_report(rep)
+
+
+def test_learning_curve_reads_engine_records(tmp_path):
+    trace = [{"iteration": 0, "dev": 0.5, "elbo": -3.0, "train_acc": 0.4, "tokens": 100},
+             {"iteration": 1, "dev": None, "elbo": -2.0, "tokens": 200},
+             {"iteration": 2, "dev": 0.75, "elbo": None, "tokens": 300}]
+    pts = learning_curve(trace)
+    assert [p.dev_accuracy for p in pts] == [0.5, None, 0.75]
+    assert [p.elbo for p in pts] == [-3.0, -2.0, None]
+    assert pts[0].train_accuracy == 0.4 and pts[2].tokens == 300
+    text = format_learning_curve(pts)
+    assert "first 0.500, best 0.750, last 0.750" in text
+    assert text.count("\n") == 4
+    png = plot_learning_curve(pts, tmp_path / "c.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert format_learning_curve([]) == "no iterations recorded yet"
