@@ -1,0 +1,190 @@
+"""Hidden-text inference (Alg. 3) on the real graphs with scripted LMs: proposals, weights, targets."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from dlc.backward import infer_hidden
+from dlc.compiler import compile_file, compile_source
+from dlc.engine import forward, layer_context
+from dlc.ir import Example, PosteriorComponent
+from dlc.lm.labels import label_logdists
+from dlc.lm.scripted import ScriptedLM
+from dlc.rng import Rng
+
+ROOT = Path(__file__).resolve().parent.parent
+TRUTH = ("subjective", "objective")
+
+
+def graph(name: str):
+    return compile_file(ROOT / "graphs" / f"{name}.dln")
+
+
+def examples(n: int) -> list[Example]:
+    return [Example(inputs={"x": f"s{i} text"}, target=TRUTH[i % 2], id=f"s{i}") for i in range(n)]
+
+
+def reasoning_lm() -> ScriptedLM:
+    """Greedy forward reasoning is bad; reasoning sampled knowing the answer is good; the output layer is right
+    exactly when it reads good reasoning."""
+    def gen(prompt: str, req, i: int) -> str:
+        return "good reasoning" if "correct final answer" in prompt else "bad reasoning"
+
+    def score(prompt: str, cont: str) -> float:
+        if cont.lower() in TRUTH:
+            m = re.search(r"s(\d+) text", prompt)
+            if m is None:                                  # MI term: the output layer without x
+                return -1.0
+            idx = int(m.group(1))
+            right = cont.lower() == TRUTH[idx % 2]
+            return -0.2 if right == ("good reasoning" in prompt) else -4.0
+        return -1.0 if cont == "bad reasoning" else -2.0   # prior, two words each: mean -0.5 / -1.0
+    return ScriptedLM(generate_fn=gen, score_fn=score)
+
+
+def cfg(g, **kw):
+    return dataclasses.replace(g.fit, **kw)
+
+
+def only(g, node, name):
+    """The graph with `node`'s posterior reduced to the component `name`."""
+    lay = g.layers[node]
+    comp = next(c for c in lay.backward.posterior if c.template.name == name)
+    back = dataclasses.replace(lay.backward, posterior=(PosteriorComponent(comp.template, 1.0),))
+    return dataclasses.replace(g, layers=dict(g.layers, **{node: dataclasses.replace(lay, backward=back)}))
+
+
+def test_dln2_weights_hand_computed():
+    g = only(graph("dln2"), "h", "prior_answer")
+    lm = reasoning_lm()
+    ex = examples(2)
+    c = cfg(g, num_h_samples=2)
+    tr = forward(g, g.prompts(), {"default": lm}, ex)
+    assert tr.texts["h"] == ["bad reasoning"] * 2 and tr.correct == [False, False]
+    post = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(c.seed), 0)["h"]
+    assert post.samples == [["good reasoning"] * 2] * 2 and post.best == ["good reasoning"] * 2
+    # log p~(truth | good h) = -log(1 + e^-3.8); prior mean-token log p(h) = -1.0
+    child = -math.log1p(math.exp(-3.8))
+    assert post.logp_children[0] == pytest.approx([child, child])
+    assert post.logp_prior[0] == pytest.approx([-1.0, -1.0])
+    assert post.weights[0] == pytest.approx([0.5, 0.5])
+    lp = [c_ for c_ in lm.calls if c_.tag == "h/posterior"]
+    assert len(lp) == 4 and all(c_.temperature == c.bwd_temp for c_ in lp)
+    assert "The correct final answer to the following is known: subjective" in lp[0].prompt
+    assert lp[0].seed == Rng(c.seed).seed_for("iter", 0, "node", "h", "posterior", 0, 0)
+
+
+def test_dln2_mixture_choice_is_seeded_and_weights_follow_eq3():
+    g = graph("dln2")
+    lm = reasoning_lm()
+    c = cfg(g, num_h_samples=4)
+    tr = forward(g, g.prompts(), {"default": lm}, examples(3))
+    post = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(c.seed), 5)["h"]
+    comps = g.layers["h"].backward.posterior
+    good_l = -math.log1p(math.exp(-3.8)) - 1.0
+    bad_l = -3.8 - math.log1p(math.exp(-3.8)) - 0.5
+    for i in range(3):
+        for k in range(4):
+            want = Rng(c.seed).derive("iter", 5, "node", "h", "posterior", i, k).choices(
+                comps, weights=[x.weight for x in comps])[0].template.name
+            assert post.templates[i][k] == want
+            assert post.samples[i][k] == ("good reasoning" if want == "prior_answer" else "bad reasoning")
+        logits = [good_l if s == "good reasoning" else bad_l for s in post.samples[i]]
+        assert post.logits[i] == pytest.approx(logits)
+        z = sum(math.exp(v) for v in logits)
+        assert post.weights[i] == pytest.approx([math.exp(v) / z for v in logits])
+
+
+def test_prior_is_scored_with_the_forward_context_even_with_strip_options():
+    g = graph("dln2")
+    lm = reasoning_lm()
+    ex = [Example({"x": "s1 text\nOptions:\n(A) x"}, "objective", "a")]
+    c = cfg(g, num_h_samples=1, strip_options_for_hidden=True)
+    tr = forward(g, g.prompts(), {"default": lm}, ex, strip_hidden_options=True)
+    assert "Options:" not in tr.nodes["h"].contexts[0].user and "Options:" in tr.nodes["y"].contexts[0].user
+    infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(1), 0)
+    prior = [x for x in lm.calls if x.tag == "h/posterior_prior"]
+    weight = [x for x in lm.calls if x.tag == "y/posterior_weight"]
+    assert prior and all("Options:" not in x.prompt for x in prior)
+    assert weight and all("Options:" in x.prompt for x in weight)   # never the stripped x for layer 2 (§6.2.2)
+
+
+def test_sharpening_options_add_their_terms_and_calls():
+    g = only(graph("dln2"), "h", "prior_answer")
+    lm = reasoning_lm()
+    c = cfg(g, num_h_samples=1, include_prior=False, correct_weighting=True, mi_regularization=True)
+    tr = forward(g, g.prompts(), {"default": lm}, examples(1))
+    post = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(1), 0)["h"]
+    tags = {x.tag for x in lm.calls}
+    assert {"h/posterior_q", "y/posterior_mi"} <= tags and "h/posterior_prior" not in tags
+    assert post.logp_prior is None
+    want = post.logp_children[0][0] - post.logq[0][0] - post.logp_mi[0][0]
+    assert post.logits[0] == pytest.approx([want])
+
+
+def test_rewrite_loss_only_and_h_argmax():
+    g = only(graph("dln2"), "h", "prior_answer")
+    # the output layer is right on example 0 only
+    lm = ScriptedLM(generate_fn=lambda p, r, i: "good reasoning" if "correct final" in p else "bad reasoning",
+                    score_fn=lambda p, c: -0.1 if (c.lower() == "subjective") else -3.0)
+    c = cfg(g, num_h_samples=3, rewrite_loss_only=True, use_h_argmax=True)
+    tr = forward(g, g.prompts(), {"default": lm}, examples(2))
+    assert tr.correct == [True, False]
+    post = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(1), 0)["h"]
+    assert post.resampled == [False, True]
+    assert post.samples == [["bad reasoning"], [post.best[1]]] and post.weights == [[1.0], [1.0]]
+    assert sum(1 for x in lm.calls if x.tag == "h/posterior") == 3      # only the wrong example
+
+
+def test_deep3_targets_propagate_top_down():
+    g = graph("deep3")
+    lm = ScriptedLM()
+    c = cfg(g, num_h_samples=2)
+    tr = forward(g, g.prompts(), {"default": lm}, examples(2))
+    posts = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(3), 0)
+    assert list(posts) == ["reasoning", "analysis"]                      # reverse topological order
+    # analysis is weighted by how well each sample predicts reasoning's h* under reasoning's prompt
+    calls = [x for x in lm.calls if x.tag == "reasoning/posterior_weight"]
+    assert {x.continuation for x in calls} == set(posts["reasoning"].best)
+    for i in range(2):
+        best = posts["reasoning"].best[i]
+        q = [x for x in lm.calls if x.tag == "analysis/posterior"][i * 2]
+        if "correct final answer" in q.prompt:
+            assert best in q.prompt                                         # the child's target, not the label
+        assert posts["reasoning"].best[i] == posts["reasoning"].samples[i][
+            max(range(2), key=lambda k: (posts["reasoning"].weights[i][k], -k))]
+
+
+MULTI = """
+network multi
+input x
+layer h(x) { template = step_by_step  prompt = "" }
+layer a(h) { template = brief_analysis  prompt = "Summarise." }
+layer y(x, h, a) {
+  template = residual
+  prompt = "Decide."
+  output = choice { subjective: "subjective", objective: "objective" }
+}
+output y
+"""
+
+
+def test_several_children_sum_their_log_likelihoods():
+    g = compile_source(MULTI)
+    assert g.children("h") == ("a", "y")
+    lm = ScriptedLM()
+    c = cfg(g, num_h_samples=2, include_prior=False)
+    ex = examples(1)
+    tr = forward(g, g.prompts(), {"default": lm}, ex)
+    posts = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(9), 0)
+    h_post, a_star = posts["h"], posts["a"].best[0]
+    for k, h in enumerate(h_post.samples[0]):
+        texts = dict(tr.example_texts(0), h=h)
+        [dist] = label_logdists(lm, [layer_context(g, g.layers["y"], "Decide.", texts)], g.layers["y"].output.labels)
+        ctx_a = layer_context(g, g.layers["a"], "Summarise.", texts)
+        lp_a = lm.score([__import__("dlc.lm.base", fromlist=["x"]).ScoreRequest(ctx_a, a_star)])[0].logp_mean
+        assert h_post.logp_children[0][k] == pytest.approx(dist[ex[0].target == "objective"] + lp_a)
