@@ -1,0 +1,153 @@
+"""Prompt proposals, candidate scoring (ELBO, trust region, exploration penalty) and selection."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from dlc.backward import Posterior
+from dlc.compiler import compile_source
+from dlc.engine import forward
+from dlc.ir import Example
+from dlc.lm.scripted import ScriptedLM
+from dlc.optim import clean_proposal, dedupe, layer_view, propose, score_candidates, update_layer
+from dlc.rng import Rng
+from dlc.templates import messages
+
+ONE = """
+network one
+input x
+layer y(x) {
+  template = classify
+  prompt = "P0"
+  output = choice { yes: "yes", no: "no" }
+}
+output y
+"""
+
+TWO = """
+network two
+input x
+layer h(x) { template = step_by_step  prompt = "H0" }
+layer y(x, h) {
+  template = residual
+  prompt = "P0"
+  output = choice { yes: "yes", no: "no" }
+}
+output y
+"""
+
+
+def ex(n: int) -> list[Example]:
+    return [Example({"x": f"e{i}"}, ("yes", "no")[i % 2], f"e{i}") for i in range(n)]
+
+
+def right_lm(good: str = "GOOD", **kw) -> ScriptedLM:
+    """Label scores: the right label gets -0.1 under a prompt containing `good`, else the wrong one does."""
+    def score(p: str, c: str) -> float:
+        if c in ("yes", "no"):
+            idx = next(int(t[1:]) for t in p.split() if t.startswith("e") and t[1:].isdigit())
+            right = c == ("yes", "no")[idx % 2]
+            return -0.1 if right == (good in p) else -3.0
+        return -1.0
+    return ScriptedLM(score_fn=score, **kw)
+
+
+def test_dedupe_and_clean():
+    assert dedupe(["a", " a ", "", "b", "a"]) == ["a", "b"]
+    assert clean_proposal("> Be brief. [END] junk") == "Be brief."
+
+
+def test_proposals_round_robin_bases_messages_and_held_out_half():
+    g = compile_source(ONE)
+    texts = iter(["new one", "new two", "new one", "P0"])
+    lm = right_lm(generate_fn=lambda p, r, i: next(texts))
+    c = dataclasses.replace(g.fit, num_p_samples=5, held_out_prompt_ranking=True, bwd_temp=0.7)
+    tr = forward(g, g.prompts(), {"default": lm}, ex(4))
+    view = layer_view(g, "y", tr, {}, False)
+    cands, recs = propose(g, "y", "P0", ["M1"], view, {"default": lm}, c, Rng(7), 3)
+    assert cands == ["P0", "M1", "new one", "new two"]                 # deduplicated, current first
+    assert [r["base"] for r in recs] == ["P0", "M1", "P0", "M1"]
+    pool = messages(g.layers["y"].backward.prompt_template.text)
+    assert [r["message"] for r in recs] == [pool[j % len(pool)] for j in range(4)]
+    for j, r in enumerate(recs):
+        assert r["shown"] == Rng(7).derive("iter", 3, "node", "y", "propose", 0, j).sample(range(4), 4)[:2]
+        assert r["seed"] == Rng(7).seed_for("iter", 3, "node", "y", "propose", 0, j)
+    gens = [x for x in lm.calls if x.kind == "generate"]
+    assert len(gens) == 4 and all(x.tag == "y/propose" and x.temperature == 0.7 for x in gens)
+    assert "M1" in gens[1].prompt and "Examples answered wrongly" in gens[0].prompt
+
+
+def test_output_elbo_hand_computed_and_argmax_selection():
+    g = compile_source(ONE)
+    lm = right_lm(generate_fn=lambda p, r, i: "GOOD prompt")
+    c = dataclasses.replace(g.fit, num_p_samples=2, use_memory=0)
+    tr = forward(g, g.prompts(), {"default": lm}, ex(2))
+    assert tr.correct == [False, False]
+    upd = update_layer(g, "y", g.prompts(), [], {"default": lm}, tr, {}, c, Rng(1), 0, 0.0)
+    assert upd.candidates == ["P0", "GOOD prompt"]
+    good, bad = -math.log1p(math.exp(-2.9)), -2.9 - math.log1p(math.exp(-2.9))
+    assert upd.elbo == pytest.approx([bad, good])
+    assert upd.chosen == "GOOD prompt" and upd.chosen_index == 1
+
+
+def test_ties_keep_the_current_prompt():
+    g = compile_source(ONE)
+    lm = ScriptedLM(generate_fn=lambda p, r, i: "other", score_fn=lambda p, c: -1.0)
+    c = dataclasses.replace(g.fit, num_p_samples=3)
+    tr = forward(g, g.prompts(), {"default": lm}, ex(2))
+    upd = update_layer(g, "y", g.prompts(), [], {"default": lm}, tr, {}, c, Rng(1), 0, 0.0)
+    assert upd.candidates == ["P0", "other"] and upd.chosen == "P0"
+
+
+def test_trust_region_subtracts_kl_to_the_current_distribution():
+    g = compile_source(ONE)
+    lm = right_lm(generate_fn=lambda p, r, i: "GOOD prompt")
+    c = dataclasses.replace(g.fit, num_p_samples=2, trust_factor=10.0)
+    tr = forward(g, g.prompts(), {"default": lm}, ex(2))
+    upd = update_layer(g, "y", g.prompts(), [], {"default": lm}, tr, {}, c, Rng(1), 0, 0.0)
+    p = [-2.9 - math.log1p(math.exp(-2.9)), -math.log1p(math.exp(-2.9))]   # current: wrong label likely
+    q = p[::-1]
+    kl = sum(math.exp(a) * (a - b) for a, b in zip(p, q))
+    assert upd.kl == pytest.approx([0.0, kl])
+    assert upd.reward == pytest.approx([upd.elbo[0], upd.elbo[1] - 10.0 * kl])
+    assert upd.chosen == "P0"                                              # the big KL vetoes the jump
+
+
+def _posterior(samples, weights):
+    return Posterior(node="h", samples=samples, weights=weights, logits=weights, best=[s[0] for s in samples])
+
+
+def test_dln2_output_layer_scores_weighted_hidden_samples():
+    g = compile_source(TWO)
+    lm = ScriptedLM(generate_fn=lambda p, r, i: "h-hat",
+                    score_fn=lambda p, c: {"yes": -1.0, "no": -2.0}.get(c, -0.5) + (-1.0 if "A" in p.split() else 0))
+    tr = forward(g, g.prompts(), {"default": lm}, ex(1))
+    post = {"h": _posterior([["A", "B"]], [[0.25, 0.75]])}
+    c = dataclasses.replace(g.fit)
+    elbo, kl, pen = score_candidates(g, "y", ["P0"], g.prompts(), {"default": lm}, tr, post, c, 0.0)
+    # target yes: with h=A both labels shift by -1 -> same normalised log p~(yes) = -log(1+e^-1)
+    lp = -math.log1p(math.exp(-1.0))
+    assert elbo == pytest.approx([0.25 * lp + 0.75 * lp])
+    assert kl is None and pen is None
+
+
+def test_hidden_layer_elbo_and_exploration_penalty():
+    g = compile_source(TWO)
+    # log p(h | x, pi): under "H1" sample "A" is likely and the forward h-hat unlikely
+    def score(p, c):
+        if c in ("yes", "no"):
+            return -0.1 if c == "no" else -2.0            # always predicts "no": example 0 (target yes) wrong
+        return {("H1", "A"): -0.2, ("H1", "B"): -2.0, ("H1", "h-hat"): -5.0}.get(
+            ("H1" if "H1" in p else "H0", c), -1.0)
+    lm = ScriptedLM(generate_fn=lambda p, r, i: "h-hat", score_fn=score)
+    tr = forward(g, g.prompts(), {"default": lm}, ex(2))
+    assert tr.correct == [False, True]
+    post = {"h": _posterior([["A", "B"], ["A", "B"]], [[0.5, 0.5], [1.0, 0.0]])}
+    c = dataclasses.replace(g.fit, hidden_logp="sum")
+    elbo, kl, pen = score_candidates(g, "h", ["H0", "H1"], g.prompts(), {"default": lm}, tr, post, c, 0.5)
+    assert elbo == pytest.approx([(-1.0 + -1.0) / 2, ((0.5 * -0.2 + 0.5 * -2.0) + -0.2) / 2])
+    assert pen == pytest.approx([-1.0 / 2, -5.0 / 2])                     # only the wrong example counts
+    tags = [x.tag for x in lm.calls if x.kind == "score"]
+    assert "h/penalty" in tags and "h/score" in tags
