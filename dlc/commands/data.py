@@ -102,7 +102,7 @@ def run_show(args: argparse.Namespace) -> int:
             print(f"  classes: {verbal}")
         print(f"  instruction: {info.instruction!r}")
     sizes = "/".join(str(len(s)) for s in (splits.train, splits.dev, splits.test))
-    gen = " (generated: only the shown split, at the shown size)" if info is not None and info.kind == "generated" else ""
+    gen = f" (generated: {args.split} made at -n {args.n})" if info is not None and info.kind == "generated" else ""
     print(f"  train/dev/test: {sizes}{gen}")
     print(f"\nfirst {len(examples)} {args.split} example(s):")
     for ex in examples:
