@@ -47,6 +47,17 @@ FORWARD_VARS = frozenset({"prompt", "input", "hidden", "inputs"})
 POSTERIOR_VARS = frozenset({"forward", "output", "target", "next_prompt", "message"})
 PROMPT_VARS = frozenset({"prompt", "successes", "errors", "message"})
 IMPLICIT_MODELS = ("tiny", "small", "default")
+# keys that exist, but in another block: a better hint than a list of keys
+MISPLACED = {
+    "posterior": "posterior is a backward setting: backward { posterior = { prior_answer: 0.5, prior: 0.5 } }",
+    "backend": "backend belongs in a model block: model NAME { backend = openai ... }, then model = NAME",
+    "base_url_env": "base_url_env belongs in a model block: model NAME { ... }",
+    "api_key_env": "api_key_env belongs in a model block: model NAME { ... }",
+    "iters": "training options go in the fit block: fit { iters = 5 }",
+    "batch_size": "training options go in the fit block: fit { batch_size = 10 }",
+    "task": "the dataset goes in the data block: data { task = \"subj\" }",
+    "metric": "the metric is set on the output: output y { metric = accuracy }",
+}
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -185,6 +196,8 @@ class Checker:
             if item.key not in schema:
                 hint = did_you_mean(item.key, list(schema) + list(nested)) or \
                     f"keys of {where}: {', '.join(sorted(schema))}"
+                if item.key in MISPLACED:
+                    hint = MISPLACED[item.key]
                 if item.key in nested:
                     hint = f"write `{item.key} {{ ... }}` (a block, without '=')"
                 self.error("E312", f"unknown key '{item.key}' in {where}", item.key_span, hint=hint)

@@ -31,6 +31,7 @@ E_EOF = "E208"              # the file ends inside a statement
 E_ESCAPE = "E209"           # unknown escape sequence in a string
 E_MISSING_VALUE = "E210"    # `key =` with no value
 E_PARENTS = "E211"          # `layer h { ... }` without `(parents)`
+E_UNQUOTED = "E212"         # `prompt = two words` without quotes
 
 
 @functools.lru_cache(maxsize=1)
@@ -396,6 +397,13 @@ def _friendly(e: UnexpectedInput, text: str, path: str) -> DlcSyntaxError:
     shown = str(tok) if len(str(tok)) <= 30 else str(tok)[:27] + "..."
     statement_start = {k.upper() for k in STATEMENT_KEYWORDS}
     if tok.type == "NAME" and statement_start & expected and "EQUAL" not in expected:
+        head = text[:tok.start_pos or 0].rstrip()
+        words = head.rsplit(None, 1)
+        if len(words) == 2 and words[1] in STATEMENT_KEYWORDS and words[0].rstrip().endswith(","):
+            comma = len(words[0].rstrip()) - 1   # `input x,` then `layer y`: the keyword was read as a name
+            cl, cc = _pos(text, comma)
+            return err("trailing ',' in a list of names", E_UNEXPECTED, cl, cc, 1,
+                       hint="remove the ',' (or add the missing name after it)")
         hint = did_you_mean(str(tok), STATEMENT_KEYWORDS) or \
             f"a statement starts with one of: {', '.join(STATEMENT_KEYWORDS)}"
         return err(f"unknown statement '{tok}'", E_STATEMENT, line, col, width, hint=hint)
@@ -410,13 +418,22 @@ def _friendly(e: UnexpectedInput, text: str, path: str) -> DlcSyntaxError:
                 bl, bc = _pos(text, open_[1])
                 return err("'{' is never closed", E_UNBALANCED, bl, bc, 1,
                            hint=f"add '}}' before `{before}` on line {line}")
-        return err(f"missing '=' after '{before or 'the key'}'", E_MISSING_EQ, line, col, width,
-                   hint="write `key = value`")
+        m = re.match(r"(\s*)(\w+)(\s*=\s*)(\S.*)$", text[line_start:offset])
+        if m:   # `prompt = Decompose the problem`: unquoted text with spaces
+            vcol = len(m.group(1)) + len(m.group(2)) + len(m.group(3)) + 1
+            rest = text[line_start:].split("\n", 1)[0][vcol - 1:].strip()
+            return err("text with spaces must be quoted", E_UNQUOTED, line, vcol, len(rest),
+                       hint=f'write {m.group(2)} = "{rest}"')
+        last = before.split()[-1] if before.split() else "the key"
+        return err(f"missing '=' after '{last}'", E_MISSING_EQ, line, col, width, hint="write `key = value`")
     if tok.type == "RBRACE" and statement_start & expected:
         return err("unmatched '}'", E_UNBALANCED, line, col, 1, hint="remove it, or open the block with '{'")
     if tok.type in ("RPAR", "RSQB") and "EQUAL" not in expected and "COLON" not in expected \
             and tok.type not in expected:
         return err(f"unmatched '{tok}'", E_UNBALANCED, line, col, 1, hint="check the brackets")
+    if tok.type == "COLON" and "LBRACE" in expected and "EQUAL" not in expected:
+        return err("a body is written in braces, not after ':'", E_SEPARATOR, line, col, 1,
+                   hint="write `layer y(x) { ... }`")
     if "EQUAL" in expected and tok.type == "COLON":
         return err("settings are written `key = value`, not `key: value`", E_SEPARATOR, line, col, 1,
                    hint="replace ':' with '=' (':' separates the entries of a map { k: v })")
@@ -442,10 +459,12 @@ def _friendly(e: UnexpectedInput, text: str, path: str) -> DlcSyntaxError:
 
 
 def _generic_hint(tok: Token, expected: set[str]) -> str | None:
-    if tok.type == "NAME" and "RBRACE" in expected:
-        return "a setting is `key = value`; nested blocks are `name { ... }`"
+    if tok.type == "LSQB" and "LBRACE" in expected:
+        return 'labels are a map: choice { yes: "yes" | "Yes", no: "no" }'
     if "COMMA" in expected and ("RSQB" in expected or "RBRACE" in expected):
         return "separate list items and map entries with ','"
+    if tok.type == "NAME" and "RBRACE" in expected:
+        return "a setting is `key = value`; nested blocks are `name { ... }`"
     if tok.type == "NAME" and ("COMMA" in expected or "RSQB" in expected or "RBRACE" in expected):
         return "separate list items and map entries with ','"
     if "RPAR" in expected:
