@@ -229,3 +229,16 @@ def test_generated_splits_are_seeded_sized_and_disjoint() -> None:
         assert len(tr) == 40 and not (tr & dv) and not (tr & te) and not (dv & te)
     fields = load_splits(ir.DataConfig(task="gen:sort", train_size=2, fields=(("w", "words"),)), ("w",))
     assert fields.train[0].inputs["w"] == fields.train[0].inputs["w"].strip() and "List:" not in fields.train[0].inputs["w"]
+
+
+def test_align_targets_to_output_classes(tmp_path: Path) -> None:
+    from dlc.data import align_targets
+    rows = [{"input": f"s{i}", "label": lab} for i, lab in enumerate(["Yes", " no", "yes", "No"])]
+    s = load_splits(ir.DataConfig(path=str(_jsonl(tmp_path / "d.jsonl", rows)), dev_size=0, test_size=0), ("x",))
+    out = ir.Output("choice", (ir.Label("yes", ("yes", "Yes")), ir.Label("no", ("no", "No"))))
+    aligned = align_targets(s, out, layer="y")
+    assert sorted(e.target for e in aligned.train) == ["no", "no", "yes", "yes"]
+    assert align_targets(s, ir.Output("text")) is s
+    with pytest.raises(DlcDataError) as e:
+        align_targets(s, ir.Output("choice", (ir.Label("pos", ("pos",)), ir.Label("neg", ("neg",)))), layer="y")
+    assert e.value.code == "E819" and "layer 'y' (pos, neg)" in e.value.message

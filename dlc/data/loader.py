@@ -174,3 +174,35 @@ def load_splits(cfg: ir.DataConfig, inputs: tuple[str, ...], *, seed: int = 42,
                                        target=rec[cfg.target_field], id=ex_id))
         out[split] = examples
     return Splits(out["train"], out["dev"], out["test"], info)
+
+
+def align_targets(splits: Splits, output: ir.Output, *, layer: str = "output") -> Splits:
+    """Map every target onto the output layer's class names, for `choice` outputs.
+
+    A target that is a class name stays; one that equals a verbaliser (or a name/verbaliser up to case and
+    surrounding spaces, e.g. "Yes" for class `yes`) becomes that class's name. Anything else is E819 naming the
+    example and the classes — found before training rather than as a silent 0% accuracy.
+    """
+    if output.kind != "choice" or not output.labels:
+        return splits
+    lookup: dict[str, str] = {}
+    for lab in output.labels:
+        for v in (lab.name, *lab.verbalizers):
+            lookup.setdefault(v.strip().casefold(), lab.name)
+    names = {lab.name for lab in output.labels}
+
+    def fix(examples: list[ir.Example]) -> list[ir.Example]:
+        out = []
+        for ex in examples:
+            if ex.target in names:
+                out.append(ex)
+                continue
+            name = lookup.get(ex.target.strip().casefold())
+            if name is None:
+                raise DlcDataError(f"example {ex.id} has target '{ex.target}', which is not a class of layer "
+                                   f"'{layer}' ({', '.join(lab.name for lab in output.labels)})", code="E819",
+                                   hint="make the layer's choice labels match the dataset, or fix target_field")
+            out.append(ir.Example(ex.inputs, name, ex.id))
+        return out
+
+    return Splits(fix(splits.train), fix(splits.dev), fix(splits.test), splits.info)
