@@ -1,0 +1,229 @@
+"""The full loop with a scripted LM on graphs/dln1, dln2, deep3, branched: exact call sequences, selected prompts,
+propagated targets, validation/memory/backtracking, resume, plan, budget and config errors."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from dlc.compiler import compile_file
+from dlc.errors import DlcError
+from dlc.ir import Example
+from dlc.lm.scripted import ScriptedLM
+from dlc.trainer import Trainer, TrainState, evaluate, plan
+
+ROOT = Path(__file__).resolve().parent.parent
+TRUTH = ("subjective", "objective")
+
+
+def graph(name: str):
+    return compile_file(ROOT / "graphs" / f"{name}.dln")
+
+
+def examples(n: int, start: int = 0) -> list[Example]:
+    return [Example({"x": f"s{i} text"}, TRUTH[i % 2], f"s{i}") for i in range(start, start + n)]
+
+
+def world() -> ScriptedLM:
+    """The output layer is right only under a prompt containing GOOD; the output layer's proposals say GOOD."""
+    def gen(prompt: str, r, i: int) -> str:
+        node, purpose = r.tag.split("/")
+        if purpose == "propose":
+            return "GOOD instruction" if node == "y" else f"{node} prompt v{r.seed % 3}"
+        if purpose == "posterior":
+            return f"{node} sample {r.seed % 5}"
+        return f"{node} thought"
+
+    def score(prompt: str, cont: str) -> float | None:
+        if cont.lower() in TRUTH:
+            i = int(re.search(r"s(\d+) text", prompt).group(1))
+            right = cont.lower() == TRUTH[i % 2]
+            return -0.1 if right == ("GOOD" in prompt) else -3.0
+        return None                                              # hidden texts: hash-derived log-probs
+    return ScriptedLM(generate_fn=gen, score_fn=score)
+
+
+def trainer(name: str, lm: ScriptedLM, **kw) -> Trainer:
+    g = graph(name)
+    cfg = dataclasses.replace(g.fit, **({"iters": 1, "batch_size": 4, "num_p_samples": 3, "num_h_samples": 2,
+                                         "val_freq": 1} | kw))
+    return Trainer(g, {"default": lm}, examples(8), examples(4, 100), cfg)
+
+
+def tags(lm: ScriptedLM) -> list[str]:
+    return [f"{kind}:{tag}" for kind, tag, _n in lm.batches]
+
+
+def test_dln1_exact_calls_and_selected_prompt():
+    lm = world()
+    tr = trainer("dln1", lm)
+    r0 = tr.step()
+    assert tags(lm) == ["score:y/forward",      # dev validation of the initial prompt
+                        "score:y/forward",      # training batch forward
+                        "generate:y/propose",   # N-1 = 2 proposals (both "GOOD instruction": deduplicated)
+                        "score:y/score"]        # candidates [current, GOOD] x 4 examples x 4 verbalizers
+    assert lm.batches[0][2] == 4 * 4 and lm.batches[2][2] == 2 and lm.batches[3][2] == 2 * 4 * 4
+    assert r0["dev"] == 0.0 and r0["train_acc"] == 0.0
+    assert r0["layers"]["y"]["candidates"] == [graph("dln1").layers["y"].prompt, "GOOD instruction"]
+    assert r0["layers"]["y"]["chosen"] == "GOOD instruction"
+    r1 = tr.step()
+    assert r1["dev"] == 1.0 and tr.finished() and tr.state.best_prompts["y"] == "GOOD instruction"
+    assert tags(lm)[-1] == "score:y/forward" and tr.state.prompts == tr.state.best_prompts
+    json.dumps([r0, r1])
+
+
+def test_dln2_exact_calls_targets_and_prompts():
+    lm = world()
+    tr = trainer("dln2", lm)
+    r0 = tr.step()
+    assert tags(lm) == ["generate:h/forward", "score:y/forward",                  # dev
+                        "generate:h/forward", "score:y/forward",                  # batch forward
+                        "generate:h/posterior", "score:y/posterior_weight", "score:h/posterior_prior",
+                        "generate:y/propose", "score:y/score",                    # output layer first
+                        "generate:h/propose", "score:h/score"]                    # (+ h/penalty in that batch)
+    hid = r0["hidden"]["h"]
+    assert all(len(s) == 2 for s in hid["samples"]) and all(abs(sum(w) - 1) < 1e-9 for w in hid["weights"])
+    # the output target is the label; the hidden target h* is the best-weighted sample
+    for s, w, b in zip(hid["samples"], hid["weights"], hid["best"]):
+        assert b == s[max(range(2), key=lambda k: (w[k], -k))]
+    h_up = r0["layers"]["h"]
+    assert h_up["penalty"] is not None and h_up["penalty_weight"] == pytest.approx(0.5)   # decay at t=0
+    assert r0["layers"]["y"]["chosen"] == "GOOD instruction"
+    assert tr.state.prompts["h"] == h_up["chosen"]
+    # the hidden layer's proposals see h* as the correct output
+    prop = [c for c in lm.calls if c.tag == "h/propose"][0].prompt
+    assert any(b in prop for b in hid["best"])
+
+
+def test_deep3_alg3_chain():
+    lm = world()
+    tr = trainer("deep3", lm)
+    r0 = tr.step()
+    fwd = ["generate:analysis/forward", "generate:reasoning/forward", "score:y/forward"]
+    assert tags(lm) == fwd + fwd + [
+        "generate:reasoning/posterior", "score:y/posterior_weight", "score:reasoning/posterior_prior",
+        "generate:analysis/posterior", "score:reasoning/posterior_weight", "score:analysis/posterior_prior",
+        "generate:y/propose", "score:y/score",
+        "generate:reasoning/propose", "score:reasoning/score",
+        "generate:analysis/propose", "score:analysis/score"]
+    best_r = r0["hidden"]["reasoning"]["best"]
+    # analysis samples are weighted by how well they predict reasoning's h*
+    cont = {c.continuation for c in lm.calls if c.tag == "reasoning/posterior_weight"}
+    assert cont == set(best_r)
+    # reasoning's candidates are scored on (analysis sample, reasoning sample) pairs: K x K per example
+    n_cands = len(r0["layers"]["reasoning"]["candidates"])
+    n_score = sum(1 for c in lm.calls if c.tag == "reasoning/score")
+    n_pen = sum(1 for c in lm.calls if c.tag == "reasoning/penalty")
+    assert n_pen == 0 or n_pen <= n_cands * 4
+    assert n_score <= n_cands * 4 * 2 * 2 and n_score >= len(set(r0["hidden"]["reasoning"]["samples"][0]))
+    assert r0["layers"]["y"]["chosen"] == "GOOD instruction"
+
+
+def test_branched_output_layer_averages_over_both_hidden_parents():
+    lm = world()
+    tr = trainer("branched", lm)
+    r0 = tr.step()
+    assert set(r0["hidden"]) == {"steps", "brief"}
+    t = tags(lm)
+    assert t.index("generate:steps/posterior") < t.index("generate:brief/posterior")   # reverse topological
+    assert t[-6:] == ["generate:y/propose", "score:y/score", "generate:steps/propose", "score:steps/score",
+                      "generate:brief/propose", "score:brief/score"]
+    # y is scored with one hidden parent varied at a time, the other at its h*
+    ctxs = [c.prompt for c in lm.calls if c.tag == "y/score"]
+    for s in r0["hidden"]["steps"]["samples"][0]:
+        assert any(s in p and r0["hidden"]["brief"]["best"][0] in p for p in ctxs)
+
+
+def _strip(records):
+    return [{k: v for k, v in r.items() if k != "tokens"} for r in records]
+
+
+@pytest.mark.parametrize("name", ["dln1", "dln2"])
+def test_resume_makes_the_same_choices(name):
+    kw = dict(iters=3, val_freq=2, tolerance=1)
+    a = trainer(name, world(), **kw)
+    full = a.run()
+    b = trainer(name, world(), **kw)
+    first = [b.step()]
+    saved = json.loads(json.dumps(b.state.to_json()))
+    assert TrainState.from_json(saved) == b.state
+    g = b.graph
+    c = Trainer(g, {"default": world()}, examples(8), examples(4, 100), b.config, TrainState.from_json(saved))
+    rest = c.run()
+    assert _strip(first + rest) == _strip(full)
+    assert c.state.to_json()["prompts"] == a.state.to_json()["prompts"]
+    assert [h["prompts"] for h in c.state.history] == [h["prompts"] for h in a.state.history]
+
+
+def test_memory_backtracking_and_no_error_skip():
+    g = graph("dln1")
+    lm = ScriptedLM(generate_fn=lambda p, r, i: "BAD prompt",
+                    score_fn=lambda p, c: -0.1 if (c.lower() == "subjective") == ("BAD" not in p) else -3.0)
+    tr = Trainer(g, {"default": lm}, examples(8), examples(4, 100),
+                 dataclasses.replace(g.fit, iters=3, batch_size=4, num_p_samples=2, val_freq=1, tolerance=1,
+                                     use_memory=2, output_scoring="accuracy"))
+    recs = tr.run()
+    assert recs[0]["dev"] == 0.5 and recs[0]["improved"]
+    assert tr.state.memory == [{"prompts": g.prompts(), "dev": 0.5}]
+    # accuracy scoring: "BAD prompt" flips every answer; the batch accuracy decides
+    for r in recs[:-1]:
+        if "layers" in r:
+            up = r["layers"]["y"]
+            assert up["elbo"][0] == pytest.approx(r["train_acc"])
+    assert tr.state.prompts == tr.state.best_prompts
+    assert tr.state.history[-1]["iteration"] == 3
+
+
+def test_skip_when_the_batch_has_no_errors():
+    g = graph("dln1")
+    lm = ScriptedLM(score_fn=lambda p, c: -0.1 if c.lower() == "subjective" else -3.0)
+    ex = [Example({"x": f"s{i} text"}, "subjective", f"s{i}") for i in range(4)]
+    tr = Trainer(g, {"default": lm}, ex, ex, dataclasses.replace(g.fit, iters=1, batch_size=4, do_first_eval=False))
+    r = tr.step()
+    assert r["skipped"] and not any(c.kind == "generate" for c in lm.calls)
+
+
+def test_plan_counts_match_a_real_step():
+    lm = world()
+    tr = trainer("dln2", lm, do_first_eval=False)
+    p = plan(tr.graph, tr.config, 8, 4)
+    tr.step()
+    n = lambda tag: sum(1 for c in lm.calls if c.tag == tag)   # noqa: E731
+    per = p["per_iteration"]
+    assert per["forward_generate"] == n("h/forward") == 4
+    assert per["posterior_generate"] == n("h/posterior") == 8
+    assert per["propose_generate"] == n("y/propose") + n("h/propose") == 4
+    assert per["forward_score"] >= n("y/forward") and per["candidate_score"] >= n("y/score") + n("h/score")
+    assert p["validations"] == 1 and p["trained_layers"] == ["h", "y"]
+
+
+def test_budget_stops_cleanly():
+    lm = world()
+    tr = trainer("dln1", lm, iters=5, budget_tokens=1)
+    r = tr.step()
+    assert tr.finished() and "budget" in r["stopped"]
+
+
+def test_evaluate_zero_and_n_shot():
+    g = graph("dln1")
+    lm = world()
+    res = evaluate(g, g.prompts(), {"default": lm}, examples(4, 100))
+    assert res.accuracy == 0.0 and res.per_class == {"objective": 0.0, "subjective": 0.0}
+    assert res.confusion == {"subjective": {"objective": 2}, "objective": {"subjective": 2}}
+    assert json.loads(json.dumps(res.to_json()))["accuracy"] == 0.0
+    lm2 = world()
+    evaluate(g, g.prompts(), {"default": lm2}, examples(2, 100), n_shots=2, shots_from=examples(6))
+    ctx = lm2.calls[0].prompt
+    assert ctx.count("Answer:") == 3 and "\n\n\n" in ctx                 # two demonstrations + the question
+
+
+@pytest.mark.parametrize("kw,code", [({"batch_size": 0}, "E710"), ({"train": ("yy",)}, "E711"),
+                                     ({"posterior_temp": 0.0}, "E710")])
+def test_bad_settings_are_fit_errors(kw, code):
+    g = graph("dln1")
+    with pytest.raises(DlcError) as e:
+        Trainer(g, {"default": world()}, examples(2), examples(2), dataclasses.replace(g.fit, **kw))
+    assert e.value.code == code and e.value.hint
