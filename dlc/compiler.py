@@ -25,7 +25,7 @@ from dlc.check import (FORWARD_VARS, IMPLICIT_MODELS, INVALID, POSTERIOR_VARS, P
                        GraphNode, backward_schema, data_schema, fit_schema, graph_checks, layer_schema,
                        model_schema, output_kind, output_schema, template_variables)
 from dlc.errors import CompileFailed, DlcError, DlcGraphError, DlcUsageError, SourceSpan, did_you_mean
-from dlc.parse import encode_long_string, parse, parse_value
+from dlc.parse import encode_block_string, encode_long_string, parse, parse_value
 
 DEFAULT_POSTERIOR = (("prior_answer", 0.5), ("prior", 0.5))   # the paper's best mixture of q_pri+ and q_pri (§3)
 DEFAULT_PROMPT_TEMPLATE = "proposal"
@@ -76,6 +76,10 @@ def rewrite_prompts(source_text: str, path: str, prompts: Mapping[str, str]) -> 
         return offsets[line - 1] + col - 1
 
     edits: list[tuple[int, int, str]] = []
+    def indent_of(line: int) -> str:
+        ln = lines[line - 1] if line - 1 < len(lines) else ""
+        return ln[: len(ln) - len(ln.lstrip(" \t"))]
+
     for name, new in prompts.items():
         decl = layers[name]
         literal = encode_long_string(new)
@@ -84,6 +88,9 @@ def rewrite_prompts(source_text: str, path: str, prompts: Mapping[str, str]) -> 
             setting = next((s for s in decl.body.items if isinstance(s, S.Setting) and s.key == "prompt"), None)
         if setting is not None:
             v = setting.value.span
+            key_indent = indent_of(setting.key_span.line)
+            if setting.key_span.col == len(key_indent) + 1:      # the key starts its line: block style reads best
+                literal = encode_block_string(new, key_indent) or literal
             edits.append((off(v.line, v.col), off(v.end_line or v.line, v.end_col or v.col), literal))
         elif decl.body is not None:
             b = decl.body.span              # insert right after the opening brace

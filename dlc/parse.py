@@ -143,6 +143,23 @@ def encode_long_string(text: str) -> str:
     return '"""' + "".join(out) + '"""'
 
 
+def encode_block_string(text: str, indent: str) -> str | None:
+    """A readable block-style literal (text on its own lines, indented by `indent` + 2 spaces) that decodes to
+    exactly `text`, or None when block style cannot represent it (single line, whitespace-only lines, or a common
+    indentation that the block dedent would remove)."""
+    lines = text.split("\n")
+    if len(lines) < 2 or any(ln.strip() == "" and ln != "" for ln in lines) or lines[-1] == "" or lines[0] == "":
+        return None
+    if min(len(ln) - len(ln.lstrip(" \t")) for ln in lines if ln.strip()) != 0:
+        return None
+    body = encode_long_string(text)[3:-3]
+    if "\\n" in body.split("\n", 1)[0][:2] or "\r" in text:
+        return None
+    inner = indent + "  "
+    out = '"""\n' + "\n".join(inner + ln if ln else "" for ln in body.split("\n")) + "\n" + indent + '"""'
+    return out if decode_string(out)[0] == text else None
+
+
 # ---------------------------------------------------------------------------------------------------- tree -> syntax
 class _Converter:
     def __init__(self, path: str, text: str, col_shift: int = 0) -> None:
@@ -472,4 +489,5 @@ def _generic_hint(tok: Token, expected: set[str]) -> str | None:
     return None
 
 
-__all__ = ["parse", "parse_value", "parser", "decode_string", "encode_long_string", "STATEMENT_KEYWORDS"]
+__all__ = ["parse", "parse_value", "parser", "decode_string", "encode_long_string", "encode_block_string",
+           "STATEMENT_KEYWORDS"]

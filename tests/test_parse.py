@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from dlc import syntax as S
 from dlc.errors import CompileFailed, DlcSyntaxError
-from dlc.parse import decode_string, encode_long_string, parse, parse_value
+from dlc.parse import decode_string, encode_block_string, encode_long_string, parse, parse_value
 
 SRC = '''# a comment
 network demo
@@ -122,3 +122,18 @@ def test_parse_value() -> None:
         parse_value("Think step by step.")
     with pytest.raises(DlcSyntaxError):
         parse_value("x } fit { y = 1")
+
+
+@given(st.text(alphabet=st.sampled_from(list('ab "\\\n\t#')), max_size=40), st.sampled_from(["", "  ", "\t"]))
+@settings(max_examples=200, deadline=None)
+def test_encode_block_string_is_exact_or_declines(text: str, indent: str) -> None:
+    lit = encode_block_string(text, indent)
+    if lit is None:
+        return
+    src = f"input x\nlayer y(x) {{\n{indent}prompt = {lit}\n}}\noutput y\n"
+    assert parse(src).of_type(S.LayerDecl)[0].body.items[0].value.value == text
+
+
+def test_encode_block_string_used_for_multi_line() -> None:
+    assert encode_block_string("one\ntwo", "  ") == '"""\n    one\n    two\n  """'
+    assert encode_block_string("single line", "") is None
