@@ -164,3 +164,29 @@ def test_rewrite_prompts_on_examples() -> None:
         g2 = compile_source(rewrite_prompts(text, str(path), new), str(path))
         assert g2.prompts() == new
         assert g2.layers[g2.output].output == g.layers[g.output].output
+
+
+@pytest.mark.parametrize("path", GRAPHS, ids=[p.stem for p in GRAPHS])
+def test_every_template_renders_with_the_contract_variables(path: Path) -> None:
+    """What the engine will pass (dlc/ir.py docstring) is enough for every template of every example."""
+    from dlc import templates as T
+
+    g = compile_file(path)
+    for name in g.order:
+        lay = g.layers[name]
+        texts = [f"text of {p}" for p in lay.parents]
+        fwd_vars = {"prompt": lay.prompt, "input": texts[0], "hidden": "\n\n".join(texts[1:]), "inputs": texts,
+                    **dict(zip(lay.parents, texts))}
+        forward = T.render(lay.template.text, fwd_vars)
+        assert texts[0] in forward
+        for comp in lay.backward.posterior:
+            msgs = T.messages(comp.template.text) or [""]
+            out = T.render(comp.template.text, {**fwd_vars, "forward": forward, "output": "h-hat", "target": "yes",
+                                                "next_prompt": "next", "message": msgs[0]})
+            assert out
+        pool = T.messages(lay.backward.prompt_template.text)
+        assert pool
+        ex = {"input": "in", "output": "out", "target": "tgt"}
+        out = T.render(lay.backward.prompt_template.text, {"prompt": lay.prompt, "successes": [ex], "errors": [ex],
+                                                           "message": pool[0]})
+        assert out.rstrip().endswith(":") and "[END]" in out
