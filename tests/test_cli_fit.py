@@ -1,0 +1,215 @@
+"""`dlc fit / eval / run / runs / show RUN` end to end with the scripted LM: the run directory contract, exit codes,
+bad input (one-line error, exit 1, nothing written), and the `.fit.dln` round trip."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlc import api
+from dlc.cli import main
+from dlc.errors import DlcUsageError
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+DLN1 = REPO / "graphs" / "dln1.dln"
+SMALL = ["--set", "fit.iters=2", "--set", "fit.batch_size=4", "--set", "fit.num_p_samples=3",
+         "--set", "data.train_size=16", "--set", "data.dev_size=8", "--set", "data.test_size=12"]
+
+
+@pytest.fixture(autouse=True)
+def scripted(monkeypatch, tmp_path):
+    monkeypatch.setenv("DLC_TEST_SCRIPTED_LM", "1")
+    monkeypatch.setenv("DLC_TEST_SCRIPTED_DELAY", "0")
+    monkeypatch.delenv("DLC_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def dlc(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture()
+def finished_run(capsys, tmp_path) -> Path:
+    rc, out, err = dlc(capsys, "fit", str(DLN1), *SMALL, "--data-dir", str(DATA), "--no-progress")
+    assert rc == 0, err
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("dln1-")
+    assert f"run directory: runs/{runs[0].name}" in out
+    return runs[0]
+
+
+def test_fit_writes_the_run_directory_contract(finished_run, capsys):
+    run = finished_run
+    for f in ("graph.json", "source.dln", "config.json", "backend.json", "trace.jsonl", "checkpoint.json",
+              "result.json", "dln1.fit.dln"):
+        assert (run / f).is_file(), f
+    res = json.loads((run / "result.json").read_text())
+    assert set(res) >= {"dev_accuracy", "test_accuracy", "prompts", "usage"}
+    assert 0.0 <= res["dev_accuracy"] <= 1.0 and 0.0 <= res["test_accuracy"] <= 1.0
+    assert set(res["prompts"]) == {"y"}
+    assert set(res["usage"]) >= {"calls", "prompt_tokens", "completion_tokens", "cache_hits"}
+    assert res["usage"]["calls"] > 0
+    trace = [json.loads(x) for x in (run / "trace.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in trace] == [0, 1, 2]      # iters=2: two training steps, then final validation
+    assert "layers" in trace[0] and "forward" in trace[0]     # candidates, scores, chosen prompt, forward outputs
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["seed"] == 42 and cfg["fit"]["iters"] == 2 and cfg["data"]["dev_size"] == 8
+    assert cfg["overrides"]["fit.iters"] == "2"
+    be = json.loads((run / "backend.json").read_text())
+    assert be["default"]["backend"] == "scripted" and "prompt_logprobs" in be["default"]["capabilities"]
+    ck = json.loads((run / "checkpoint.json").read_text())
+    assert ck["trace_records"] == 3 and ck["state"]["done"] is True
+
+
+def test_fit_dln_round_trip_compiles_and_evaluates_to_the_saved_accuracy(finished_run, capsys):
+    res = json.loads((finished_run / "result.json").read_text())
+    fit_dln = finished_run / "dln1.fit.dln"
+    from dlc.compiler import compile_file
+
+    g = compile_file(fit_dln)
+    assert g.prompts() == res["prompts"]
+    src = DLN1.read_text().splitlines()
+    new = fit_dln.read_text().splitlines()
+    assert len(src) == len(new) and sum(a != b for a, b in zip(src, new)) <= 1   # only the prompt line differs
+    for split, key in (("test", "test_accuracy"), ("dev", "dev_accuracy")):
+        rc, out, err = dlc(capsys, "eval", str(fit_dln), "--split", split, "--data-dir", str(DATA),
+                           *SMALL[4:], "--json", "-")
+        assert rc == 0, err
+        rep = json.loads(out)
+        assert rep["rows"][0]["accuracy"] == pytest.approx(res[key])
+    # and the run directory itself evaluates to the same number, with the ± over seeds printed
+    rc, out, err = dlc(capsys, "eval", str(finished_run), "--seeds", "13,42,25", "--data-dir", str(DATA))
+    assert rc == 0, err
+    assert f"mean {res['test_accuracy']:.4f} ± 0.0000" in out
+    assert "confusion (rows: true, columns: predicted)" in out and "per class" in out
+
+
+def test_run_runs_show(finished_run, capsys, monkeypatch):
+    fit_dln = finished_run / "dln1.fit.dln"
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"x": "the movie is a delight"}\n\n{"id": 7, "x": "it rains"}\n'))
+    rc, out, err = dlc(capsys, "run", str(fit_dln))
+    assert rc == 0, err
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert len(rows) == 2 and rows[1]["id"] == 7
+    assert all(r["output"] in ("subjective", "objective") for r in rows)
+    assert set(rows[0]["layers"]) == {"y"}
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"text": "no x here"}\n'))
+    rc, out, err = dlc(capsys, "run", str(fit_dln))
+    assert rc == 1 and "error[E123]" in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO('not json\n'))
+    rc, out, err = dlc(capsys, "run", str(fit_dln))
+    assert rc == 1 and "error[E122]" in err
+
+    rc, out, err = dlc(capsys, "runs")
+    assert rc == 0 and finished_run.name in out and "done" in out
+    rc, out, err = dlc(capsys, "runs", "--json")
+    row = json.loads(out.splitlines()[0])
+    res = json.loads((finished_run / "result.json").read_text())
+    assert row["status"] == "done" and row["test_accuracy"] == res["test_accuracy"]
+
+    rc, out, err = dlc(capsys, "show", str(finished_run))
+    assert rc == 0, err
+    assert "dev accuracy: first" in out and "learning_curve.png" in out
+    assert (finished_run / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_dry_run_prints_plan_and_creates_nothing(capsys, tmp_path):
+    rc, out, err = dlc(capsys, "fit", str(DLN1), *SMALL, "--data-dir", str(DATA), "--dry-run")
+    assert rc == 0, err
+    assert "per_iteration_total" in out and "candidate_score" in out and "dry run" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_fit_with_no_argument_uses_the_last_compiled_network(capsys, tmp_path):
+    rc, out, err = dlc(capsys, "fit", "--dry-run")
+    assert rc == 1 and "error[E505]" in err and "dlc compile" in err
+    assert dlc(capsys, "compile", str(DLN1))[0] == 0
+    rc, out, err = dlc(capsys, "fit", "--data-dir", str(DATA), "--dry-run")
+    assert rc == 0, err
+    assert "network dln1" in out
+    # --set applies to sources only, never silently to a compiled artifact
+    rc, out, err = dlc(capsys, "fit", "--set", "fit.iters=1", "--data-dir", str(DATA), "--dry-run")
+    assert rc == 1 and "error[E101]" in err
+
+
+@pytest.mark.parametrize("args, code", [
+    (["--data-dir", "/nonexistent/dlc-data"], "E801"),                       # missing data dir
+    (["--data-dir", str(DATA), "--set", "data.task=subjj"], "E"),            # unknown task
+    (["--data-dir", str(DATA), "--set", "fit.iters"], "E110"),               # malformed --set
+    (["--data-dir", str(DATA), "--set", "fit.iterz=3"], "E1"),               # unknown key
+])
+def test_bad_input_is_one_error_exit_1_and_nothing_written(capsys, tmp_path, args, code):
+    rc, out, err = dlc(capsys, "fit", str(DLN1), *args)
+    assert rc == 1
+    first = err.strip().splitlines()[0]
+    assert f"error[{code}" in first and "Traceback" not in err
+    assert not out.strip() or "plan:" not in out     # stopped before planning anything
+    assert not (tmp_path / "runs").exists()
+
+
+def test_field_mapping_naming_no_field(capsys, tmp_path):
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": f"s{i}", "label": "yes" if i % 2 else "no"}) + "\n"
+                                              for i in range(30)))
+    (tmp_path / "net.dln").write_text('network net\ninput x\nlayer y(x) {\n  template = classify\n'
+                                      '  prompt = "Answer."\n  output = choice { yes: "yes", no: "no" }\n}\n'
+                                      'output y { target = label }\n'
+                                      'data { path = "d.jsonl"  fields = { x: "sentence" } }\n')
+    rc, out, err = dlc(capsys, "fit", "net.dln")
+    assert rc == 1 and "sentence" in err.splitlines()[0] and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+    # with the right field the same file trains
+    (tmp_path / "net.dln").write_text((tmp_path / "net.dln").read_text().replace('"sentence"', '"text"'))
+    rc, out, err = dlc(capsys, "fit", "net.dln", "--set", "fit.iters=1", "--set", "fit.num_p_samples=2",
+                       "--no-progress")
+    assert rc == 0, err
+    assert (tmp_path / "runs").is_dir()
+
+
+def test_existing_run_dir_is_not_overwritten(capsys, tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "keep.txt").write_text("x")
+    rc, out, err = dlc(capsys, "fit", str(DLN1), *SMALL, "--data-dir", str(DATA), "--run-dir", str(d))
+    assert rc == 1 and "error[E130]" in err
+    assert [p.name for p in d.iterdir()] == ["keep.txt"]
+
+
+def test_eval_and_cli_usage_errors(capsys, tmp_path):
+    rc, out, err = dlc(capsys, "eval", str(tmp_path / "nope"))
+    assert rc == 1 and "error[E121]" in err
+    rc, out, err = dlc(capsys, "eval", str(DLN1), "--seeds", "1,x")
+    assert rc == 1 and "error[E111]" in err
+    (tmp_path / "broken").mkdir()
+    rc, out, err = dlc(capsys, "eval", str(tmp_path / "broken"))
+    assert rc == 1 and "error[E502]" in err
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--no-such-flag"])
+    assert e.value.code == 2
+
+
+def test_parse_sets_and_seeds():
+    assert api.parse_sets(["fit.iters=3", "data.task = subj", "fit.iters=4"]) == {"fit.iters": "4",
+                                                                                 "data.task": "subj"}
+    assert api.parse_sets(["layer.y.prompt=a=b"]) == {"layer.y.prompt": "a=b"}
+    for bad in ("iters=3", "fit.iters", "=3", ".x=1"):
+        with pytest.raises(DlcUsageError):
+            api.parse_sets([bad])
+    assert api.parse_seeds("13,42, 25") == (13, 42, 25)
+    with pytest.raises(DlcUsageError):
+        api.parse_seeds("1,1")
+
+
+def test_console_script_exit_status_in_a_subprocess(tmp_path):
+    """The real process: `python -m dlc fit` with a bad data dir exits 1 with one error line."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), DLC_TEST_SCRIPTED_LM="1")
+    r = subprocess.run([sys.executable, "-m", "dlc", "fit", str(DLN1), "--data-dir", str(tmp_path / "none")],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("error[E801]") and "Traceback" not in r.stderr
