@@ -175,7 +175,7 @@ class EmbeddedLM:
         if isinstance(prompt, str):
             return prompt
         if self.chat_template is None:
-            raise DlcLMError(f"model {self.resolved.name} has no chat template in its GGUF metadata", code="E620",
+            raise DlcLMError(f"model {self.resolved.name} has no chat template in its GGUF metadata", code="E640",
                              hint="set `format = raw` on the layer (raw completion prompts need no template)")
         messages = ([] if prompt.system is None else [{"role": "system", "content": prompt.system}])
         messages.append({"role": "user", "content": prompt.user})
@@ -187,7 +187,7 @@ class EmbeddedLM:
 
     def _check_len(self, n: int, what: str) -> None:
         if n > self.n_ctx:
-            raise DlcLMError(f"{what} needs {n} tokens but the context holds {self.n_ctx}", code="E621",
+            raise DlcLMError(f"{what} needs {n} tokens but the context holds {self.n_ctx}", code="E641",
                              hint="raise n_ctx in the model settings or shorten the prompt/inputs")
 
     # ---------------------------------------------------------------- decoding primitives
@@ -209,7 +209,7 @@ class EmbeddedLM:
             rc = L.llama_decode(self._ctx, b)
             if rc != 0:
                 self._reset_memory()
-                raise DlcLMError(f"llama_decode failed with status {rc} ({len(chunk)} tokens)", code="E622",
+                raise DlcLMError(f"llama_decode failed with status {rc} ({len(chunk)} tokens)", code="E642",
                                  hint="the KV cache is full: lower n_seq_max or the prompt length, or raise n_ctx")
             for i in range(len(chunk)):
                 k = start + i
@@ -258,7 +258,7 @@ class EmbeddedLM:
                         for r in requests]
             for (p, c), r in zip(prepared, requests):
                 if not p:
-                    raise DlcLMError("cannot score after an empty prompt", code="E623",
+                    raise DlcLMError("cannot score after an empty prompt", code="E643",
                                      hint="give the layer a non-empty prompt or template")
                 self._check_len(len(p) + len(c), "a score request")
             groups: dict[tuple[int, ...], list[int]] = {}
@@ -366,7 +366,7 @@ class EmbeddedLM:
     def _generate_one(self, req: GenerateRequest) -> GenerateResult:
         prompt = self._prompt_tokens(req.prompt)
         if not prompt:
-            raise DlcLMError("cannot generate from an empty prompt", code="E623",
+            raise DlcLMError("cannot generate from an empty prompt", code="E643",
                              hint="give the layer a non-empty prompt or template")
         self._check_len(len(prompt) + 1, "the prompt")
         # max_tokens >= 1 always (llama.cpp reads <= 0 as "fill the context"); never past the context
@@ -494,5 +494,5 @@ def render_chat_template(template: str, messages: list[dict[str, str]], *, bos_t
         return env.from_string(template).render(messages=messages, bos_token=bos_token, eos_token=eos_token,
                                                 add_generation_prompt=add_generation_prompt)
     except jinja2.TemplateError as e:
-        raise DlcLMError(f"the model's chat template failed: {e}", code="E620",
+        raise DlcLMError(f"the model's chat template failed: {e}", code="E640",
                          hint="set `format = raw` on the layer, or use another model") from e

@@ -1,0 +1,111 @@
+"""The disk cache of LLM results: SQLite in WAL mode, keyed by the sha256 of the whole canonical request.
+
+Why the whole request (style guide habit 4; TextGrad's prompt-only key is the anti-example): two requests that differ
+in anything that can change the answer — backend, model id (which carries the weights' sha256), rendered prompt,
+temperature, top_p, max_tokens, stop, n, seed, or the continuation being scored — must never share an entry, while
+an identical request (a resumed fit, a re-run eval) is answered from disk. Accounting tags are *not* part of the key
+(the same call made for two graph nodes is one entry), and API keys or base URLs are never put in a request payload.
+
+WAL lets several processes (parallel fits, `dlc serve` + a fit) read while one writes; every write is one short
+transaction, so a crash loses at most the entry being written and never corrupts the file. Values are JSON, never
+pickle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from dlc.errors import DlcArtifactError
+from dlc.lm.models import cache_root
+
+CACHE_FILE = "lm-cache.sqlite3"
+SCHEMA = 1
+
+
+def canonical_json(payload: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 kept, floats as Python's shortest round-trip repr: one text per value."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def request_key(payload: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a request payload (the payload must not contain secrets)."""
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """`$DLC_CACHE_DIR`, else the platform user cache directory + `dlc`."""
+    return cache_root()
+
+
+class DiskCache:
+    """A key -> JSON value store shared by threads (one connection per thread) and processes (WAL)."""
+
+    def __init__(self, directory: Path | str | None = None, *, timeout: float = 60.0) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.path = self.directory / CACHE_FILE
+        self.timeout = timeout
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            conn = self._conn()
+            with conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+                             "model TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL)")
+                conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+        except (OSError, sqlite3.Error) as e:
+            raise DlcArtifactError(f"cannot open the LLM cache at {self.path}: {e}", code="E530",
+                                   hint="set DLC_CACHE_DIR to a writable directory, or pass --no-cache") from e
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: atomic and consistent after a crash
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def get(self, key: str) -> Any | None:
+        """The stored value, or None on a miss."""
+        try:
+            row = self._conn().execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as e:
+            raise DlcArtifactError(f"the LLM cache {self.path} cannot be read: {e}", code="E531",
+                                   hint="delete the file to start an empty cache, or pass --no-cache") from e
+        return None if row is None else json.loads(row[0])
+
+    def put(self, key: str, value: Any, *, kind: str = "", model: str = "") -> None:
+        text = canonical_json(value)
+        try:
+            conn = self._conn()
+            with conn:
+                conn.execute("INSERT OR REPLACE INTO entries (key, kind, model, value, created) VALUES (?,?,?,?,?)",
+                             (key, kind, model, text, time.time()))
+        except sqlite3.Error as e:
+            raise DlcArtifactError(f"the LLM cache {self.path} cannot be written: {e}", code="E532",
+                                   hint="check free disk space and permissions, or pass --no-cache") from e
+
+    def __len__(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for c in self._conns:
+                try:
+                    c.close()
+                except sqlite3.Error:
+                    pass
+            self._conns.clear()
+        self._local = threading.local()

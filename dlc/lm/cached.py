@@ -1,0 +1,166 @@
+"""`CachedLM`: any LM behind the disk cache, with usage accounting per tag (graph node) and a token budget.
+
+Every request is looked up by `dlc.lm.cache.request_key` of its whole canonical form; only misses reach the model,
+in one batch call (so the embedded backend still shares prompt prefixes among them). `usage` counts what was really
+spent — calls, prompt tokens, completion tokens of misses — and the hits, in total and per tag. A `Budget` shared
+by all models of a fit turns "this many tokens" into a clean stop: once it is spent, the next uncached call raises
+`DlcFitError` E730 (the trainer also stops between iterations on the same counters).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, replace
+from typing import Any, Sequence
+
+from dlc.errors import DlcFitError
+from dlc.lm.base import (LM, ChatPrompt, GenerateRequest, GenerateResult, Prompt, ScoreRequest, ScoreResult,
+                         Usage)
+from dlc.lm.cache import DiskCache, request_key
+
+KEY_VERSION = 1  # bump when the meaning of a cached value changes
+
+
+class Budget:
+    """A token cap shared by several LMs (forward and backward models of one fit). 0 or less: no cap."""
+
+    def __init__(self, max_tokens: int = 0) -> None:
+        self.max_tokens = int(max_tokens)
+        self.spent = 0
+        self._lock = threading.Lock()
+
+    def charge(self, tokens: int) -> None:
+        with self._lock:
+            self.spent += int(tokens)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.max_tokens > 0 and self.spent >= self.max_tokens
+
+    def check(self) -> None:
+        if self.exhausted:
+            raise DlcFitError(f"token budget exhausted: {self.spent} of {self.max_tokens} tokens spent",
+                              code="E730", hint="raise budget_tokens (fit setting / --set fit.budget_tokens=N) "
+                                                "or resume the run with a larger budget")
+
+
+def prompt_payload(prompt: Prompt, rendered: str | None) -> dict[str, Any]:
+    """The prompt as it enters a cache key: its structure, and the exact text the model saw when known."""
+    if isinstance(prompt, ChatPrompt):
+        d: dict[str, Any] = {"chat": asdict(prompt)}
+    else:
+        d = {"raw": prompt}
+    if rendered is not None:
+        d["rendered"] = rendered
+    return d
+
+
+class CachedLM:
+    """An `LM` (the protocol) wrapping another: disk cache (optional), accounting per tag, budget (optional)."""
+
+    def __init__(self, inner: LM, cache: DiskCache | None = None, *, budget: Budget | None = None) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.budget = budget
+        self.model_id = inner.model_id
+        self.capabilities = inner.capabilities
+        self.usage = Usage()
+        self._lock = threading.Lock()
+        # The rendered text is part of the key when the backend renders locally (embedded); remote chat prompts
+        # are keyed by their structure (the server's template is fixed by the model id).
+        render = getattr(inner, "render", None)
+        self._render = render if (callable(render) and inner.model_id.startswith("embedded:")) else None
+
+    @property
+    def backend(self) -> str:
+        return self.model_id.split(":", 1)[0]
+
+    def _base(self, kind: str, prompt: Prompt) -> dict[str, Any]:
+        rendered = self._render(prompt) if self._render is not None else None
+        return {"v": KEY_VERSION, "kind": kind, "backend": self.backend, "model": self.model_id,
+                "prompt": prompt_payload(prompt, rendered)}
+
+    def generate_key(self, r: GenerateRequest) -> str:
+        """Key of a generate request: everything but the tag (n and seed included: samples at T > 0 with other
+        seeds or counts are other entries)."""
+        d = self._base("generate", r.prompt)
+        d.update(max_tokens=max(1, int(r.max_tokens)), temperature=float(r.temperature), top_p=float(r.top_p),
+                 stop=list(r.stop), n=int(r.n), seed=int(r.seed))
+        return request_key(d)
+
+    def score_key(self, r: ScoreRequest) -> str:
+        d = self._base("score", r.prompt)
+        d["continuation"] = r.continuation
+        return request_key(d)
+
+    # ------------------------------------------------------------------------------------------------ LM API
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        keys = [self.generate_key(r) for r in requests] if self.cache is not None else [""] * len(requests)
+        out: list[GenerateResult | None] = [None] * len(requests)
+        misses: list[int] = []
+        for i, k in enumerate(keys):
+            hit = self.cache.get(k) if self.cache is not None else None
+            if hit is not None:
+                out[i] = GenerateResult(texts=tuple(hit["texts"]), prompt_tokens=int(hit["prompt_tokens"]),
+                                        completion_tokens=int(hit["completion_tokens"]),
+                                        finish_reasons=tuple(hit["finish_reasons"]), cached=True)
+                self._count(requests[i].tag, cache_hits=1)
+            else:
+                misses.append(i)
+        if misses:
+            if self.budget is not None:
+                self.budget.check()
+            fresh = self.inner.generate([requests[i] for i in misses])
+            for i, res in zip(misses, fresh):
+                if self.cache is not None:
+                    self.cache.put(keys[i], {"texts": list(res.texts), "prompt_tokens": res.prompt_tokens,
+                                             "completion_tokens": res.completion_tokens,
+                                             "finish_reasons": list(res.finish_reasons)},
+                                   kind="generate", model=self.model_id)
+                out[i] = replace(res, cached=False)
+                self._count(requests[i].tag, calls=1, prompt_tokens=res.prompt_tokens,
+                            completion_tokens=res.completion_tokens)
+        return [r for r in out if r is not None]
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        keys = [self.score_key(r) for r in requests] if self.cache is not None else [""] * len(requests)
+        out: list[ScoreResult | None] = [None] * len(requests)
+        misses: list[int] = []
+        for i, k in enumerate(keys):
+            hit = self.cache.get(k) if self.cache is not None else None
+            if hit is not None:
+                out[i] = ScoreResult(logprobs=tuple(float(x) for x in hit["logprobs"]), tokens=tuple(hit["tokens"]),
+                                     prompt_tokens=int(hit["prompt_tokens"]), cached=True)
+                self._count(requests[i].tag, cache_hits=1)
+            else:
+                misses.append(i)
+        if misses:
+            if self.budget is not None:
+                self.budget.check()
+            fresh = self.inner.score([requests[i] for i in misses])
+            for i, res in zip(misses, fresh):
+                if self.cache is not None:
+                    self.cache.put(keys[i], {"logprobs": list(res.logprobs), "tokens": list(res.tokens),
+                                             "prompt_tokens": res.prompt_tokens}, kind="score", model=self.model_id)
+                out[i] = replace(res, cached=False)
+                # a scored continuation is prompt text too (an API bills echo tokens as prompt tokens)
+                self._count(requests[i].tag, calls=1, prompt_tokens=res.prompt_tokens + res.n_tokens)
+        return [r for r in out if r is not None]
+
+    def _count(self, tag: str, *, calls: int = 0, prompt_tokens: int = 0, completion_tokens: int = 0,
+               cache_hits: int = 0) -> None:
+        with self._lock:
+            self.usage.add(tag, calls=calls, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                           cache_hits=cache_hits)
+        if self.budget is not None and (prompt_tokens or completion_tokens):
+            self.budget.charge(prompt_tokens + completion_tokens)
+
+    def close(self) -> None:
+        self.inner.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # backend extras (EmbeddedLM.render/echo/tokenize, OpenAILM probes) stay reachable through the wrapper
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
