@@ -1,0 +1,46 @@
+"""`dlc serve --model MODEL [--host 127.0.0.1] [--port PORT]`: an OpenAI-compatible server over the embedded model.
+
+Contract (scripts rely on it): `--port 0` picks a free port, and exactly one line `listening on http://HOST:PORT/v1`
+is printed on stdout once the server accepts requests. Binds 127.0.0.1 by default; anything else exposes the model
+to the network (no authentication), which is said on stderr. SIGINT/SIGTERM stop it (exit 0).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="serve an embedded model over an OpenAI-compatible HTTP API",
+                              description="Serve an embedded model (tiny, small, default or a GGUF path) on "
+                                          "/v1/models, /v1/completions and /v1/chat/completions.")
+    p.add_argument("--model", default="default", help="tiny | small | default | path/to/model.gguf (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: pick a free one; default: %(default)s)")
+    p.add_argument("--n-ctx", type=int, default=4096, help="context size per request in tokens (default: %(default)s)")
+    p.add_argument("--name", default=None, help="model name clients use (default: the --model value)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dlc.errors import DlcUsageError
+    from dlc.lm.embedded import EmbeddedLM
+    from dlc.serve import Server, bind_socket, create_app
+
+    if not 0 <= args.port <= 65535:
+        raise DlcUsageError(f"--port {args.port} is not a port number", code="E101", hint="use 0..65535")
+    if args.n_ctx < 16:
+        raise DlcUsageError(f"--n-ctx {args.n_ctx} is too small", code="E101", hint="use at least 16 (default 4096)")
+    sock = bind_socket(args.host, args.port)      # before loading: a taken port fails fast
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"dlc serve: warning: binding {args.host} exposes the model to the network without authentication",
+              file=sys.stderr)
+    lm = EmbeddedLM(args.model, n_ctx=args.n_ctx)
+    try:
+        app = create_app(lm, args.name or args.model, n_ctx=args.n_ctx)
+        server = Server(app, sock)
+        server.run(on_ready=lambda url: print(f"listening on {url}", flush=True))
+    finally:
+        lm.close()
+    return 0

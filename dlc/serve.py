@@ -1,0 +1,347 @@
+"""`dlc serve`: an OpenAI-compatible HTTP server (FastAPI) over the embedded backend.
+
+One process holds the model for many fits, and it is the real server the OpenAI path is tested against. Routes:
+
+- `GET  /v1/models`            the one served model (`max_model_len` = its context size);
+- `POST /v1/completions`       prompt string or list, n, temperature, top_p, seed, stop, max_tokens, echo, logprobs.
+                               With `echo: true, logprobs: 1, max_tokens: 1` the echoed prompt tokens carry the
+                               embedded scorer's exact teacher-forced log-probs (first token null), with
+                               `tokens / token_logprobs / text_offset` as vLLM returns them;
+- `POST /v1/chat/completions`  one user message, an optional system message first and an optional final assistant
+                               message (the start of the reply: generation continues after it);
+- `POST /apply-template`       `{"messages": [...]}` -> `{"prompt": rendered}` (llama.cpp server's route): the exact
+                               text the chat template produces, so a client can score chat prompts;
+- `GET  /health`.
+
+The model is not thread-safe: requests are served one at a time under a lock (FastAPI runs the sync handlers in
+its thread pool). Log-probs of *generated* tokens are computed the same exact way (teacher forcing of prompt +
+completion); `top_logprobs` then lists the chosen token only. Errors are OpenAI-shaped JSON
+(`{"error": {"message", "type", "param", "code"}}`): 400 for bad requests (context too long: with the sizes), 404
+for an unknown model.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import socket
+from typing import Any, Callable, Literal, Protocol, Sequence, Union
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from dlc.errors import DlcError
+from dlc.lm.base import ChatPrompt, GenerateRequest, GenerateResult, Prompt
+
+EchoToken = tuple[str, int, Union[float, None]]
+
+
+class Servable(Protocol):
+    """What the server needs from a model (EmbeddedLM provides it)."""
+
+    model_id: str
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]: ...
+
+    def echo(self, text: str) -> list[EchoToken]: ...
+
+    def render(self, prompt: ChatPrompt) -> str: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(status_code=self.status, content={"error": {
+            "message": self.message, "type": self.type, "param": self.param, "code": self.code}})
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    n: int = Field(1, ge=1, le=128)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)   # OpenAI's default
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    max_tokens: int | None = None
+    stream: bool = False
+
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(s for s in self.stop if s)
+
+
+class CompletionBody(_Common):
+    prompt: str | list[str]
+    echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=20)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[dict[str, Any]]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        parts = [p.get("text") for p in self.content if isinstance(p, dict) and p.get("type") == "text"]
+        if len(parts) != len(self.content):
+            raise ApiError(400, "only text content parts are supported", param="messages")
+        return "".join(str(p) for p in parts)
+
+
+class ChatBody(_Common):
+    messages: list[Message]
+    max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+class TemplateBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    messages: list[Message]
+
+
+def chat_prompt(messages: Sequence[Message]) -> ChatPrompt:
+    """[system?] user [assistant?] -> ChatPrompt(user, system, prefix). Multi-turn chats are not supported
+    (ChatPrompt is a single turn, dlc.lm.base)."""
+    msgs = list(messages)
+    system = None
+    if msgs and msgs[0].role in ("system", "developer"):
+        system = msgs.pop(0).text()
+    prefix = ""
+    if msgs and msgs[-1].role == "assistant":
+        prefix = msgs.pop().text()
+    if len(msgs) != 1 or msgs[0].role != "user":
+        raise ApiError(400, "messages must be one user message, optionally after a system message and before a "
+                            "final assistant message (the start of the reply)", param="messages")
+    return ChatPrompt(user=msgs[0].text(), system=system, prefix=prefix)
+
+
+def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None) -> FastAPI:
+    """The FastAPI app serving `lm` under the name `model_name`."""
+    app = FastAPI(title="dlc serve", docs_url=None, redoc_url=None)
+    lock = threading.Lock()
+    ctx_size = n_ctx if n_ctx is not None else getattr(lm, "n_ctx", None)
+    created = int(time.time())
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, e: ApiError) -> JSONResponse:
+        return e.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        errs = e.errors()
+        first = errs[0] if errs else {}
+        loc = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return ApiError(400, f"invalid request: {loc}: {first.get('msg', 'invalid')}", param=loc or None).response()
+
+    @app.exception_handler(DlcError)
+    async def _dlc_error(_: Request, e: DlcError) -> JSONResponse:
+        return ApiError(400, str(e.message) + (f" (hint: {e.hint})" if e.hint else ""), code=e.code).response()
+
+    def check_model(name: str | None) -> None:
+        if name is not None and name != model_name:
+            raise ApiError(404, f"The model '{name}' does not exist; this server serves '{model_name}'",
+                           param="model", code="model_not_found")
+
+    def check_common(body: _Common, max_tokens: int | None) -> int:
+        check_model(body.model)
+        if body.stream:
+            raise ApiError(400, "stream=true is not supported by dlc serve", param="stream")
+        mt = 16 if max_tokens is None else max_tokens
+        if mt < 0:
+            raise ApiError(400, f"max_tokens must be >= 0 (got {mt})", param="max_tokens")
+        return mt
+
+    def n_tokens(text: str) -> int:
+        return len(lm.tokenize(text))
+
+    def check_context(text: str, max_tokens: int) -> int:
+        n = n_tokens(text)
+        if ctx_size is not None and n + max_tokens > ctx_size:
+            raise ApiError(400, f"This model's maximum context length is {ctx_size} tokens. However, you requested "
+                                f"{n + max_tokens} tokens ({n} in the prompt, {max_tokens} for the completion). "
+                                "Please reduce the length of the prompt or of max_tokens.",
+                           param="prompt", code="context_length_exceeded")
+        return n
+
+    def generate(prompt: Prompt, body: _Common, max_tokens: int) -> GenerateResult:
+        req = GenerateRequest(prompt=prompt, max_tokens=max_tokens, temperature=body.temperature,
+                              top_p=body.top_p, stop=body.stops(), n=body.n,
+                              seed=body.seed if body.seed is not None else 0)
+        res = lm.generate([req])[0]
+        if len(res.texts) != body.n:
+            raise RuntimeError(f"the model returned {len(res.texts)} samples for n={body.n}")
+        return res
+
+    def token_logprobs(text: str, start: int, k: int) -> dict[str, Any]:
+        """OpenAI `logprobs` for the tokens of `text` starting at char `start` (exact teacher forcing)."""
+        toks = [t for t in lm.echo(text) if t[1] >= start or start == 0]
+        return {"tokens": [t[0] for t in toks], "token_logprobs": [t[2] for t in toks],
+                "text_offset": [t[1] for t in toks],
+                "top_logprobs": [None if t[2] is None or k == 0 else {t[0]: t[2]} for t in toks]}
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        entry: dict[str, Any] = {"id": model_name, "object": "model", "created": created, "owned_by": "dlc",
+                                 "root": lm.model_id}
+        if ctx_size is not None:
+            entry["max_model_len"] = ctx_size
+        return {"object": "list", "data": [entry]}
+
+    @app.post("/v1/completions")
+    def completions(body: CompletionBody) -> dict[str, Any]:
+        mt = check_common(body, body.max_tokens)
+        prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+        if not prompts:
+            raise ApiError(400, "prompt must not be empty", param="prompt")
+        if mt == 0 and not body.echo:
+            raise ApiError(400, "max_tokens must be >= 1 unless echo is true", param="max_tokens")
+        choices: list[dict[str, Any]] = []
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        with lock:
+            for i, text in enumerate(prompts):
+                usage["prompt_tokens"] += check_context(text, mt)
+                if mt == 0:
+                    outs, reasons = [""] * body.n, ["length"] * body.n
+                else:
+                    res = generate(text, body, mt)
+                    outs, reasons = list(res.texts), list(res.finish_reasons) or ["stop"] * body.n
+                    usage["completion_tokens"] += res.completion_tokens
+                for j, out in enumerate(outs):
+                    full = text + out if body.echo else out
+                    lp = None
+                    if body.logprobs is not None:
+                        # offsets count from the start of the prompt, as OpenAI and vLLM report them
+                        lp = token_logprobs(text + out, 0 if body.echo else len(text), body.logprobs)
+                    choices.append({"index": i * body.n + j, "text": full, "logprobs": lp,
+                                    "finish_reason": reasons[j] if j < len(reasons) else "stop"})
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": model_name, "choices": choices, "usage": usage}
+
+    @app.post("/v1/chat/completions")
+    def chat(body: ChatBody) -> dict[str, Any]:
+        mt = check_common(body, body.max_completion_tokens if body.max_completion_tokens is not None
+                          else body.max_tokens)
+        if mt == 0:
+            raise ApiError(400, "max_tokens must be >= 1", param="max_tokens")
+        prompt = chat_prompt(body.messages)
+        choices = []
+        with lock:
+            rendered = lm.render(prompt)
+            n_prompt = check_context(rendered, mt)
+            res = generate(prompt, body, mt)
+            for j, out in enumerate(res.texts):
+                lp = None
+                if body.logprobs:
+                    k = body.top_logprobs or 0
+                    toks = [t for t in lm.echo(rendered + out) if t[1] >= len(rendered)]
+                    lp = {"content": [{"token": t[0], "logprob": t[2], "bytes": list(t[0].encode("utf-8")),
+                                       "top_logprobs": [{"token": t[0], "logprob": t[2]}] if k else []}
+                                      for t in toks]}
+                reason = res.finish_reasons[j] if j < len(res.finish_reasons) else "stop"
+                choices.append({"index": j, "message": {"role": "assistant", "content": out},
+                                "logprobs": lp, "finish_reason": reason})
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": res.completion_tokens,
+                 "total_tokens": n_prompt + res.completion_tokens}
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": model_name, "choices": choices, "usage": usage}
+
+    @app.post("/apply-template")
+    def apply_template(body: TemplateBody) -> dict[str, str]:
+        prompt = chat_prompt(body.messages)
+        with lock:
+            return {"prompt": lm.render(prompt)}
+
+    return app
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind (host, port) now, so `--port 0` knows its port before the server starts; E629 when taken."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise DlcError(f"cannot listen on {host}:{port}: {e.strerror or e}", code="E629",
+                       hint="pick another --port (--port 0 picks a free one)") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1"
+
+
+class Server:
+    """uvicorn over an already bound socket; `on_ready(url)` runs once the server accepts requests.
+
+    `run()` blocks (SIGINT/SIGTERM stop it gracefully when called from the main thread); `start()` runs it in a
+    daemon thread and returns the URL once ready (for in-process use and tests); `stop()` ends it."""
+
+    def __init__(self, app: FastAPI, sock: socket.socket, *, log_level: str = "warning") -> None:
+        import uvicorn
+
+        self.sock = sock
+        self.url = url_of(sock)
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
+                                                     timeout_keep_alive=30))
+        self._thread: threading.Thread | None = None
+
+    def run(self, on_ready: Callable[[str], None] | None = None) -> None:
+        import asyncio
+
+        async def main() -> None:
+            async def announce() -> None:
+                while not self._server.started:
+                    if self._server.should_exit:
+                        return
+                    await asyncio.sleep(0.01)
+                if on_ready is not None:
+                    on_ready(self.url)
+
+            task = asyncio.create_task(announce())
+            await self._server.serve(sockets=[self.sock])
+            task.cancel()
+
+        asyncio.run(main())
+
+    def start(self, timeout: float = 30.0) -> str:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self.run, args=(lambda _u: ready.set(),), daemon=True,
+                                        name="dlc-serve")
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("the server did not start")
+        return self.url
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.sock.close()
