@@ -328,20 +328,32 @@ def _print(out: TextIO | None, *args: Any) -> None:
 
 
 def format_plan(plan: Mapping[str, Any], indent: int = 0) -> str:
-    """The engine's plan as indented `key: value` lines (it is a nested dict of counts)."""
-    lines = []
+    """The engine's cost plan (dlc.trainer.plan) as the table `dlc fit` prints before starting."""
     pad = "  " * indent
-    for k, v in plan.items():
-        if isinstance(v, Mapping):
-            lines.append(f"{pad}{k}:")
-            lines.append(format_plan(v, indent + 1))
-        elif isinstance(v, (list, tuple)) and v and all(isinstance(x, Mapping) for x in v):
-            lines.append(f"{pad}{k}:")
-            for x in v:
-                lines.append(pad + "  - " + ", ".join(f"{a}={b}" for a, b in x.items()))
-        else:
-            lines.append(f"{pad}{k}: {v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{pad}{k}: {v}")
-    return "\n".join(line for line in lines if line)
+    if "per_iteration" not in plan:   # an unknown shape: plain nested key: value lines
+        lines = []
+        for k, v in plan.items():
+            if isinstance(v, Mapping):
+                lines += [f"{pad}{k}:", format_plan(v, indent + 1)]
+            else:
+                lines.append(f"{pad}{k}: {v}")
+        return "\n".join(lines)
+    per = plan.get("per_iteration") or {}
+    val = plan.get("per_validation") or {}
+    w = max([len(k) for k in list(per) + list(val)] + [10])
+    lines = [f"{pad}{plan.get('iterations')} training iteration(s), batch {plan.get('batch_size')}, "
+             f"trained layers: {', '.join(plan.get('trained_layers') or []) or '(none)'}",
+             f"{pad}LLM requests per training iteration (exact upper bound; duplicates are sent once): "
+             f"{plan.get('per_iteration_total', sum(per.values())):,}"]
+    lines += [f"{pad}  {k:<{w}} {v:>9,}" for k, v in per.items()]
+    if "max_completion_tokens_per_iteration" in plan:
+        lines.append(f"{pad}  {'completion tokens at most':<{w}} {plan['max_completion_tokens_per_iteration']:>9,}")
+    lines.append(f"{pad}LLM requests per validation on dev: {sum(val.values()):,} "
+                 f"({plan.get('validations', '?')} validation(s))")
+    lines += [f"{pad}  {k:<{w}} {v:>9,}" for k, v in val.items()]
+    lines.append(f"{pad}total LLM requests at most: {plan.get('total_requests', 0):,} "
+                 "(+ the final dev/test evaluations)")
+    return "\n".join(lines)
 
 
 def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None, run_dir: str | None = None,

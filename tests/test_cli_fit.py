@@ -124,7 +124,7 @@ def test_run_runs_show(finished_run, capsys, monkeypatch):
 def test_dry_run_prints_plan_and_creates_nothing(capsys, tmp_path):
     rc, out, err = dlc(capsys, "fit", str(DLN1), *SMALL, "--data-dir", str(DATA), "--dry-run")
     assert rc == 0, err
-    assert "per_iteration_total" in out and "candidate_score" in out and "dry run" in out
+    assert "LLM requests per training iteration" in out and "candidate_score" in out and "dry run" in out
     assert not (tmp_path / "runs").exists()
 
 
