@@ -286,6 +286,7 @@ def data_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
         "dev_size": lambda v, k: ck.integer(v, k, -1),
         "test_size": lambda v, k: ck.integer(v, k, -1),
         "data_dir": ck.text,
+        "cut": lambda v, k: ck.choice(v, k, ("first", "balanced")),  # first n, or the paper's class-balanced cut
     }
 
 
