@@ -1,0 +1,197 @@
+"""The embedded llama.cpp backend, run for real on the `tiny` model (SmolLM2-135M)."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from dlc.errors import DlcLMError
+from dlc.lm.base import LM, ChatPrompt, GenerateRequest, ScoreRequest
+from dlc.lm.embedded import EmbeddedLM, _find_stop, _sample, render_chat_template
+from dlc.lm.models import TINY_SHA256
+
+SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+@pytest.fixture(scope="module")
+def lm():
+    m = EmbeddedLM("tiny", n_ctx=512, n_seq_max=4)  # 3 continuation sequences: forces several waves
+    yield m
+    m.close()
+
+
+@pytest.mark.model
+def test_protocol_and_model_id(lm):
+    assert isinstance(lm, LM)
+    assert lm.model_id == f"embedded:tiny@{TINY_SHA256}"
+    assert lm.capabilities.prompt_logprobs and lm.capabilities.chat
+
+
+@pytest.mark.model
+def test_chat_template_rendering(lm):
+    assert lm.render(ChatPrompt("Hi")) == (f"<|im_start|>system\n{SMOL_SYSTEM}<|im_end|>\n"
+                                           "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    assert lm.render(ChatPrompt("Hi", system="Be terse.", prefix="The answer is (")) == (
+        "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nThe answer is (")
+    assert lm.render("raw text stays raw") == "raw text stays raw"
+    # special tokens are parsed in prompts: <|im_start|> is one token, not its characters
+    toks = lm.tokenize("<|im_start|>user")
+    assert len(toks) == 2 and lm.detokenize(toks[:1], special=True) == "<|im_start|>"
+    assert len(lm.tokenize("<|im_start|>", special=False)) > 1
+
+
+def test_render_chat_template_is_sandboxed_jinja():
+    tpl = ("{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}\n{% endfor %}"
+           "{% if add_generation_prompt %}[assistant]{% endif %}")
+    out = render_chat_template(tpl, [{"role": "user", "content": "x"}], bos_token="<s>")
+    assert out == "<s>[user]x\n[assistant]"
+    with pytest.raises(DlcLMError) as e:
+        render_chat_template("{{ raise_exception('no system role') }}", [])
+    assert e.value.code == "E640"
+
+
+@pytest.mark.model
+def test_known_value_paris(lm):
+    # issue 3: log p(" Paris" | "The capital of France is") = -0.264 on SmolLM2 (echo+logprobs gave -8.45)
+    r = lm.score([ScoreRequest("The capital of France is", " Paris")])[0]
+    assert r.tokens == (" Paris",) and r.prompt_tokens == 5
+    assert r.logp_sum == pytest.approx(-0.264, abs=0.01)
+
+
+@pytest.mark.model
+def test_scorer_matches_full_sequence_reference(lm):
+    labels = ["positive", "negative", " Positive", "It is positive, really.", "(A)"]
+    reqs = [ScoreRequest(ChatPrompt("Is 'A moving film.' positive or negative?", system="Answer.",
+                                    prefix="The answer is: "), c) for c in labels]
+    reqs += [ScoreRequest("Question: what is two plus two?\nAnswer:", c) for c in (" 4", " 5 apples")]
+    reqs += [ScoreRequest("Question: what is two plus three?\nAnswer:", " 5")]     # shares a prefix, not a group
+    reqs += [ScoreRequest("Question: what is two plus two?\nAnswer:", "")]
+    fast = lm.score(reqs)
+    slow = lm.score_reference(reqs)
+    for r, a, b in zip(reqs, fast, slow):
+        assert a.tokens == b.tokens and a.n_tokens == len(lm.tokenize(r.continuation, special=False,
+                                                                       add_bos=False))
+        assert a.prompt_tokens == b.prompt_tokens
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-3, rtol=0)
+        assert all(lp <= 0 for lp in a.logprobs)
+    assert fast[-1].logprobs == () and fast[-1].logp_mean == 0.0
+    # the order of requests in a batch does not change any score
+    rev = lm.score(list(reversed(reqs)))
+    for a, b in zip(fast, reversed(rev)):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-3, rtol=0)
+
+
+@pytest.mark.model
+def test_scorer_matches_llama_cpp_python_eval(lm):
+    """An independent oracle: llama-cpp-python's high-level `Llama.eval` with all logits (not its echo path)."""
+    from llama_cpp import Llama
+
+    prompt = ChatPrompt("Is 'Thin plot, great acting.' positive?", system="Answer.", prefix="Answer:")
+    cont = " It is positive, mostly."
+    p = lm.tokenize(lm.render(prompt))
+    c = lm.tokenize(cont, special=False, add_bos=False)
+    ref = Llama(model_path=str(lm.resolved.path), n_ctx=256, logits_all=True, flash_attn=False, verbose=False,
+                n_threads=1)
+    try:
+        ref.eval(p + c)
+        logits = np.asarray(ref.scores[: len(p) + len(c)], dtype=np.float64)
+    finally:
+        ref.close()
+    expected = []
+    for j, t in enumerate(c):
+        row = logits[len(p) - 1 + j]
+        m = row.max()
+        expected.append(row[t] - (m + np.log(np.exp(row - m).sum())))
+    got = lm.score([ScoreRequest(prompt, cont)])[0].logprobs
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
+
+
+@pytest.mark.model
+def test_echo_offsets_and_logprobs(lm):
+    text = "The capital of France is Paris. Ça?"
+    entries = lm.echo(text)
+    assert entries[0][2] is None and all(lp is not None and lp <= 0 for _, _, lp in entries[1:])
+    assert "".join(t for t, _, _ in entries) == text
+    for tok_text, off, _ in entries:
+        assert text[off:off + len(tok_text)] == tok_text
+    paris = [lp for t, _, lp in entries if t == " Paris"][0]
+    assert paris == pytest.approx(-0.264, abs=0.01)
+
+
+@pytest.mark.model
+def test_generation_deterministic_with_seed(lm):
+    req = GenerateRequest("A short poem about rain:\n", max_tokens=6, temperature=0.9, n=3, seed=7)
+    a = lm.generate([req])[0]
+    b = lm.generate([req])[0]
+    assert a.texts == b.texts and len(a.texts) == 3
+    assert len(set(a.texts)) > 1                       # samples differ from each other
+    # sample i depends on (seed, i) only: asking for fewer samples gives a prefix of the same list
+    one = lm.generate([GenerateRequest(req.prompt, max_tokens=6, temperature=0.9, n=1, seed=7)])[0]
+    assert one.texts[0] == a.texts[0]
+    other = lm.generate([GenerateRequest(req.prompt, max_tokens=6, temperature=0.9, n=3, seed=8)])[0]
+    assert other.texts != a.texts
+    assert a.prompt_tokens == len(lm.tokenize(lm.render(req.prompt)))
+    assert a.completion_tokens <= 3 * 6 and set(a.finish_reasons) <= {"stop", "length"}
+
+
+@pytest.mark.model
+def test_greedy_generation_follows_the_scorer(lm):
+    g = lm.generate([GenerateRequest("The capital of France is", max_tokens=1)])[0]
+    assert g.texts == (" Paris",) and g.completion_tokens == 1 and g.finish_reasons == ("length",)
+
+
+@pytest.mark.model
+def test_stop_and_max_tokens(lm):
+    g = lm.generate([GenerateRequest("1, 2, 3, 4,", max_tokens=30, stop=(" 7",))])[0]
+    assert g.finish_reasons == ("stop",) and " 7" not in g.texts[0] and g.texts[0].startswith(" 5, 6,")
+    z = lm.generate([GenerateRequest("1, 2, 3, 4,", max_tokens=0)])[0]   # never sent as 0: at least one token
+    assert z.completion_tokens == 1 and z.finish_reasons == ("length",)
+
+
+@pytest.mark.model
+def test_chat_prefix_is_continued(lm):
+    g = lm.generate([GenerateRequest(ChatPrompt("What is the capital of France?", prefix="The capital is"),
+                                     max_tokens=3)])[0]
+    assert g.texts[0].startswith(" Paris")
+
+
+@pytest.mark.model
+def test_context_too_long_is_a_clear_error(lm):
+    with pytest.raises(DlcLMError) as e:
+        lm.score([ScoreRequest("word " * 600, " end")])   # rejected before any decoding
+    assert e.value.code == "E641" and "512" in e.value.message
+    # the model still works afterwards
+    assert lm.score([ScoreRequest("The capital of France is", " Paris")])[0].logp_sum == pytest.approx(-0.264,
+                                                                                                      abs=0.01)
+
+
+@pytest.mark.model
+def test_threads_share_one_context(lm):
+    reqs = [ScoreRequest(f"Review {i}: fine. Sentiment:", c) for i in range(2) for c in (" positive", " bad")]
+    expected = [r.logprobs for r in lm.score(reqs)]
+    results: dict[int, list] = {}
+
+    def work(k: int) -> None:
+        results[k] = [r.logprobs for r in lm.score(reqs)]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(2):
+        np.testing.assert_allclose(np.concatenate(results[k]), np.concatenate(expected), atol=1e-3)
+
+
+def test_sampler_pure():
+    import random
+
+    logits = np.array([0.0, 5.0, 4.9, -3.0])
+    assert _sample(logits, 0.0, 1.0, random.Random(0)) == 1
+    draws = {_sample(logits, 1.0, 1.0, random.Random(s)) for s in range(200)}
+    assert draws >= {1, 2}
+    # top_p keeps the smallest nucleus: token 1 alone holds > 50% of the mass
+    assert {_sample(logits, 1.0, 0.5, random.Random(s)) for s in range(50)} == {1}
+    assert _find_stop("abc\n\ndef", ("\n\n", "d")) == 3 and _find_stop("abc", ("x", "")) is None
