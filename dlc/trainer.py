@@ -223,8 +223,10 @@ class Trainer:
     def dev_accuracy(self, prompts: Mapping[str, str]) -> float:
         key = json.dumps(prompts, sort_keys=True)
         if key not in self._dev_cache:
-            self._dev_cache[key] = evaluate(self.graph, prompts, self.lms, self.dev, config=self.config).accuracy \
-                if self.dev else 0.0
+            # an n-shot baseline validates with the same demonstrations a test run would use
+            self._dev_cache[key] = evaluate(self.graph, prompts, self.lms, self.dev, config=self.config,
+                                            n_shots=self.config.n_shots, shots_from=self.train,
+                                            seed=self.config.seed).accuracy if self.dev else 0.0
         return self._dev_cache[key]
 
     def sample_batch(self, iteration: int) -> list[Example]:

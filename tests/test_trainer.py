@@ -227,3 +227,12 @@ def test_bad_settings_are_fit_errors(kw, code):
     with pytest.raises(DlcError) as e:
         Trainer(g, {"default": world()}, examples(2), examples(2), dataclasses.replace(g.fit, **kw))
     assert e.value.code == code and e.value.hint
+
+
+def test_n_shot_baseline_validates_with_demonstrations():
+    g = graph("dln1")
+    lm = world()
+    tr = Trainer(g, {"default": lm}, examples(6), examples(2, 100), dataclasses.replace(g.fit, iters=0, n_shots=2))
+    r = tr.step()
+    assert tr.finished() and r["dev"] is not None
+    assert all(c.prompt.count("Answer:") == 3 for c in lm.calls)
