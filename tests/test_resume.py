@@ -175,3 +175,48 @@ def test_resume_refuses_changed_graph_config_or_damage_and_writes_nothing(refere
             "--no-progress")
     assert r.returncode == 0, r.stderr
     assert_same_run(reference, run_dir)
+
+
+# ------------------------------------------------------------------------------------------------ embedded tiny model
+TINY_SETS = ["fit.iters=2", "fit.batch_size=3", "fit.num_p_samples=2", "data.train_size=6", "data.dev_size=4",
+             "data.test_size=4", "model.default.model=tiny", "layer.y.backward.max_tokens=24"]
+
+
+def tiny_cmd(run_dir: Path, cache: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "dlc", "fit", str(REPO / "graphs" / "dln1.dln")]
+    for s in TINY_SETS:
+        cmd += ["--set", s]
+    return cmd + ["--data-dir", str(DATA), "--run-dir", str(run_dir), "--cache-dir", str(cache), "--no-progress"]
+
+
+@pytest.mark.model
+def test_sigkill_resume_with_the_embedded_tiny_model_and_cache(tmp_path):
+    """The real model at T=0.7 proposals: the resumed run's cache replays the samples of the iteration in flight, so
+    it ends at exactly the prompts of an uninterrupted run (which used a cache of its own)."""
+    e = dict(os.environ, PYTHONPATH=str(REPO))
+    e.pop("DLC_TEST_SCRIPTED_LM", None)
+    ref = tmp_path / "ref"
+    r = subprocess.run(tiny_cmd(ref, tmp_path / "cache-ref"), env=e, cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    run_dir = tmp_path / "run"
+    log = open(tmp_path / "log.txt", "w")
+    proc = subprocess.Popen(tiny_cmd(run_dir, tmp_path / "cache"), env=e, cwd=tmp_path, stdout=log,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while trace_lines(run_dir) < 1:
+        assert proc.poll() is None, (tmp_path / "log.txt").read_text()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(2.0)                       # inside iteration 1: forward pass / proposals / candidate scoring
+    proc.kill()
+    proc.wait(timeout=60)
+    log.close()
+    assert not (run_dir / "result.json").exists()
+    r = subprocess.run(resume_cmd(run_dir), env=e, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    a, b = json.loads((ref / "result.json").read_text()), json.loads((run_dir / "result.json").read_text())
+    assert a["prompts"] == b["prompts"]
+    assert (a["dev_accuracy"], a["test_accuracy"]) == (b["dev_accuracy"], b["test_accuracy"])
+    assert [x.get("prompts") for x in records(ref)] == [x.get("prompts") for x in records(run_dir)]
+    assert b["usage"]["cache_hits"] > 0
