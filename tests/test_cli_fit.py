@@ -213,3 +213,17 @@ def test_console_script_exit_status_in_a_subprocess(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dlc", "fit", str(DLN1), "--data-dir", str(tmp_path / "none")],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("error[E801]") and "Traceback" not in r.stderr
+
+
+def test_unfinished_and_corrupted_runs_are_listed_and_shown(finished_run, capsys, tmp_path):
+    (finished_run / "result.json").unlink()
+    rc, out, err = dlc(capsys, "runs", "--json")
+    row = json.loads(out.splitlines()[0])
+    assert row["status"] == "incomplete" and row["done_iters"] == 2
+    rc, out, err = dlc(capsys, "show", str(finished_run))
+    assert rc == 0 and "not finished" in out and f"dlc fit --resume {finished_run}" in out
+    (finished_run / "config.json").write_text("{broken")
+    rc, out, err = dlc(capsys, "runs")
+    assert rc == 0 and "corrupted" in out
+    rc, out, err = dlc(capsys, "show", str(finished_run))
+    assert rc == 1 and "error[E502]" in err and "config.json" in err
