@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
@@ -172,16 +171,10 @@ class OpenAILM:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def _make_endpoints(self) -> list[_Endpoint]:
-        eps = []
-        for url in self.base_urls:
-            http = openai.DefaultAsyncHttpxClient(
-                limits=httpx.Limits(max_connections=self.max_concurrency,
-                                    max_keepalive_connections=self.max_concurrency),
-                timeout=httpx.Timeout(self.timeout))
-            client = openai.AsyncOpenAI(api_key=self._api_key, base_url=url, max_retries=0, timeout=self.timeout,
-                                        http_client=http)
-            eps.append(_Endpoint(url=url, client=client, sem=asyncio.Semaphore(self.max_concurrency)))
-        return eps
+        # The openai client's own retries are off: retries, backoff and fail-over are this class's (per replica).
+        return [_Endpoint(url=url, client=openai.AsyncOpenAI(api_key=self._api_key, base_url=url, max_retries=0,
+                                                             timeout=self.timeout),
+                          sem=asyncio.Semaphore(self.max_concurrency)) for url in self.base_urls]
 
     def close(self) -> None:
         if self._closed:
@@ -322,17 +315,17 @@ class OpenAILM:
                     method: str = "POST") -> Any:
         """One HTTP request through the openai client; returns checked JSON or raises MalformedResponse."""
         url = target.root + path if path.startswith("/") else path
+        # cast_to=str: the raw body (stable across openai 1.x-3.x); 4xx/5xx still raise APIStatusError
         if method == "GET":
-            resp = await target.client.get(url, cast_to=httpx.Response)
+            text = await target.client.get(url, cast_to=str)
         else:
-            resp = await target.client.post(url, cast_to=httpx.Response, body=body)
+            text = await target.client.post(url, cast_to=str, body=body)
         try:
-            data = json.loads(resp.content)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise MalformedResponse(f"invalid JSON ({e.msg if hasattr(e, 'msg') else e}): "
-                                    f"{resp.content[:80]!r}") from None
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise MalformedResponse(f"invalid JSON ({e.msg}): {text[:60]!r}") from None
         if isinstance(data, dict) and "error" in data and "choices" not in data and "data" not in data:
-            raise MalformedResponse(f"HTTP {resp.status_code} with an error body: {str(data['error'])[:200]}")
+            raise MalformedResponse(f"an error body with a success status: {str(data['error'])[:200]}")
         if check is not None:
             check(data)
         return data

@@ -1,0 +1,183 @@
+"""OpenAILM against real HTTP servers on 127.0.0.1: `dlc.serve` over a scripted model (transport, retries, replicas,
+errors; fast) and through a fault-injecting proxy; exact scores against the embedded model are in test_serve.py."""
+from __future__ import annotations
+
+import math
+import socket
+import time
+
+import pytest
+
+from dlc.errors import DlcLMError
+from dlc.lm.base import ChatPrompt, GenerateRequest, ScoreRequest
+from dlc.lm.openai_backend import OpenAILM, align_continuation
+from dlc.lm.probe import MalformedResponse
+from dlc.serve import Server, bind_socket, create_app
+from tests.faultproxy import FaultProxy, ScriptedServable
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = Server(create_app(ScriptedServable(), "scripted", n_ctx=256), bind_socket("127.0.0.1", 0))
+    url = srv.start()
+    yield url
+    srv.stop()
+
+
+def _root(url: str) -> str:
+    return url[: -len("/v1")]
+
+
+def _lm(urls, **kw) -> OpenAILM:
+    kw.setdefault("timeout", 5.0)
+    kw.setdefault("backoff_base", 0.01)
+    kw.setdefault("backoff_max", 0.05)
+    return OpenAILM("scripted", urls, **kw)
+
+
+SCORES = [ScoreRequest("The capital of France is", " Paris"),
+          ScoreRequest("The capital of France is", " Paris is big"),
+          ScoreRequest(ChatPrompt("Is it good?", system="Be brief."), "yes"),
+          ScoreRequest(ChatPrompt("Is it good?", prefix="The answer is"), " (A)"),
+          ScoreRequest("x", "")]
+GENS = [GenerateRequest("Once upon", max_tokens=5, temperature=0.7, n=3, seed=4),
+        GenerateRequest(ChatPrompt("Name a color."), max_tokens=4),
+        GenerateRequest(ChatPrompt("Name a color.", prefix="It is"), max_tokens=4, stop=("zz",))]
+
+
+def _expected_scores() -> list[tuple[float, ...]]:
+    s = ScriptedServable()
+    out = []
+    for r in SCORES:
+        ctx = s.render(r.prompt) if isinstance(r.prompt, ChatPrompt) else r.prompt
+        out.append(tuple(lp for tok, off, lp in s.echo(ctx + r.continuation) if off + len(tok) > len(ctx)))
+    return out
+
+
+def test_probe_records_capabilities(server):
+    with _lm([server]) as lm:
+        info = lm.info
+        assert info.prompt_logprobs and info.completions and info.chat_completions
+        assert info.render == "apply-template" and info.batch_prompts and info.n_per_request
+        assert info.max_model_len == 256 and lm.capabilities.top_logprobs == 1
+        assert "no-key" not in repr(lm) and lm.endpoint_report()[0]["info"]["model"] == "scripted"
+
+
+def test_score_aligns_by_text_offset(server):
+    with _lm([server], score_batch=2) as lm:
+        res = lm.score(SCORES)
+    assert [r.logprobs for r in res] == _expected_scores()
+    assert res[4].logprobs == () and res[1].n_tokens == 3 and res[0].tokens == (" Paris",)
+
+
+def test_generate_completions_and_chat(server):
+    with _lm([server]) as lm:
+        res = lm.generate(GENS)
+    exp = ScriptedServable().generate(GENS)
+    assert [r.texts for r in res] == [e.texts for e in exp]
+    assert len(set(res[0].texts)) == 3 and lm.usage.calls == 3
+
+
+def test_faults_recovered_results_equal_clean_run(server):
+    with _lm([server]) as lm:
+        clean_s, clean_g = lm.score(SCORES), lm.generate(GENS)
+    proxy = FaultProxy(_root(server), ["500", "429", "drop", "garbage", "slow", "truncated", "empty"], slow_s=2.0)
+    try:
+        with _lm([proxy.url + "/v1"], timeout=1.0, max_retries=8) as lm:
+            s, g = lm.score(SCORES), lm.generate(GENS)
+        assert [r.logprobs for r in s] == [r.logprobs for r in clean_s]
+        assert [r.texts for r in g] == [r.texts for r in clean_g]
+        for kind in ("500", "429", "drop", "garbage", "slow", "truncated", "empty"):
+            assert proxy.served[kind] > 0, kind
+    finally:
+        proxy.close()
+
+
+def test_gives_up_after_max_retries_with_clear_error(server):
+    with _lm([server]) as lm:
+        proxy = FaultProxy(_root(server), ["500"] * 10, only_paths=("/completions",))
+        try:
+            lm2 = _lm([proxy.url + "/v1"], max_retries=2, probe=False)
+            with pytest.raises(DlcLMError) as ei:
+                lm2.score([ScoreRequest("a b", " c")])
+            lm2.close()
+        finally:
+            proxy.close()
+    assert ei.value.code == "E622" and "gave up after 3 attempts" in ei.value.message
+
+
+def _dead_url() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_replica_down_does_not_stop(server):
+    with _lm([_dead_url(), server]) as lm:
+        assert [r.logprobs for r in lm.score(SCORES)] == _expected_scores()
+        rep = lm.endpoint_report()
+    assert rep[0]["info"] is None and rep[1]["requests"] > 0
+
+
+def test_all_down_is_one_line_error():
+    t = time.time()
+    with pytest.raises(DlcLMError) as ei:
+        _lm([_dead_url()])
+    assert ei.value.code == "E621" and "cannot reach" in ei.value.message and time.time() - t < 10
+
+
+def test_4xx_not_retried_context_too_long(server):
+    proxy = FaultProxy(_root(server))
+    try:
+        with _lm([proxy.url + "/v1"]) as lm:
+            before = sum(proxy.attempts.values())
+            with pytest.raises(DlcLMError) as ei:
+                lm.generate([GenerateRequest("word " * 300, max_tokens=10)])
+            assert sum(proxy.attempts.values()) == before + 1          # no retry
+    finally:
+        proxy.close()
+    assert ei.value.code == "E623" and "301 in the prompt" in ei.value.message and "256" in ei.value.message
+
+
+def test_unknown_model_and_bad_config(server):
+    with pytest.raises(DlcLMError) as ei:
+        OpenAILM("scriptd", [server], timeout=5)
+    assert ei.value.code == "E625" and "scripted" in (ei.value.hint or "")
+    with pytest.raises(DlcLMError) as ei:
+        OpenAILM("m", [])
+    assert ei.value.code == "E620"
+
+
+def test_missing_prompt_logprobs_is_named(server):
+    """An endpoint without echo log-probs (proxy strips them): scoring names what is missing."""
+    proxy = FaultProxy(_root(server))
+    try:
+        with _lm([proxy.url + "/v1"]) as lm:
+            object.__setattr__(lm, "capabilities", type(lm.capabilities)(prompt_logprobs=False))
+            with pytest.raises(DlcLMError) as ei:
+                lm.score([ScoreRequest("a", " b")])
+    finally:
+        proxy.close()
+    assert ei.value.code == "E628" and "log p(h" in ei.value.message
+
+
+def test_concurrency_bound(server):
+    with _lm([server], max_concurrency=2) as lm:
+        reqs = [GenerateRequest(f"p{i}", max_tokens=2) for i in range(12)]
+        assert len(lm.generate(reqs)) == 12
+        assert lm._endpoints[0].sem._value == 2
+
+
+def test_align_continuation_straddling_and_malformed():
+    choice = {"text": "ab cd!", "logprobs": {"tokens": ["ab", " c", "d", "!"], "token_logprobs": [None, -1.0, -2.0, -3.0],
+                                             "text_offset": [0, 2, 4, 5]}}
+    r = align_continuation("ab cd", 3, choice)          # context "ab ", continuation "cd": " c" straddles
+    assert r.logprobs == (-1.0, -2.0) and r.prompt_tokens == 1
+    with pytest.raises(MalformedResponse):
+        align_continuation("zz", 1, choice)
+    bad = {"text": "ab cd", "logprobs": {"tokens": ["ab"], "token_logprobs": [None], "text_offset": [0, 2]}}
+    with pytest.raises(MalformedResponse):
+        align_continuation("ab cd", 2, bad)
+    assert math.isfinite(r.logp_sum)
