@@ -551,7 +551,8 @@ def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[s
     if net.source_text is not None:
         from dlc import compiler
 
-        text = compiler.rewrite_prompts(net.source_text, net.source_path or f"{net.name}.dln", best)
+        changed = {k: v for k, v in best.items() if v != initial.get(k)}   # untouched prompts keep their quoting
+        text = compiler.rewrite_prompts(net.source_text, net.source_path or f"{net.name}.dln", changed)
         fit_dln = run.path / f"{net.name}.fit.dln"
         run.write_text(fit_dln.name, text)
     usage = usage_totals(lms, base_usage)
