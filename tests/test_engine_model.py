@@ -20,9 +20,12 @@ pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from dlc.lm.embedded import EmbeddedLM
-    lm = EmbeddedLM("tiny", n_ctx=1024, n_seq_max=4)
+def tiny(tmp_path_factory):
+    """The tiny model as `dlc fit` opens it: embedded backend behind the disk cache (repeated greedy requests, e.g.
+    the same batch in both iterations, are answered from the cache, as in a real run)."""
+    from dlc.ir import ModelConfig
+    from dlc.lm.registry import open_lm
+    lm = open_lm(ModelConfig(name="default", model="tiny", n_ctx=1024), cache_dir=tmp_path_factory.mktemp("cache"))
     yield lm
     lm.close()
 
@@ -81,6 +84,7 @@ def test_fit_dln1_tiny(tiny):
 def test_fit_dln2_tiny(tiny):
     g, tr, records = fit("dln2", tiny, pool_size=2, num_h_samples=2)
     trained = check(g, tr, records)
+    assert trained, "the batch of wrong examples must trigger the backward pass"
     if trained:
         hid = trained[0]["hidden"]["h"]
         assert all(len(w) == 2 and abs(sum(w) - 1) < 1e-9 for w in hid["weights"])
