@@ -151,3 +151,16 @@ def test_hidden_layer_elbo_and_exploration_penalty():
     assert pen == pytest.approx([-1.0 / 2, -5.0 / 2])                     # only the wrong example counts
     tags = [x.tag for x in lm.calls if x.kind == "score"]
     assert "h/penalty" in tags and "h/score" in tags
+
+
+def test_hidden_accuracy_scoring_runs_the_graph_with_each_candidate():
+    g = compile_source(TWO)
+    # h under "H1" writes "clue", and the output layer answers right only when it reads the clue
+    lm = ScriptedLM(generate_fn=lambda p, r, i: "clue" if "H1" in p else "noise",
+                    score_fn=lambda p, c: (-0.1 if ((c == "yes") == ("e0" in p)) == ("clue" in p) else -3.0))
+    tr = forward(g, g.prompts(), {"default": lm}, ex(2))
+    assert tr.correct == [False, False]
+    post = {"h": _posterior([["clue"], ["clue"]], [[1.0], [1.0]])}
+    c = dataclasses.replace(g.fit, hidden_scoring="accuracy")
+    elbo, kl, pen = score_candidates(g, "h", ["H0", "H1"], g.prompts(), {"default": lm}, tr, post, c, 0.0)
+    assert elbo == [0.0, 1.0] and kl is None and pen is None
