@@ -7,14 +7,18 @@ instead of -0.264 for log p(" Paris" | "The capital of France is") on SmolLM2) a
 teacher forcing:
 
 1. requests are grouped by their prompt's tokens; groups are visited in token order so that consecutive prompts share
-   a long prefix, and sequence 0 keeps the KV cache of the last prompt (only the differing suffix is decoded);
-2. the last prompt token's logits give every continuation's first token;
-3. the prompt's KV is copied to sequences 1..S-1 and all continuations (minus their last token) are decoded in one
-   batch; the logits of row j give continuation token j+1.
+   a long prefix, and sequence 0 keeps the KV cache (and last logits) of the last prompt: only the differing suffix
+   is decoded;
+2. a one-token continuation reads the prompt's last logits;
+3. a longer continuation gets a copy of the prompt's KV in its own sequence, where the last prompt token and all
+   but the last continuation token are decoded in one batch; row j gives continuation token j.
 
-Flash attention is off and the KV cache is *not* unified (one stream per sequence): measured on this build, a
-unified KV cache changed a continuation's log-probs by up to 0.1 nats depending on which other sequences shared the
-batch; with per-sequence streams the scores equal a plain one-sequence evaluation of prompt + continuation exactly.
+Why exactly this shape (measured on this build, SmolLM2 and Qwen-0.5B): flash attention off and one KV stream per
+sequence (a *unified* KV cache moved scores by up to 0.1 nats with the batch's other sequences); every decode has at
+least two rows (a one-row decode takes another kernel: ~0.01 nats); and, with `exact=True` (default), one
+continuation per decode (several sequences in one decode moved scores by up to 0.19 nats). So configured, the scores
+equal a plain one-sequence evaluation of prompt + continuation bit for bit, and prefix sharing is what makes it fast
+(20 continuations of a 300-token prompt: see bench/README.md).
 
 Generation samples in numpy with a `random.Random` seeded from dlc.rng.derive_seed(seed, "sample", i), so sample i of
 a request is reproducible and independent of how many samples were asked for before it.
@@ -89,13 +93,17 @@ class EmbeddedLM:
     """A local GGUF model behind the `dlc.lm.base.LM` interface. Thread-safe (one lock around the context)."""
 
     def __init__(self, model: str | ResolvedModel = "default", *, n_ctx: int = 4096, n_seq_max: int = 8,
-                 n_batch: int = 512, n_threads: int | None = None, cache_dir: Path | None = None) -> None:
+                 n_batch: int = 512, n_threads: int | None = None, cache_dir: Path | None = None,
+                 exact: bool = True) -> None:
         self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, cache_dir=cache_dir)
         self.model_id = self.resolved.model_id
         self.usage = Usage()
         self.n_ctx = int(n_ctx)                    # per sequence: the longest prompt + continuation/generation
         self.n_seq_max = max(2, int(n_seq_max))    # sequence 0 holds the prompt; 1.. hold continuations/samples
         self.n_batch = int(n_batch)
+        # exact: one continuation per llama_decode (the prompt is still decoded once and shared). Several sequences
+        # in one decode are faster but, measured on this build, move log-probs by up to 0.16 nats.
+        self.exact = bool(exact)
         self._lock = threading.RLock()
         L = self._L = _llama()
         mp = L.llama_model_default_params()
@@ -125,6 +133,7 @@ class EmbeddedLM:
         self._mem = L.llama_get_memory(ctx)
         self._batch = L.llama_batch_init(self.n_batch, 0, 1)
         self._seq0: list[int] = []                 # tokens whose KV sits in sequence 0 (prefix reuse across calls)
+        self._seq0_logits: np.ndarray | None = None  # logits after them (a 1-row re-decode would differ slightly)
         bos = int(L.llama_vocab_bos(self._vocab))
         self._bos = bos if bos >= 0 else None
         self._add_bos = bool(L.llama_vocab_get_add_bos(self._vocab)) and self._bos is not None
@@ -237,6 +246,7 @@ class EmbeddedLM:
     def _reset_memory(self) -> None:
         self._L.llama_memory_clear(self._mem, True)
         self._seq0 = []
+        self._seq0_logits = None
 
     def _clear_seqs(self, seqs: Sequence[int]) -> None:
         for s in seqs:
@@ -246,20 +256,23 @@ class EmbeddedLM:
         """Make sequence 0 hold exactly `tokens`, decoding only what differs from what it holds; return the
         logits (float64) after the last token. At least the last token is always re-decoded to get its logits."""
         assert tokens, "empty prompt"
+        if self._seq0 == tokens and self._seq0_logits is not None:
+            return self._seq0_logits
         lcp = 0
         for a, b in zip(self._seq0, tokens):
             if a != b:
                 break
             lcp += 1
-        lcp = min(lcp, len(tokens) - 1)
+        lcp = min(lcp, max(0, len(tokens) - 2))  # >= 2 rows: a 1-row decode takes another kernel (~0.01 nats)
         if not self._L.llama_memory_seq_rm(self._mem, 0, lcp, -1):
             self._reset_memory()
             lcp = 0
-        self._seq0 = tokens[:lcp]
+        self._seq0, self._seq0_logits = tokens[:lcp], None
         items = [(t, lcp + i, 0) for i, t in enumerate(tokens[lcp:])]
         out = self._decode(items, {len(items) - 1: None})
         self._seq0 = list(tokens)
-        return out[len(items) - 1]  # type: ignore[return-value]
+        self._seq0_logits = out[len(items) - 1]  # type: ignore[assignment]
+        return self._seq0_logits  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- scoring
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
@@ -287,33 +300,37 @@ class EmbeddedLM:
 
     def _score_group(self, prompt: list[int], conts: list[tuple[int, list[int]]],
                      logprobs: list[list[float]]) -> None:
+        """One-token continuations read the prompt's last logits. Longer ones re-decode the last prompt token in
+        their own sequence followed by all but their last token, so every decode has >= 2 rows and each row's
+        logits come from the same kernels as a plain full-sequence evaluation."""
         last = self._load_prefix(prompt)
         lse = _logsumexp(last)
         for i, c in conts:
-            if c:
+            if len(c) == 1:
                 logprobs[i].append(float(last[c[0]] - lse))
         multi = [(i, c) for i, c in conts if len(c) > 1]
-        n_pos = len(prompt)
+        n0 = len(prompt) - 1
         k = 0
         while k < len(multi):
             wave: list[tuple[int, list[int], int]] = []
             n_tokens = 0
-            while k < len(multi) and len(wave) < self.n_seq_max - 1:
+            while k < len(multi) and len(wave) < (1 if self.exact else self.n_seq_max - 1):
                 i, c = multi[k]
-                if wave and n_tokens + len(c) - 1 > self.n_batch:
+                if wave and n_tokens + len(c) > self.n_batch:
                     break
                 wave.append((i, c, len(wave) + 1))
-                n_tokens += len(c) - 1
+                n_tokens += len(c)
                 k += 1
             items: list[tuple[int, int, int]] = []
             wanted: dict[int, int | None] = {}
             where: list[tuple[int, int]] = []
             for i, c, seq in wave:
                 self._L.llama_memory_seq_cp(self._mem, 0, seq, -1, -1)
-                for j, t in enumerate(c[:-1]):
-                    wanted[len(items)] = c[j + 1]
+                self._L.llama_memory_seq_rm(self._mem, seq, n0, -1)
+                for j, t in enumerate([prompt[-1]] + c[:-1]):
+                    wanted[len(items)] = c[j]
                     where.append((i, len(items)))
-                    items.append((t, n_pos + j, seq))
+                    items.append((t, n0 + j, seq))
             try:
                 out = self._decode(items, wanted)
             finally:
