@@ -12,11 +12,12 @@ outputs ĥ (their current best: they are visited after n). The output layer's ta
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from dlc import templates
 from dlc.engine import (ScoreOpts, Trace, as_backward_prompt, generate_batch, layer_context, layer_variables,
                         lm_for, render_forward, score_batch, target_logp_from, target_logp_requests)
+from dlc.errors import DlcError
 from dlc.ir import FitConfig, Graph
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
 from dlc.metrics import is_correct, match_label
@@ -109,8 +110,8 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
                 v = dict(fvars, message=pool[k % len(pool)] if pool else "")
                 try:
                     text = templates.render(comp.template.text, v)
-                except Exception as e:  # DlcTemplateError: attach the node
-                    raise getattr(e, "with_node", lambda n: e)(node)
+                except DlcError as e:
+                    raise e.with_node(node)
                 p = as_backward_prompt(layer, text)
                 q_prompts[(i, k)] = p
                 used[i].append(comp.template.name)
@@ -133,7 +134,7 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
         for c in children:
             cl = graph.layers[c]
             c_lm = lm_for(lms, cl.model, c)
-            tag = f"{c}/posterior_weight" if c == graph.output else f"{c}/posterior_weight"
+            tag = f"{c}/posterior_weight"
             spans: list[tuple[int, int, int, int]] = []
             reqs: list[ScoreRequest] = []
             for i in range(B):
@@ -222,4 +223,3 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
 
 
 __all__ = ["Posterior", "infer_hidden", "node_targets", "score_opts"]
-_ = Sequence
