@@ -329,6 +329,13 @@ class Server:
             await self._server.serve(sockets=[self.sock])
             task.cancel()
 
+        if threading.current_thread() is threading.main_thread():
+            import signal
+
+            # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal with the handlers it found:
+            # make that a no-op so a stopped server exits 0
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: None)
         asyncio.run(main())
 
     def start(self, timeout: float = 30.0) -> str:
