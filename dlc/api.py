@@ -632,14 +632,24 @@ def evaluate_targets(targets: Sequence[str], *, split: str = "test", seeds: Sequ
 
 
 def format_eval(rep: EvalReport) -> str:
+    """Per target: accuracy, per-class accuracy and confusion (one block when every seed gave the same result),
+    then the mean ± 95% CI line."""
     from dlc.report import ClassReport, format_class_report
 
     parts = []
+    groups: dict[str, list[dict[str, Any]]] = {}
     for row in rep.rows:
-        r = row["report"]
-        cr = ClassReport(accuracy=r["accuracy"], n=r["n"], labels=tuple(r["labels"]), per_class=r["per_class"],
-                         confusion=r["confusion"])
-        parts.append(format_class_report(cr, title=f"== {row['target']}  split {rep.split}  seed {row['seed']}"))
+        groups.setdefault(row["target"], []).append(row)
+    for target, rows in groups.items():
+        blocks = [rows] if all(r["report"] == rows[0]["report"] for r in rows) else [[r] for r in rows]
+        for b in blocks:
+            r = b[0]["report"]
+            cr = ClassReport(accuracy=r["accuracy"], n=r["n"], labels=tuple(r["labels"]), per_class=r["per_class"],
+                             confusion=r["confusion"])
+            seeds = ", ".join(str(x["seed"]) for x in b)
+            same = " (identical)" if len(b) > 1 else ""
+            parts.append(format_class_report(cr, title=f"== {target}  split {rep.split}  seed{'s' if len(b) > 1 else ''}"
+                                                       f" {seeds}{same}"))
     acc = rep.summary["accuracy"]
     ci = "n/a (one evaluation)" if acc["ci95"] is None else f"± {acc['ci95']:.4f} (95% t-interval)"
     parts.append(f"== {rep.split} accuracy over {acc['n']} evaluation(s): mean {acc['mean']:.4f} {ci}")
