@@ -69,3 +69,23 @@ def test_learning_curve_reads_engine_records(tmp_path):
     png = plot_learning_curve(pts, tmp_path / "c.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert format_learning_curve([]) == "no iterations recorded yet"
+
+
+def test_progress_plain_lines_and_live_bar():
+    import io
+
+    from dlc.progress import FitProgress
+
+    buf = io.StringIO()
+    with FitProgress(4, completed=1, description="net", stream=buf, live=False) as bar:
+        bar.update(2, dev_accuracy=0.5, best_dev=0.5, tokens=1234)
+        bar.update(3, tokens=2000)
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("[net] iteration 2/4  dev 0.500 (best 0.500)  tokens 1,234") and "ETA" in lines[0]
+    assert "iteration 3/4  dev 0.500" in lines[1] and "tokens 2,000" in lines[1]
+    live = io.StringIO()
+    with FitProgress(3, stream=live, live=True) as bar:
+        bar.update(1, dev_accuracy=0.25, tokens=10)
+        bar.update(3, dev_accuracy=0.75, best_dev=0.75, tokens=20)
+    out = live.getvalue()
+    assert "3/3" in out and "dev 0.750" in out and "tokens 20" in out
