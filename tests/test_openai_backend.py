@@ -181,3 +181,22 @@ def test_align_continuation_straddling_and_malformed():
     with pytest.raises(MalformedResponse):
         align_continuation("ab cd", 2, bad)
     assert math.isfinite(r.logp_sum)
+
+
+def test_registry_opens_openai_model_key_not_exposed(server, monkeypatch):
+    import json
+
+    from dlc.ir import ModelConfig
+    from dlc.lm.registry import open_backend
+
+    monkeypatch.setenv("DLC_TEST_URLS", f"{_dead_url()},{server}")
+    monkeypatch.setenv("DLC_TEST_KEY", "sk-secret-123")
+    lm = open_backend(ModelConfig(name="m", backend="openai", model="scripted", base_url_env="DLC_TEST_URLS",
+                                  api_key_env="DLC_TEST_KEY", timeout=5.0))
+    try:
+        assert isinstance(lm, OpenAILM) and len(lm.base_urls) == 2
+        assert lm.score([ScoreRequest("The capital of France is", " Paris")])[0].logprobs == _expected_scores()[0]
+        shown = repr(lm) + json.dumps(lm.endpoint_report()) + json.dumps(lm.info.to_json()) + lm.model_id
+        assert "sk-secret" not in shown
+    finally:
+        lm.close()
