@@ -29,6 +29,8 @@ class FaultProxy:
         self.only_paths = tuple(only_paths)
         self.attempts: Counter[str] = Counter()
         self.served: Counter[str] = Counter()
+        self.inflight = 0
+        self.max_inflight = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -76,8 +78,13 @@ class FaultProxy:
                 if fault == "drop":
                     writer.transport.abort()
                     return
-                if fault == "slow":
-                    await asyncio.sleep(self.slow_s)
+                self.inflight += 1
+                self.max_inflight = max(self.max_inflight, self.inflight)
+                try:
+                    if fault == "slow":
+                        await asyncio.sleep(self.slow_s)
+                finally:
+                    self.inflight -= 1
                 if fault in ("500", "429"):
                     status, ctype, data = int(fault), "application/json", b'{"error": {"message": "injected"}}'
                 elif fault == "garbage":

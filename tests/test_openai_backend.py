@@ -164,10 +164,15 @@ def test_missing_prompt_logprobs_is_named(server):
 
 
 def test_concurrency_bound(server):
-    with _lm([server], max_concurrency=2) as lm:
-        reqs = [GenerateRequest(f"p{i}", max_tokens=2) for i in range(12)]
-        assert len(lm.generate(reqs)) == 12
-        assert lm._endpoints[0].sem._value == 2
+    """At most max_concurrency requests in flight per replica, and really concurrent (proxy delays each 0.3 s)."""
+    proxy = FaultProxy(_root(server), ["slow"], slow_s=0.3, only_paths=("/completions",))
+    try:
+        with _lm([proxy.url + "/v1"], max_concurrency=3, probe=False) as lm:
+            proxy.max_inflight = 0
+            assert len(lm.generate([GenerateRequest(f"p{i}", max_tokens=2) for i in range(12)])) == 12
+    finally:
+        proxy.close()
+    assert proxy.max_inflight == 3
 
 
 def test_align_continuation_straddling_and_malformed():
