@@ -205,3 +205,18 @@ def test_registry_opens_openai_model_key_not_exposed(server, monkeypatch):
         assert "sk-secret" not in shown
     finally:
         lm.close()
+
+
+def test_replica_dies_mid_run_fails_over(server):
+    a, b = FaultProxy(_root(server)), FaultProxy(_root(server))
+    try:
+        with _lm([a.url + "/v1", b.url + "/v1"], max_retries=3) as lm:
+            a.faults = ["drop"] * 100                        # replica A stops answering after the probe
+            reqs = [ScoreRequest(f"context number {i} is", " here") for i in range(10)] + SCORES
+            res = lm.score(reqs)
+            rep = lm.endpoint_report()
+        assert [r.logprobs for r in res[10:]] == _expected_scores()
+        assert a.served["drop"] >= 1 and rep[1]["requests"] > rep[0]["requests"]
+    finally:
+        a.close()
+        b.close()
