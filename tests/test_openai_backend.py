@@ -220,3 +220,18 @@ def test_replica_dies_mid_run_fails_over(server):
     finally:
         a.close()
         b.close()
+
+
+def test_replica_back_after_start_is_probed_then_used(server):
+    a = FaultProxy(_root(server), ["drop"] * 100)
+    try:
+        with _lm([a.url + "/v1", server]) as lm:
+            assert lm.endpoint_report()[0]["info"] is None      # down during the probe
+            a.faults = []
+            time.sleep(max(0.0, lm._endpoints[0].down_until - time.monotonic()) + 0.05)
+            res = lm.score([ScoreRequest(f"context {i} is", " here") for i in range(6)] + SCORES)
+            rep = lm.endpoint_report()
+        assert [r.logprobs for r in res[6:]] == _expected_scores()
+        assert rep[0]["info"] is not None and rep[0]["excluded"] is None and rep[0]["requests"] > 0
+    finally:
+        a.close()

@@ -64,6 +64,7 @@ class _Endpoint:
     down_until: float = 0.0
     info: EndpointInfo | None = None
     excluded: str | None = None             # why this replica is not used (lower capabilities than recorded)
+    probing: bool = False                   # a late probe is running (one at a time, not one per request)
     requests: int = 0
 
     @property
@@ -291,8 +292,13 @@ class OpenAILM:
                 with attempt:
                     attempts += 1
                     target = ep or self._pick()
-                    if ep is None and target.info is None and target.excluded is None and self.info is not None:
-                        await self._late_probe(target)
+                    if (ep is None and target.info is None and target.excluded is None and not target.probing
+                            and self.info is not None):
+                        target.probing = True
+                        try:
+                            await self._late_probe(target)
+                        finally:
+                            target.probing = False
                         if target.excluded is not None:
                             raise DlcLMError(f"replica {target.url} excluded", code="E621", retryable=True)
                     async with target.sem:
