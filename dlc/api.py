@@ -373,8 +373,20 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
             raise DlcUsageError("--resume and --run-dir cannot be combined", code="E112",
                                 hint="--resume RUN continues the run in RUN")
         run = RunDir.open(resume)
-        given = load_network(target, overrides) if (target is not None or overrides) else None
         base_cfg = run.config()
+        given = None
+        if target is not None:
+            given = load_network(target, overrides)
+        elif overrides:
+            # `--resume RUN --set k=v`: the run's own source with its original overrides plus the new ones
+            from dlc import compiler
+
+            src = run.source_text()
+            if src is None:
+                raise DlcUsageError(f"--set needs the run's .dln source, and {run.path} has none", code="E101")
+            merged = {**(base_cfg.get("overrides") or {}), **overrides}
+            g = compiler.compile_source(src, base_cfg.get("source_path") or str(run.file(SOURCE)), merged)
+            given = Network(g, base_cfg.get("net") or g.name, src, base_cfg.get("source_path"))
         if given is not None:
             # what the user named must be the run's network and config (compare before anything is written)
             check_resumable(run, graph_sha256=graph_identity(given.graph),

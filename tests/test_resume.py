@@ -148,6 +148,8 @@ def test_resume_refuses_changed_graph_config_or_damage_and_writes_nothing(refere
     r = dlc(str(REPO / "graphs" / "dln2.dln"), *sum((["--set", s] for s in SETS), []), "--set", "fit.iters=7",
             "--resume", str(run_dir))
     assert r.returncode == 1 and "error[E504]" in r.stderr
+    r = dlc("--resume", str(run_dir), "--set", "fit.iters=7")          # the same, on the run's own source
+    assert r.returncode == 1 and "error[E504]" in r.stderr
     # the same network and config is accepted (checked, then resumed) -- verified below on a copy
     assert snapshot(run_dir) == before
     # a damaged checkpoint
