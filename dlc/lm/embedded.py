@@ -16,9 +16,10 @@ teacher forcing:
 Why exactly this shape (measured on this build, SmolLM2 and Qwen-0.5B): flash attention off and one KV stream per
 sequence (a *unified* KV cache moved scores by up to 0.1 nats with the batch's other sequences); every decode has at
 least two rows (a one-row decode takes another kernel: ~0.01 nats); and, with `exact=True` (default), one
-continuation per decode (several sequences in one decode moved scores by up to 0.19 nats). So configured, the scores
-equal a plain one-sequence evaluation of prompt + continuation bit for bit, and prefix sharing is what makes it fast
-(20 continuations of a 300-token prompt: see bench/README.md).
+continuation per decode (several sequences in one decode moved scores by up to 0.19 nats). So configured, SmolLM2's
+scores equal a plain one-sequence evaluation of prompt + continuation bit for bit. On Qwen2.5 Q4_K_M a difference of
+up to ~0.2 nats between *any* two batch shapes remains (also with CPU_REPACK off): that is llama.cpp's kernels, and
+the plain evaluation is just another batch shape. Prefix sharing is what makes scoring fast (bench/README.md).
 
 Generation samples in numpy with a `random.Random` seeded from dlc.rng.derive_seed(seed, "sample", i), so sample i of
 a request is reproducible and independent of how many samples were asked for before it.
