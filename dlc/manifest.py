@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 
 from dlc import __version__, ir
 from dlc.errors import DlcArtifactError
+from dlc.fsutil import atomic_write_text
 
 MANIFEST_DIR = ".dlc"
 LAST_FILE = "LAST"
@@ -169,24 +168,6 @@ def graph_sha256(graph: ir.Graph) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- files
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory + os.replace, so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write(graph: ir.Graph, path: str | Path) -> Path:
     p = Path(path)
     try:

@@ -22,13 +22,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from dlc.errors import DlcArtifactError, DlcUsageError
+from dlc.fsutil import atomic_write_text  # noqa: F401 (part of this module's API)
 
 CHECKPOINT_SCHEMA = "dlc/checkpoint/v1"
 CONFIG_SCHEMA = "dlc/run-config/v1"
@@ -45,39 +45,6 @@ LOCK = "lock"
 
 
 # ---------------------------------------------------------------------------------------------------------- writes
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Replace `path` by `text` so that a reader (or a crash) sees the old file or the new one, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
 
 def dumps(obj: Any) -> str:
     """The one JSON style of run files: sorted keys (stable diffs and hashes), UTF-8, indented."""

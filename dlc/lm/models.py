@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlc.errors import DlcLMError
+from dlc.fsutil import atomic_write_bytes
 
 TINY_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 SMALL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
@@ -97,21 +98,10 @@ def sha256_file(path: Path, *, cache_dir: Path | None = None) -> str:
     known[stamp] = digest
     try:
         index.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(index, json.dumps(known, indent=0, sort_keys=True).encode("utf-8"))
+        atomic_write_bytes(index, json.dumps(known, indent=0, sort_keys=True).encode("utf-8"))
     except OSError:
         pass  # a read-only cache only costs a re-hash next time
     return digest
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _package_dir(dist: str) -> Path | None:
