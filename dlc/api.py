@@ -410,7 +410,7 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
                                    "started with", code="E505",
                                    hint="pass the --data-dir the run used, or start a new run")
     plan = tr.plan(graph, graph.fit, len(splits.train), len(splits.dev))
-    _print(out, f"network {net.name}: {len(graph.order)} layer(s) {', '.join(graph.order)}; output {graph.output}")
+    _print(out, f"network {graph.name}: {len(graph.order)} layer(s) {', '.join(graph.order)}; output {graph.output}")
     _print(out, f"data: train {len(splits.train)}, dev {len(splits.dev)}, test {len(splits.test)}")
     _print(out, "plan:")
     _print(out, format_plan(plan, 1))
