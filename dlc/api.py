@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, TextIO
+from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
 
 from dlc import __version__
 from dlc.errors import DlcArtifactError, DlcError, DlcUsageError
@@ -280,6 +280,19 @@ def usage_totals(lms: Mapping[str, LM], base: Mapping[str, Any] | None = None) -
             tot[k] += v
             row[k] = row.get(k, 0) + v
     tot["per_model"] = per_model
+    # what local backends really computed (bench/ cost columns); absent for remote-only runs
+    base_work = (base or {}).get("backend") or {}
+    works = [w() for w in (getattr(lm, "work", None) for lm in unique_lms(lms)) if callable(w)]
+    if works or base_work:
+        uniques = [w.unique_tokens for w in works]
+        tracked = all(u is not None for u in uniques) and (not base_work or base_work.get("unique_tokens") is not None)
+        tot["backend"] = {
+            "decoded_tokens": int(base_work.get("decoded_tokens", 0)) + sum(w.decoded_tokens for w in works),
+            # a resumed run sums the processes' tries: an upper bound of the true minimum
+            "unique_tokens": (int(base_work.get("unique_tokens") or 0) + sum(u or 0 for u in uniques)) if tracked
+            else None,
+            "seconds": round(float(base_work.get("seconds", 0.0)) + sum(w.seconds for w in works), 3),
+        }
     return tot
 
 
@@ -477,6 +490,14 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
     else:
         run.truncate_trace(0)
     trainer = tr.Trainer(graph, lms, splits.train, splits.dev, graph.fit, state=state)
+    t_start, base_wall = time.perf_counter(), float(base_usage.get("wall_seconds", 0.0) or 0.0)
+
+    def totals() -> dict[str, Any]:
+        """Usage so far, with the wall time of training (all processes of a resumed run, model loading excluded)."""
+        u = usage_totals(lms, base_usage)
+        u["wall_seconds"] = round(base_wall + time.perf_counter() - t_start, 3)
+        return u
+
     n_records = len(run.trace())
     total = graph.fit.iters + 1          # iterations 0..iters; the last one only validates (trainer.py)
     best = None
@@ -490,7 +511,7 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
                          stream=err, live=live) as bar:
             while not trainer.finished():
                 rec = trainer.step()
-                usage = usage_totals(lms, base_usage)
+                usage = totals()
                 rec = dict(rec)
                 rec.setdefault("tokens", usage["prompt_tokens"] + usage["completion_tokens"])
                 run.append_trace(rec)
@@ -507,7 +528,7 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
         _print(err, f"\ninterrupted: the last checkpoint ({run.path / 'checkpoint.json'}) is intact; "
                     f"continue with `dlc fit --resume {run.path}`")
         raise
-    result = _finish(run, net, graph, splits, lms, trainer, base_usage)
+    result = _finish(run, net, graph, splits, lms, trainer, totals)
     fit_dln = run.path / f"{net.name}.fit.dln"
     _print(out, f"dev accuracy  {_fmt(result['baseline']['dev_accuracy'])} -> {_fmt(result['dev_accuracy'])}")
     _print(out, f"test accuracy {_fmt(result['baseline']['test_accuracy'])} -> {_fmt(result['test_accuracy'])}")
@@ -535,7 +556,7 @@ def _evaluate(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], e
 
 
 def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[str, LM], trainer: Any,
-            base_usage: Mapping[str, Any]) -> dict[str, Any]:
+            totals: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Final evaluation with the best prompts (and, for the gain, the initial ones), `.fit.dln`, result.json."""
     from dlc.report import classification_report
 
@@ -567,7 +588,7 @@ def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[s
         text = compiler.rewrite_prompts(net.source_text, net.source_path or f"{net.name}.dln", changed)
         fit_dln = run.path / f"{net.name}.fit.dln"
         run.write_text(fit_dln.name, text)
-    usage = usage_totals(lms, base_usage)
+    usage = totals()
     result = {
         "schema": RESULT_SCHEMA, "net": net.name, "seed": graph.fit.seed,
         "dev_accuracy": acc("final", "dev"), "test_accuracy": acc("final", "test"),

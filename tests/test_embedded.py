@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dlc.errors import DlcLMError
-from dlc.lm.base import LM, ChatPrompt, GenerateRequest, ScoreRequest
+from dlc.lm.base import LM, ChatPrompt, GenerateRequest, PrefixTrie, ScoreRequest
 from dlc.lm.embedded import EmbeddedLM, _find_stop, _sample, render_chat_template
 from dlc.lm.models import TINY_SHA256
 
@@ -195,3 +195,39 @@ def test_sampler_pure():
     # top_p keeps the smallest nucleus: token 1 alone holds > 50% of the mass
     assert {_sample(logits, 1.0, 0.5, random.Random(s)) for s in range(50)} == {1}
     assert _find_stop("abc\n\ndef", ("\n\n", "d")) == 3 and _find_stop("abc", ("x", "")) is None
+
+
+def test_prefix_trie_counts_distinct_prefixes():
+    t = PrefixTrie()
+    t.insert([1, 2, 3])
+    assert len(t) == 3
+    t.insert([1, 2, 4])          # shares [1, 2]
+    assert len(t) == 4
+    t.insert([1, 2])             # already there
+    t.insert([2, 2])             # another root branch: its own prefixes
+    assert len(t) == 6
+
+
+@pytest.mark.model
+def test_work_counters_decoded_unique_and_seconds():
+    """`work()` is what llama.cpp really did: prefix sharing decodes a shared prompt once, so for N continuations of
+    one prompt the decoded tokens stay near the minimum (distinct prefixes), far below N x (prompt + continuation)."""
+    with EmbeddedLM("tiny", n_ctx=512, n_seq_max=4, track_prefixes=True) as m:
+        assert m.work().decoded_tokens == 0 and m.work().unique_tokens == 0
+        prompt = "The capital of France is a city called"
+        conts = [" Paris, of course", " Lyon, in the south", " Marseille", " Paris"]
+        m.score([ScoreRequest(prompt, c) for c in conts])
+        w = m.work()
+        p = m.tokenize(prompt)
+        cs = [m.tokenize(c, special=False, add_bos=False) for c in conts]
+        naive = sum(len(p) + len(c) - 1 for c in cs)
+        minimum = len({tuple((p + c[:-1])[:k]) for c in cs for k in range(1, len(p) + len(c))})
+        assert w.unique_tokens == minimum
+        assert minimum <= w.decoded_tokens < naive
+        assert w.seconds > 0
+        m.generate([GenerateRequest(prompt, max_tokens=5, n=2, temperature=0.7, seed=1)])
+        w2 = m.work()
+        assert w2.decoded_tokens > w.decoded_tokens and w2.unique_tokens > w.unique_tokens
+    with EmbeddedLM("tiny", n_ctx=256, n_seq_max=2, track_prefixes=False) as m:
+        m.score([ScoreRequest("Hello there", " friend")])
+        assert m.work().unique_tokens is None and m.work().decoded_tokens > 0

@@ -119,6 +119,45 @@ class Usage:
                 "per_tag": self.per_tag}
 
 
+class PrefixTrie:
+    """Counts the distinct token prefixes of every sequence inserted: the fewest token evaluations any evaluator
+    with perfect prefix sharing needs for those sequences (the benchmark's "minimum" cost column)."""
+
+    def __init__(self) -> None:
+        self._edges: dict[tuple[int, int], int] = {}
+
+    def insert(self, tokens: Sequence[int]) -> None:
+        node = 0
+        edges = self._edges
+        for t in tokens:
+            key = (node, int(t))
+            nxt = edges.get(key)
+            if nxt is None:
+                nxt = edges[key] = len(edges) + 1
+            node = nxt
+
+    def __len__(self) -> int:
+        return len(self._edges)
+
+
+@dataclass
+class BackendWork:
+    """What a local backend really computed, as opposed to what was requested (`Usage`).
+
+    `decoded_tokens`: tokens sent through the model (llama_decode rows). `unique_tokens`: the minimum for the same
+    requests, i.e. distinct prefixes of every (prompt + continuation-but-last) sequence (tracked only when
+    `track_prefixes` is on: it costs memory proportional to the distinct tokens). `seconds`: wall time spent inside
+    the backend's generate/score calls, so a caller can compute its own overhead."""
+
+    decoded_tokens: int = 0
+    unique_tokens: int | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {"decoded_tokens": self.decoded_tokens, "unique_tokens": self.unique_tokens,
+                "seconds": round(self.seconds, 3)}
+
+
 @runtime_checkable
 class LM(Protocol):
     """A language model. Batch methods return one result per request, in order."""

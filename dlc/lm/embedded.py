@@ -26,20 +26,22 @@ a request is reproducible and independent of how many samples were asked for bef
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import random
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from dlc.errors import DlcLMError
-from dlc.lm.base import (Capabilities, ChatPrompt, GenerateRequest, GenerateResult, Prompt, ScoreRequest,
-                         ScoreResult, Usage)
+from dlc.lm.base import (BackendWork, Capabilities, ChatPrompt, GenerateRequest, GenerateResult, PrefixTrie,
+                         Prompt, ScoreRequest, ScoreResult, Usage)
 from dlc.lm.models import ResolvedModel, resolve_model
 from dlc.rng import derive_seed
 
@@ -95,10 +97,16 @@ class EmbeddedLM:
 
     def __init__(self, model: str | ResolvedModel = "default", *, n_ctx: int = 4096, n_seq_max: int = 8,
                  n_batch: int = 512, n_threads: int | None = None, cache_dir: Path | None = None,
-                 exact: bool = True) -> None:
+                 exact: bool = True, track_prefixes: bool | None = None) -> None:
         self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, cache_dir=cache_dir)
         self.model_id = self.resolved.model_id
         self.usage = Usage()
+        # what was really computed (bench/ cost columns); the prefix trie is opt-in ($DLC_TRACK_PREFIXES=1): it grows
+        # with every distinct token a long-lived process (dlc serve) ever sees
+        if track_prefixes is None:
+            track_prefixes = os.environ.get("DLC_TRACK_PREFIXES") == "1"
+        self._trie = PrefixTrie() if track_prefixes else None
+        self._work = BackendWork(unique_tokens=0 if track_prefixes else None)
         self.n_ctx = int(n_ctx)                    # per sequence: the longest prompt + continuation/generation
         self.n_seq_max = max(2, int(n_seq_max))    # sequence 0 holds the prompt; 1.. hold continuations/samples
         self.n_batch = int(n_batch)
@@ -228,6 +236,7 @@ class EmbeddedLM:
                 b.seq_id[i][0] = seq
                 b.logits[i] = (start + i) in wanted
             rc = L.llama_decode(self._ctx, b)
+            self._work.decoded_tokens += len(chunk)
             if rc != 0:
                 self._reset_memory()
                 raise DlcLMError(f"llama_decode failed with status {rc} ({len(chunk)} tokens)", code="E642",
@@ -278,9 +287,12 @@ class EmbeddedLM:
     # ---------------------------------------------------------------- scoring
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Exact teacher-forced log p(continuation | prompt) per token, prompts shared within and across groups."""
-        with self._lock:
+        with self._lock, self._timed():
             prepared = [(self._prompt_tokens(r.prompt), self.tokenize(r.continuation, special=False, add_bos=False))
                         for r in requests]
+            if self._trie is not None:
+                for p, c in prepared:
+                    self._trie.insert(p + c[:-1])
             for (p, c), r in zip(prepared, requests):
                 if not p:
                     raise DlcLMError("cannot score after an empty prompt", code="E643",
@@ -385,7 +397,7 @@ class EmbeddedLM:
 
     # ---------------------------------------------------------------- generation
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        with self._lock:
+        with self._lock, self._timed():
             results = [self._generate_one(r) for r in requests]
             for r, res in zip(requests, results):
                 self.usage.add(r.tag, calls=1, prompt_tokens=res.prompt_tokens,
@@ -413,6 +425,9 @@ class EmbeddedLM:
             finally:
                 self._clear_seqs([smp.seq for smp in wave])
             samples.extend(wave)
+        if self._trie is not None:
+            for smp in samples:
+                self._trie.insert(prompt + smp.tokens[:-1])
         return GenerateResult(texts=tuple(s.text for s in samples), prompt_tokens=len(prompt),
                               completion_tokens=sum(len(s.tokens) for s in samples),
                               finish_reasons=tuple(s.finish for s in samples))
@@ -442,6 +457,21 @@ class EmbeddedLM:
             items = [(s.tokens[-1], n_prompt + len(s.tokens) - 1, s.seq) for s in active]
             out = self._decode(items, {k: None for k in range(len(items))})
             logits = {s.seq: out[k] for k, s in enumerate(active)}  # type: ignore[misc]
+
+    # ---------------------------------------------------------------- accounting
+    @contextlib.contextmanager
+    def _timed(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._work.seconds += time.perf_counter() - t0
+
+    def work(self) -> BackendWork:
+        """A snapshot of what this backend really computed (see `BackendWork`)."""
+        with self._lock:
+            unique = len(self._trie) if self._trie is not None else None
+            return BackendWork(self._work.decoded_tokens, unique, self._work.seconds)
 
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:

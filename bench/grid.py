@@ -1,0 +1,484 @@
+"""The benchmark grid (issue 6): DLN-1 vs 0-shot vs 5-shot, DLN-2, deep3/branched and a DSPy peer, with their cost.
+
+    python bench/grid.py run [--methods dln1,0shot] [--tasks trec,subj] [--seeds 42] [--max-minutes 60]
+    python bench/grid.py report          # bench/RESULTS.md + bench/plots/*.png from bench/cells/*.json
+    python bench/grid.py list            # every cell of the grid and whether it is done
+
+Why this shape:
+- A *cell* is one (method, task, seed). Each is an ordinary `dlc fit` of a generated `.dln` (bench/out/nets/), run in
+  its own process so its counters and wall time are its own, with the run directory under bench/out/runs/ and one
+  LLM cache shared by all cells (bench/out/cache): the 0-shot test evaluation a DLN-1 cell repeats is a cache hit.
+- Resume per cell: a finished cell leaves bench/cells/<cell>.json (small, committed) and is skipped; a cell killed
+  mid-run is continued with `dlc fit --resume`, so a rerun of a finished grid only reads JSON.
+- 0-shot is greedy and its splits do not depend on the seed, so it is one cell per task (seed 42) reported for all
+  seeds; 5-shot draws its demonstrations from the seed.
+- Cost: `usage` is what dlc requested from the backend after the cache (calls, prompt/completion tokens, cache hits);
+  `backend` is what llama.cpp really decoded and the minimum for the same requests (distinct token prefixes,
+  `DLC_TRACK_PREFIXES=1`), and the seconds spent inside the backend; overhead = 1 - backend seconds / training wall.
+- Settings were fixed before any test number was seen, from the quickstart's dev-set runs (graphs/quickstart.dln),
+  and shrunk to fit a 2-core CPU; RESULTS.md states all of them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+CELLS = BENCH / "cells"
+OUT = BENCH / "out"
+SEEDS = (13, 42, 25)
+RUN_SEEDS = (42, 13, 25)      # the order seeds are run in
+ZERO_SHOT_SEED = 42
+
+NINE = ("hyperbaton", "navigate", "date_understanding", "logical_deduction_seven_objects", "mpqa", "trec", "subj",
+        "disaster", "airline")
+# NLU tasks first: the local model is above the majority baseline only there (local-models.md)
+RUN_ORDER = ("trec", "subj", "mpqa", "disaster", "airline", "navigate", "hyperbaton", "date_understanding",
+             "logical_deduction_seven_objects")
+DLN2_TASKS = ("navigate", "date_understanding", "logical_deduction_seven_objects", "subj", "disaster")
+DEEP_TASKS = ("navigate", "subj")
+SHORT = {"hyperbaton": "Hyper.", "navigate": "Nav.", "date_understanding": "Date.",
+         "logical_deduction_seven_objects": "Logic.7", "mpqa": "Mpqa", "trec": "Trec", "subj": "Subj",
+         "disaster": "Disaster", "airline": "Airline"}
+
+SIZES = {"train": 40, "dev": 20, "test": 40}
+HIDDEN_MAX_TOKENS = 64
+FIT = {
+    "0shot": "iters = 0",
+    "5shot": "iters = 0  n_shots = 5",
+    "dln1": "iters = 2  batch_size = 8  num_p_samples = 6  val_freq = 1  tolerance = 2  use_memory = 2",
+    "dln2": ("iters = 2  batch_size = 8  num_p_samples = 4  num_h_samples = 3  val_freq = 1  tolerance = 2  "
+             "use_memory = 2"),
+}
+FIT["deep3"] = FIT["branched"] = FIT["dln2"]
+NET_NAME = {"0shot": "zero_shot", "5shot": "five_shot"}
+METHODS = ("0shot", "5shot", "dln1", "dln2", "deep3", "branched")
+LABEL = {"0shot": "0-shot", "5shot": "5-shot", "dln1": "DLN-1", "dln2": "DLN-2", "deep3": "deep3",
+         "branched": "branched", "dspy-copro": "DSPy COPRO"}
+
+# The paper's GPT-3 (text-davinci-003) test accuracies, dln-reference §5 Tables 1-2: a different, far larger model.
+PAPER_GPT3 = {
+    "0shot": dict(zip(NINE, ("60.8", "64.1", "56.4", "45.9", "88.0", "61.9", "61.7", "81.6", "75.6"))),
+    "5shot": dict(zip(NINE, ("55.6", "56.5", "62.1", "36.7", "87.2", "80.0", "76.4", "81.2", "82.7"))),
+    "dln1": dict(zip(NINE, ("91.9±3.0", "68.5±4.7", "55.7±4.5", "47.5±2.1", "88.5±2.5", "89.7±3.2", "83.2±6.5",
+                            "81.7±6.5", "83.2±5.5"))),
+    "dln2": {"navigate": "83.1±24.7", "date_understanding": "75.2±14.8", "logical_deduction_seven_objects": "45.7±3.5",
+             "disaster": "82.8±2.5", "subj": "85.9±8.7"},
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    task: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.method}-{self.task}-s{self.seed}"
+
+    @property
+    def tier(self) -> int:
+        return METHODS.index(self.method)
+
+
+def grid(seeds: Sequence[int] = RUN_SEEDS) -> list[Cell]:
+    """Every dlc cell of the issue's grid, in the order they are run: seed by seed (42 first), then task by task."""
+    cells: list[Cell] = []
+    for seed in seeds:
+        for task in RUN_ORDER:               # task by task, so a partial grid has whole rows to compare
+            for method in ("0shot", "dln1", "5shot"):
+                if method != "0shot" or seed == ZERO_SHOT_SEED:
+                    cells.append(Cell(method, task, seed))
+        for method, tasks in (("dln2", DLN2_TASKS), ("deep3", DEEP_TASKS), ("branched", DEEP_TASKS)):
+            cells.extend(Cell(method, t, seed) for t in tasks)
+    return cells
+
+
+# ------------------------------------------------------------------------------------------------ networks
+
+def _q(text: str) -> str:
+    return json.dumps(text)
+
+
+def _output_layer(task: str, parents: str, template: str) -> str:
+    """The output layer for a task: its initial instruction, its labels, and for the BBH tasks a reply prefix so the
+    label is the next word (local-models.md §2: without it chat models open with a sentence)."""
+    from dlc.data.tasks import TASKS
+
+    info = TASKS[task]
+    lines = [f"layer y({parents}) {{", f"  template = {template}", f"  prompt = {_q(info.instruction)}"]
+    names = info.label_names
+    if info.source == "bbh" and all(len(n) == 1 and n.isupper() for n in names):
+        lines.append('  answer_prefix = "The answer is ("')
+        lines.append("  output = choice { " + ", ".join(f'{n}: "{n}"' for n in names) + " }")
+    elif info.source == "bbh":
+        lines.append('  answer_prefix = "The answer is"')
+        lines.append("  output = choice { " + ", ".join(f'{n}: " {n}" | " {n.capitalize()}"' for n in names) + " }")
+    else:
+        lines.append("  output = choice")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def net_text(cell: Cell) -> str:
+    """The `.dln` of a cell: the method's graph on the cell's task with the grid's sizes and fit settings."""
+    m, task = cell.method, cell.task
+    head = [f"# generated by bench/grid.py for cell {cell.id}", f"network {NET_NAME.get(m, m)}", "input x", ""]
+    hidden = f"  max_tokens = {HIDDEN_MAX_TOKENS}"
+    if m in ("0shot", "5shot", "dln1"):
+        body = [_output_layer(task, "x", "classify")]
+    elif m == "dln2":
+        body = ["layer h(x) {", "  template = step_by_step", '  prompt = ""', hidden,
+                "  backward { posterior = { prior_answer: 0.5, prior: 0.5 } }", "}", "",
+                _output_layer(task, "x, h", "residual")]
+    elif m == "deep3":
+        body = ["layer analysis(x) {", "  template = brief_analysis",
+                '  prompt = "Identify the facts stated in the text."', hidden, "}", "",
+                "layer reasoning(analysis) {", "  template = step_by_step",
+                '  prompt = "Use the facts to decide the answer."', hidden,
+                "  backward { posterior = { prior_answer: 0.5, edit: 0.5 } }", "}", "",
+                _output_layer(task, "x, reasoning", "residual")]
+    elif m == "branched":
+        body = ["layer steps(x) {", "  template = step_by_step", '  prompt = ""', hidden, "}", "",
+                "layer brief(x) {", "  template = brief_analysis",
+                '  prompt = "Point out the facts or words that decide the answer."', hidden, "}", "",
+                _output_layer(task, "x, steps, brief", "residual")]
+    else:
+        raise ValueError(f"unknown method {m}")
+    tail = ["", "output y { target = label  metric = accuracy }", "",
+            f'data {{ task = "{task}"  train_size = {SIZES["train"]}  dev_size = {SIZES["dev"]}  '
+            f'test_size = {SIZES["test"]} }}',
+            f"fit  {{ {FIT[m]}  seed = {cell.seed} }}", ""]
+    return "\n".join(head + body + tail)
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+def _atomic_json(path: Path, data: Any) -> None:
+    from dlc.fsutil import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def load_cell(cell_id: str, cells_dir: Path = CELLS) -> dict[str, Any] | None:
+    p = cells_dir / f"{cell_id}.json"
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return data if data.get("test_accuracy") is not None else None
+
+
+def cell_record(cell: Cell, result: dict[str, Any], wall: float) -> dict[str, Any]:
+    """The committed summary of a finished cell (bench/cells/<id>.json) from its run's result.json."""
+    u = result.get("usage") or {}
+    be = u.get("backend") or {}
+    train_wall = float(u.get("wall_seconds") or 0.0)
+    requested = int(u.get("prompt_tokens", 0)) + int(u.get("completion_tokens", 0))
+    cost = {"calls": u.get("calls"), "prompt_tokens": u.get("prompt_tokens"),
+            "completion_tokens": u.get("completion_tokens"), "cache_hits": u.get("cache_hits"),
+            "requested_tokens": requested, "decoded_tokens": be.get("decoded_tokens"),
+            "unique_tokens": be.get("unique_tokens"), "backend_seconds": be.get("seconds"),
+            "fit_seconds": round(train_wall, 1), "wall_seconds": round(wall, 1),
+            "overhead": (round(1.0 - float(be["seconds"]) / train_wall, 4)
+                         if be.get("seconds") is not None and train_wall > 0 else None)}
+    return {"cell": cell.id, "method": cell.method, "task": cell.task, "seed": cell.seed, "sizes": dict(SIZES),
+            "settings": FIT[cell.method], "dev_accuracy": result.get("dev_accuracy"),
+            "test_accuracy": result.get("test_accuracy"), "baseline": result.get("baseline", {}),
+            "prompts": result.get("prompts"), "iterations": result.get("iterations"), "cost": cost,
+            "test_confusion": (result.get("test") or {}).get("confusion"),
+            "finished_at": result.get("finished_at")}
+
+
+def run_cell(cell: Cell, *, data_dir: str, out: Path = OUT, cells_dir: Path = CELLS, model: str | None = None,
+             python: str = sys.executable, log: Any = sys.stdout) -> dict[str, Any] | None:
+    """Fit one cell in a subprocess (resuming its run directory if a previous attempt was killed)."""
+    done = load_cell(cell.id, cells_dir)
+    if done is not None:
+        return done
+    nets, runs = out / "nets", out / "runs"
+    nets.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    net = nets / f"{cell.id}.dln"
+    net.write_text(net_text(cell), encoding="utf-8")
+    run_dir = runs / cell.id
+    cmd = [python, "-m", "dlc", "fit"]
+    if (run_dir / "checkpoint.json").is_file() or (run_dir / "result.json").is_file():
+        cmd += ["--resume", str(run_dir)]
+    else:
+        if run_dir.exists():          # started but never checkpointed: nothing worth keeping
+            import shutil
+
+            shutil.rmtree(run_dir)
+        cmd += [str(net), "--run-dir", str(run_dir)]
+        if model:
+            cmd += ["--set", f"model.default.model={model}"]
+    cmd += ["--data-dir", data_dir, "--cache-dir", str(out / "cache"), "--no-progress"]
+    env = dict(os.environ, DLC_TRACK_PREFIXES="1")
+    t0 = time.perf_counter()
+    print(f"[{time.strftime('%H:%M:%S')}] {cell.id}: {' '.join(cmd[1:])}", file=log, flush=True)
+    logf = run_dir.with_suffix(".log")
+    with open(logf, "a", encoding="utf-8") as fh:
+        rc = subprocess.call(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    result_p = run_dir / "result.json"
+    if rc != 0 or not result_p.is_file():
+        print(f"  {cell.id} failed (exit {rc}); see {logf}", file=log, flush=True)
+        return None
+    rec = cell_record(cell, json.loads(result_p.read_text(encoding="utf-8")), wall)
+    _atomic_json(cells_dir / f"{cell.id}.json", rec)
+    print(f"  {cell.id}: dev {rec['dev_accuracy']:.3f} test {rec['test_accuracy']:.3f} "
+          f"({rec['baseline'].get('test_accuracy')} before), {wall:.0f} s", file=log, flush=True)
+    return rec
+
+
+def select(cells: Iterable[Cell], methods: str | None, tasks: str | None, seeds: str | None) -> list[Cell]:
+    def parse(s: str | None) -> set[str] | None:
+        return {x.strip() for x in s.split(",") if x.strip()} if s else None
+
+    m, t, s = parse(methods), parse(tasks), parse(seeds)
+    return [c for c in cells if (m is None or c.method in m) and (t is None or c.task in t)
+            and (s is None or str(c.seed) in s)]
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def _load_all(cells_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for p in sorted(cells_dir.glob("*.json")):
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            continue
+        if d.get("test_accuracy") is not None:
+            out.append(d)
+    return out
+
+
+def summarize(records: Sequence[dict[str, Any]], method: str, task: str, key: str = "test_accuracy") -> Any:
+    """mean ± 95% t-interval over the seeds of (method, task); 0-shot's single deterministic cell stands alone."""
+    from dlc.report import mean_ci
+
+    vals = [float(r[key]) for r in records if r["method"] == method and r["task"] == task and r.get(key) is not None]
+    return mean_ci(vals) if vals else None
+
+
+def _pct(ci: Any) -> str:
+    if ci is None:
+        return "–"
+    s = f"{100 * ci.mean:.1f}"
+    if ci.half_width is not None:
+        s += f"±{100 * ci.half_width:.1f}"
+    return s + (f" ({ci.n})" if ci.n != 3 else "")
+
+
+def _table(records: Sequence[dict[str, Any]], methods: Sequence[str], tasks: Sequence[str],
+           paper: Sequence[str] = ()) -> list[str]:
+    lines = ["| Method | " + " | ".join(SHORT[t] for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for m in methods:
+        lines.append(f"| {LABEL[m]} (Qwen2.5-Coder-1.5B) | " +
+                     " | ".join(_pct(summarize(records, m, t)) for t in tasks) + " |")
+    for m in paper:
+        lines.append(f"| *{LABEL[m]} (paper, GPT-3)* | " +
+                     " | ".join(f"*{PAPER_GPT3[m].get(t, '–')}*" for t in tasks) + " |")
+    return lines
+
+
+def _k(x: Any) -> str:
+    if x is None:
+        return "–"
+    x = float(x)
+    return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}"
+
+
+def cost_table(records: Sequence[dict[str, Any]]) -> list[str]:
+    lines = ["| cell | dev | test (before) | calls | prompt tok | compl. tok | cache hits | decoded tok | "
+             "minimum tok | fit s | wall s | overhead |", "|---" * 12 + "|"]
+    order = {m: i for i, m in enumerate(METHODS + ("dspy-copro",))}
+    for r in sorted(records, key=lambda r: (order.get(r["method"], 99), r["task"], r["seed"])):
+        c = r.get("cost") or {}
+        base = (r.get("baseline") or {}).get("test_accuracy")
+        ov = c.get("overhead")
+        lines.append("| " + " | ".join([
+            r["cell"], f"{r['dev_accuracy']:.3f}" if r.get("dev_accuracy") is not None else "–",
+            f"{r['test_accuracy']:.3f}" + (f" ({base:.3f})" if base is not None else ""),
+            _k(c.get("calls")), _k(c.get("prompt_tokens")), _k(c.get("completion_tokens")), _k(c.get("cache_hits")),
+            _k(c.get("decoded_tokens")), _k(c.get("unique_tokens")),
+            _k(c.get("fit_seconds", c.get("optimize_seconds"))), _k(c.get("wall_seconds")),
+            f"{100 * ov:.0f}%" if ov is not None else "–"]) + " |")
+    return lines
+
+
+def plots(records: Sequence[dict[str, Any]], plots_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    methods = [m for m in ("0shot", "5shot", "dln1", "dln2", "dspy-copro") if any(r["method"] == m for r in records)]
+    tasks = [t for t in NINE if any(r["task"] == t for r in records)]
+    if methods and tasks:
+        fig, ax = plt.subplots(figsize=(11, 4))
+        w = 0.8 / len(methods)
+        for i, m in enumerate(methods):
+            xs, ys, es = [], [], []
+            for j, t in enumerate(tasks):
+                ci = summarize(records, m, t)
+                if ci is not None:
+                    xs.append(j + i * w)
+                    ys.append(100 * ci.mean)
+                    es.append(100 * (ci.half_width or 0.0))
+            ax.bar(xs, ys, w, yerr=es, capsize=2, label=LABEL[m])
+        ax.set_xticks([j + 0.4 - w / 2 for j in range(len(tasks))], [SHORT[t] for t in tasks])
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Qwen2.5-Coder-1.5B (embedded), mean ± 95% CI over seeds")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = plots_dir / "accuracy.png"
+        fig.savefig(p, dpi=100)
+        plt.close(fig)
+        written.append(p)
+    pts = [r for r in records if (r.get("cost") or {}).get("prompt_tokens") and r["method"] != "0shot"]
+    if pts:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for m in sorted({r["method"] for r in pts}):
+            rs = [r for r in pts if r["method"] == m]
+            ax.scatter([r["cost"]["prompt_tokens"] + (r["cost"].get("completion_tokens") or 0) for r in rs],
+                       [100 * (r["test_accuracy"] - ((r.get("baseline") or {}).get("test_accuracy") or 0.0))
+                        for r in rs], label=LABEL.get(m, m))
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xscale("log")
+        ax.set_xlabel("tokens sent to the backend (prompt + completion, after the cache)")
+        ax.set_ylabel("test accuracy gain over 0-shot (points)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = plots_dir / "cost.png"
+        fig.savefig(p, dpi=100)
+        plt.close(fig)
+        written.append(p)
+    return written
+
+
+def report(cells_dir: Path = CELLS, results: Path = BENCH / "RESULTS.md", plots_dir: Path = BENCH / "plots",
+           notes: Path = BENCH / "NOTES.md") -> str:
+    """Regenerate RESULTS.md (and the plots) from the finished cells; pending cells are listed, never invented."""
+    records = _load_all(cells_dir)
+    done = {r["cell"] for r in records}
+    pending = [c.id for c in grid() if c.id not in done]
+    # 0-shot is one deterministic cell per task: report it under every seed's table row as-is
+    lines = ["# Benchmark results (generated by `python bench/grid.py report`; do not edit)", ""]
+    if notes.is_file():
+        lines += [notes.read_text(encoding="utf-8").rstrip(), ""]
+    lines += ["## Settings", "",
+              f"- Model: embedded `default`, Qwen2.5-Coder-1.5B-Instruct Q4_K_M (llama.cpp, 2 CPU cores), forward and "
+              "backward.",
+              f"- Splits (every task, every method): the reference splits (shared/data/README.md) cut to train "
+              f"{SIZES['train']}, dev {SIZES['dev']}, test {SIZES['test']} (dlc `data` block sizes).",
+              *[f"- `{m}`: `fit {{ {FIT[m]} }}`" for m in METHODS],
+              f"- Hidden layers: `max_tokens = {HIDDEN_MAX_TOKENS}`; DLN-2 posterior mixture prior_answer 0.5 / prior "
+              "0.5 (deep3: prior_answer / edit).",
+              f"- Seeds {', '.join(map(str, SEEDS))}; 0-shot is deterministic (greedy, seed-free splits): one cell "
+              "per task.",
+              "- Numbers are test accuracy in %, mean ± 95% t-interval over the seeds that finished (a count in "
+              "parentheses when fewer than 3). With 40 test examples one run alone carries about ±15 points.",
+              ""]
+    lines += ["## 1. DLN-1 vs 0-shot vs 5-shot (nine paper tasks)", ""]
+    lines += _table(records, ("0shot", "5shot", "dln1"), NINE, paper=("0shot", "5shot", "dln1")) + [""]
+    lines += ["## 2. DLN-2 vs DLN-1", ""]
+    lines += _table(records, ("0shot", "dln1", "dln2"), DLN2_TASKS, paper=("dln1", "dln2")) + [""]
+    lines += ["## 3. deep3 and branched", ""]
+    lines += _table(records, ("dln1", "dln2", "deep3", "branched"), DEEP_TASKS) + [""]
+    dspy = [r for r in records if r["method"] == "dspy-copro"]
+    lines += ["## 4. Peer baseline: DSPy COPRO through `dlc serve`", ""]
+    if dspy:
+        tasks = [t for t in NINE if any(r["task"] == t for r in dspy)]
+        lines += _table(records, ("0shot", "dln1", "dspy-copro"), tasks) + [""]
+        for r in dspy:
+            lines.append(f"- `{r['cell']}`: settings {json.dumps(r.get('settings'), sort_keys=True)}")
+        lines.append("")
+    else:
+        lines += ["No DSPy cell has finished yet (`python bench/dspy_baseline.py`).", ""]
+    lines += ["## Cost of every cell", "",
+              "calls / tokens: requests that reached the backend (after the cache); decoded: tokens llama.cpp really "
+              "evaluated; minimum: distinct token prefixes of those requests (what perfect prefix sharing would "
+              "decode); fit s: training + final evaluation wall time; overhead: fraction of it not spent inside the "
+              "backend.", ""]
+    lines += cost_table(records) + [""]
+    if pending:
+        lines += [f"## Pending cells ({len(pending)} of {len(grid())})", "",
+                  "Not run yet (`python bench/grid.py run` continues with them): " + ", ".join(pending), ""]
+    text = "\n".join(lines)
+    from dlc.fsutil import atomic_write_text
+
+    atomic_write_text(results, text)
+    if records:
+        plots(records, plots_dir)
+    return text
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+def _default_data_dir() -> str:
+    return os.environ.get("DLC_DATA_DIR") or str(REPO.parent / "shared" / "data")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench/grid.py", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the cells not finished yet, then rewrite RESULTS.md")
+    for p in (r, sub.add_parser("list", help="the grid's cells and their status")):
+        p.add_argument("--methods")
+        p.add_argument("--tasks")
+        p.add_argument("--seeds")
+    r.add_argument("--data-dir", default=_default_data_dir())
+    r.add_argument("--model", help="override the embedded model (e.g. tiny, for a smoke run; not for RESULTS.md)")
+    r.add_argument("--max-minutes", type=float, default=None, help="start no new cell after this many minutes")
+    r.add_argument("--out", default=str(OUT), help="generated nets, run directories, LLM cache")
+    r.add_argument("--cells", default=str(CELLS), help="where finished cells are recorded")
+    sub.add_parser("report", help="rewrite bench/RESULTS.md and bench/plots/ from bench/cells/")
+    a = ap.parse_args(argv)
+    if a.cmd == "report":
+        report()
+        print(f"wrote {BENCH / 'RESULTS.md'}")
+        return 0
+    cells = select(grid(), a.methods, a.tasks, a.seeds)
+    if a.cmd == "list":
+        for c in cells:
+            print(f"{c.id:55s} {'done' if load_cell(c.id) else 'pending'}")
+        return 0
+    if not Path(a.data_dir).is_dir():
+        print(f"error: data directory {a.data_dir} does not exist; pass --data-dir (../shared/data)", file=sys.stderr)
+        return 1
+    if a.model and Path(a.cells) == CELLS:
+        print("error: --model changes the model, so its cells must not land in bench/cells; pass --cells and --out",
+              file=sys.stderr)
+        return 1
+    t0 = time.monotonic()
+    failed = 0
+    for c in cells:
+        if a.max_minutes is not None and time.monotonic() - t0 > 60 * a.max_minutes:
+            print(f"--max-minutes {a.max_minutes} reached; rerun to continue")
+            break
+        rec = run_cell(c, data_dir=a.data_dir, out=Path(a.out), cells_dir=Path(a.cells), model=a.model)
+        failed += rec is None
+    if Path(a.cells) == CELLS:
+        report()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
