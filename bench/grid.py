@@ -199,7 +199,19 @@ def cell_record(cell: Cell, result: dict[str, Any], wall: float) -> dict[str, An
             "test_accuracy": result.get("test_accuracy"), "baseline": result.get("baseline", {}),
             "prompts": result.get("prompts"), "iterations": result.get("iterations"), "cost": cost,
             "test_confusion": (result.get("test") or {}).get("confusion"),
-            "finished_at": result.get("finished_at")}
+            "finished_at": result.get("finished_at"), "dlc_commit": _commit()}
+
+
+def _commit() -> str | None:
+    """The dlc commit a cell ran on (cost columns change with the code: keep them comparable)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "dlc"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else None
 
 
 def run_cell(cell: Cell, *, data_dir: str, out: Path = OUT, cells_dir: Path = CELLS, model: str | None = None,
