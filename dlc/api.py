@@ -354,13 +354,17 @@ def format_plan(plan: Mapping[str, Any], indent: int = 0) -> str:
     per = plan.get("per_iteration") or {}
     val = plan.get("per_validation") or {}
     w = max([len(k) for k in list(per) + list(val)] + [10])
-    lines = [f"{pad}{plan.get('iterations')} training iteration(s), batch {plan.get('batch_size')}, "
-             f"trained layers: {', '.join(plan.get('trained_layers') or []) or '(none)'}",
-             f"{pad}LLM requests per training iteration (exact upper bound; duplicates are sent once): "
-             f"{plan.get('per_iteration_total', sum(per.values())):,}"]
-    lines += [f"{pad}  {k:<{w}} {v:>9,}" for k, v in per.items()]
-    if "max_completion_tokens_per_iteration" in plan:
-        lines.append(f"{pad}  {'completion tokens at most':<{w}} {plan['max_completion_tokens_per_iteration']:>9,}")
+    if not plan.get("iterations"):      # iters = 0: an evaluation of the initial prompts (0-shot / n-shot)
+        lines = [f"{pad}no training iterations: the initial prompts are evaluated as they are"]
+    else:
+        lines = [f"{pad}{plan.get('iterations')} training iteration(s), batch {plan.get('batch_size')}, "
+                 f"trained layers: {', '.join(plan.get('trained_layers') or []) or '(none)'}",
+                 f"{pad}LLM requests per training iteration (exact upper bound; duplicates are sent once): "
+                 f"{plan.get('per_iteration_total', sum(per.values())):,}"]
+        lines += [f"{pad}  {k:<{w}} {v:>9,}" for k, v in per.items()]
+        if "max_completion_tokens_per_iteration" in plan:
+            lines.append(f"{pad}  {'completion tokens at most':<{w}} "
+                         f"{plan['max_completion_tokens_per_iteration']:>9,}")
     lines.append(f"{pad}LLM requests per validation on dev: {sum(val.values()):,} "
                  f"({plan.get('validations', '?')} validation(s))")
     lines += [f"{pad}  {k:<{w}} {v:>9,}" for k, v in val.items()]

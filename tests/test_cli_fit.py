@@ -126,6 +126,9 @@ def test_dry_run_prints_plan_and_creates_nothing(capsys, tmp_path):
     assert rc == 0, err
     assert "LLM requests per training iteration" in out and "candidate_score" in out and "dry run" in out
     assert not (tmp_path / "runs").exists()
+    rc, out, err = dlc(capsys, "fit", str(DLN1), *SMALL, "--set", "fit.iters=0", "--data-dir", str(DATA), "--dry-run")
+    assert rc == 0, err
+    assert "no training iterations" in out and "per training iteration" not in out and "candidate_score" not in out
 
 
 def test_fit_with_no_argument_uses_the_last_compiled_network(capsys, tmp_path):
