@@ -102,7 +102,9 @@ def shots_prefix(graph: Graph, shots: Sequence[Example]) -> str:
             lab = next((lab for lab in layer.output.labels if lab.name == s.target), None)
             answer = verbalizers(lab)[0] if lab else s.target
         text = render_forward(graph, layer, "", {p: s.inputs[p] for p in layer.parents})
-        demos.append(f"{text}{layer.answer_prefix}{answer}".strip())
+        # one space after the template's cue ("Answer: location", "Answer: The answer is (A"): the demonstrations
+        # sit inside the prompt as text, where "Answer:location" reads as a typo and cost 5-shot accuracy
+        demos.append(f"{text.rstrip()} {(layer.answer_prefix + answer).strip()}".strip())
     return "\n\n\n".join(demos) + "\n\n\n" if demos else ""
 
 

@@ -218,6 +218,7 @@ def test_evaluate_zero_and_n_shot():
     evaluate(g, g.prompts(), {"default": lm2}, examples(2, 100), n_shots=2, shots_from=examples(6))
     ctx = lm2.calls[0].prompt
     assert ctx.count("Answer:") == 3 and "\n\n\n" in ctx                 # two demonstrations + the question
+    assert ctx.count("Answer: objective") + ctx.count("Answer: subjective") == 2     # the cue, a space, the label
 
 
 @pytest.mark.parametrize("kw,code", [({"batch_size": 0}, "E710"), ({"train": ("yy",)}, "E711"),
