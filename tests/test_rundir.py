@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 
 import pytest
@@ -23,6 +25,16 @@ def test_atomic_write_leaves_no_temp_and_replaces(tmp_path):
     atomic_write_json(p, {"x": 2})
     assert json.loads(p.read_text()) == {"x": 2}
     assert [f.name for f in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_atomic_write_respects_the_umask(tmp_path):
+    """Results are files like any other: a temp file's 0600 must not leak into result.json."""
+    old = os.umask(0o027)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o640
 
 
 def test_atomic_write_failure_keeps_old_file(tmp_path):
