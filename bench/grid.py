@@ -215,7 +215,7 @@ def _commit() -> str | None:
 
 
 def run_cell(cell: Cell, *, data_dir: str, out: Path = OUT, cells_dir: Path = CELLS, model: str | None = None,
-             python: str = sys.executable, log: Any = sys.stdout) -> dict[str, Any] | None:
+             python: str = sys.executable, log: Any = sys.stdout, threads: int | None = None) -> dict[str, Any] | None:
     """Fit one cell in a subprocess (resuming its run directory if a previous attempt was killed)."""
     done = load_cell(cell.id, cells_dir)
     if done is not None:
@@ -238,7 +238,10 @@ def run_cell(cell: Cell, *, data_dir: str, out: Path = OUT, cells_dir: Path = CE
         if model:
             cmd += ["--set", f"model.default.model={model}"]
     cmd += ["--data-dir", data_dir, "--cache-dir", str(out / "cache"), "--no-progress"]
-    env = dict(os.environ, DLC_TRACK_PREFIXES="1")
+    # an explicit thread count: dlc's default reads the load average, which the previous cell leaves at ~2 for a
+    # minute, so back-to-back cells would silently run on 1 thread and their wall times would not compare
+    threads = threads or os.cpu_count() or 1
+    env = dict(os.environ, DLC_TRACK_PREFIXES="1", DLC_THREADS=str(threads))
     t0 = time.perf_counter()
     print(f"[{time.strftime('%H:%M:%S')}] {cell.id}: {' '.join(cmd[1:])}", file=log, flush=True)
     logf = run_dir.with_suffix(".log")
@@ -250,6 +253,7 @@ def run_cell(cell: Cell, *, data_dir: str, out: Path = OUT, cells_dir: Path = CE
         print(f"  {cell.id} failed (exit {rc}); see {logf}", file=log, flush=True)
         return None
     rec = cell_record(cell, json.loads(result_p.read_text(encoding="utf-8")), wall)
+    rec["threads"] = threads
     _atomic_json(cells_dir / f"{cell.id}.json", rec)
     print(f"  {cell.id}: dev {rec['dev_accuracy']:.3f} test {rec['test_accuracy']:.3f} "
           f"({rec['baseline'].get('test_accuracy')} before), {wall:.0f} s", file=log, flush=True)
@@ -461,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--max-minutes", type=float, default=None, help="start no new cell after this many minutes")
     r.add_argument("--out", default=str(OUT), help="generated nets, run directories, LLM cache")
     r.add_argument("--cells", default=str(CELLS), help="where finished cells are recorded")
+    r.add_argument("--threads", type=int, default=None, help="llama.cpp threads per cell (default: every core)")
     sub.add_parser("report", help="rewrite bench/RESULTS.md and bench/plots/ from bench/cells/")
     a = ap.parse_args(argv)
     if a.cmd == "report":
@@ -485,7 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.max_minutes is not None and time.monotonic() - t0 > 60 * a.max_minutes:
             print(f"--max-minutes {a.max_minutes} reached; rerun to continue")
             break
-        rec = run_cell(c, data_dir=a.data_dir, out=Path(a.out), cells_dir=Path(a.cells), model=a.model)
+        rec = run_cell(c, data_dir=a.data_dir, out=Path(a.out), cells_dir=Path(a.cells), model=a.model,
+                       threads=a.threads)
         failed += rec is None
     if Path(a.cells) == CELLS:
         report()

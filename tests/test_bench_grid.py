@@ -81,10 +81,12 @@ def test_a_killed_cell_resumes_from_its_checkpoint(grid, tmp_path, monkeypatch):
     real = subprocess.call
 
     def spy(cmd, *a, **k):
-        seen.append(cmd)
+        seen.append((cmd, k["env"]))
         return real(cmd, *a, **k)
 
     monkeypatch.setattr(subprocess, "call", spy)
-    again = grid.run_cell(cell, data_dir=str(DATA), out=out, cells_dir=cells)
-    assert "--resume" in seen[0]
+    again = grid.run_cell(cell, data_dir=str(DATA), out=out, cells_dir=cells, threads=1)
+    assert "--resume" in seen[0][0]
+    # the thread count is explicit (not dlc's load-average guess) and recorded with the cell
+    assert seen[0][1]["DLC_THREADS"] == "1" and again["threads"] == 1
     assert again["prompts"] == rec["prompts"] and again["test_accuracy"] == rec["test_accuracy"]
