@@ -345,41 +345,47 @@ def plots(records: Sequence[dict[str, Any]], plots_dir: Path) -> list[Path]:
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    methods = [m for m in ("0shot", "5shot", "dln1", "dln2", "dspy-copro") if any(r["method"] == m for r in records)]
+    methods = [m for m in ("0shot", "5shot", "dln1", "dln2", "deep3", "branched", "dspy-copro")
+               if any(r["method"] == m for r in records)]
     tasks = [t for t in NINE if any(r["task"] == t for r in records)]
     if methods and tasks:
         fig, ax = plt.subplots(figsize=(11, 4))
         w = 0.8 / len(methods)
         for i, m in enumerate(methods):
-            xs, ys, es = [], [], []
+            xs, ys, lo, hi = [], [], [], []
             for j, t in enumerate(tasks):
                 ci = summarize(records, m, t)
                 if ci is not None:
+                    mean, hw = 100 * ci.mean, 100 * (ci.half_width or 0.0)
                     xs.append(j + i * w)
-                    ys.append(100 * ci.mean)
-                    es.append(100 * (ci.half_width or 0.0))
-            ax.bar(xs, ys, w, yerr=es, capsize=2, label=LABEL[m])
+                    ys.append(mean)
+                    lo.append(min(hw, mean))            # an accuracy interval ends at 0 and 100
+                    hi.append(min(hw, 100 - mean))
+            ax.bar(xs, ys, w, yerr=[lo, hi], capsize=2, label=LABEL[m])
         ax.set_xticks([j + 0.4 - w / 2 for j in range(len(tasks))], [SHORT[t] for t in tasks])
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title("Qwen2.5-Coder-1.5B (embedded), mean ± 95% CI over seeds")
+        ax.set_ylim(0, 100)
+        ax.set_title("Qwen2.5-Coder-1.5B (embedded), mean ± 95% CI over the seeds run (clipped to 0-100)")
         ax.legend(fontsize=8)
         fig.tight_layout()
         p = plots_dir / "accuracy.png"
         fig.savefig(p, dpi=100)
         plt.close(fig)
         written.append(p)
-    pts = [r for r in records if (r.get("cost") or {}).get("prompt_tokens") and r["method"] != "0shot"]
+    zero = {r["task"]: r["test_accuracy"] for r in records if r["method"] == "0shot"}
+    pts = [r for r in records if (r.get("cost") or {}).get("prompt_tokens") and r["method"] != "0shot"
+           and r["task"] in zero]
     if pts:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for m in sorted({r["method"] for r in pts}):
+        for m in [m for m in LABEL if any(r["method"] == m for r in pts)]:
             rs = [r for r in pts if r["method"] == m]
             ax.scatter([r["cost"]["prompt_tokens"] + (r["cost"].get("completion_tokens") or 0) for r in rs],
-                       [100 * (r["test_accuracy"] - ((r.get("baseline") or {}).get("test_accuracy") or 0.0))
-                        for r in rs], label=LABEL.get(m, m))
+                       [100 * (r["test_accuracy"] - zero[r["task"]]) for r in rs], label=LABEL[m])
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xscale("log")
         ax.set_xlabel("tokens sent to the backend (prompt + completion, after the cache)")
-        ax.set_ylabel("test accuracy gain over 0-shot (points)")
+        ax.set_ylabel("test accuracy minus dlc's 0-shot (points)")
+        ax.set_title("one point per cell", fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
         p = plots_dir / "cost.png"
