@@ -14,7 +14,8 @@ Why this shape:
   seeds; 5-shot draws its demonstrations from the seed.
 - Cost: `usage` is what dlc requested from the backend after the cache (calls, prompt/completion tokens, cache hits);
   `backend` is what llama.cpp really decoded and the minimum for the same requests (distinct token prefixes,
-  `DLC_TRACK_PREFIXES=1`), and the seconds spent inside the backend; overhead = 1 - backend seconds / training wall.
+  `DLC_TRACK_PREFIXES=1`), the seconds spent inside the backend's calls and, of them, inside llama.cpp's decode;
+  overhead = 1 - those seconds / training wall (two columns: outside the backend, outside the model's compute).
 - Settings were fixed before any test number was seen, from the quickstart's dev-set runs (graphs/quickstart.dln),
   and shrunk to fit a 2-core CPU; RESULTS.md states all of them.
 """
@@ -193,7 +194,10 @@ def cell_record(cell: Cell, result: dict[str, Any], wall: float) -> dict[str, An
             "unique_tokens": be.get("unique_tokens"), "backend_seconds": be.get("seconds"),
             "fit_seconds": round(train_wall, 1), "wall_seconds": round(wall, 1),
             "overhead": (round(1.0 - float(be["seconds"]) / train_wall, 4)
-                         if be.get("seconds") is not None and train_wall > 0 else None)}
+                         if be.get("seconds") is not None and train_wall > 0 else None),
+            "decode_seconds": be.get("decode_seconds"),
+            "overhead_decode": (round(1.0 - float(be["decode_seconds"]) / train_wall, 4)
+                                if be.get("decode_seconds") is not None and train_wall > 0 else None)}
     return {"cell": cell.id, "method": cell.method, "task": cell.task, "seed": cell.seed, "sizes": dict(SIZES),
             "settings": FIT[cell.method], "dev_accuracy": result.get("dev_accuracy"),
             "test_accuracy": result.get("test_accuracy"), "baseline": result.get("baseline", {}),
@@ -234,6 +238,7 @@ def run_cell(cell: Cell, *, data_dir: str, out: Path = OUT, cells_dir: Path = CE
             import shutil
 
             shutil.rmtree(run_dir)
+        run_dir.with_suffix(".walls").unlink(missing_ok=True)     # a fresh start: earlier attempts are gone
         cmd += [str(net), "--run-dir", str(run_dir)]
         if model:
             cmd += ["--set", f"model.default.model={model}"]
@@ -248,12 +253,19 @@ def run_cell(cell: Cell, *, data_dir: str, out: Path = OUT, cells_dir: Path = CE
     with open(logf, "a", encoding="utf-8") as fh:
         rc = subprocess.call(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t0
+    # a killed and resumed cell costs every attempt: the wall times add up (like result.json's usage does)
+    walls = run_dir.with_suffix(".walls")
+    with open(walls, "a", encoding="utf-8") as fh:
+        fh.write(f"{wall:.1f}\n")
+    attempts = [float(x) for x in walls.read_text(encoding="utf-8").split()]
+    wall = sum(attempts)
     result_p = run_dir / "result.json"
     if rc != 0 or not result_p.is_file():
         print(f"  {cell.id} failed (exit {rc}); see {logf}", file=log, flush=True)
         return None
     rec = cell_record(cell, json.loads(result_p.read_text(encoding="utf-8")), wall)
     rec["threads"] = threads
+    rec["attempts"] = len(attempts)
     _atomic_json(cells_dir / f"{cell.id}.json", rec)
     print(f"  {cell.id}: dev {rec['dev_accuracy']:.3f} test {rec['test_accuracy']:.3f} "
           f"({rec['baseline'].get('test_accuracy')} before), {wall:.0f} s", file=log, flush=True)
@@ -291,21 +303,41 @@ def summarize(records: Sequence[dict[str, Any]], method: str, task: str, key: st
     return mean_ci(vals) if vals else None
 
 
-def _pct(ci: Any) -> str:
+def _pct(ci: Any, method: str = "") -> str:
+    """3 seeds: mean±95% t half-width, as the paper prints it. 2 seeds: mean [min-max] (a t-interval on 2 points
+    spans ±12.7 standard errors, mostly outside 0-100). 1 seed: the value, marked; 0-shot: marked deterministic."""
     if ci is None:
         return "–"
     s = f"{100 * ci.mean:.1f}"
+    if method == "0shot" and ci.n == 1:
+        return s + " (det.)"
+    if ci.n == 2:
+        return s + f" [{100 * min(ci.values):.1f}–{100 * max(ci.values):.1f}] (2)"
     if ci.half_width is not None:
         s += f"±{100 * ci.half_width:.1f}"
     return s + (f" ({ci.n})" if ci.n != 3 else "")
 
 
+def majority(records: Sequence[dict[str, Any]], task: str) -> float | None:
+    """Accuracy of always answering the test set's most frequent label (from any cell's test confusion matrix)."""
+    for r in records:
+        conf = r.get("test_confusion")
+        if r["task"] == task and conf:
+            counts = [sum(row.values()) for row in conf.values()]
+            return max(counts) / sum(counts) if sum(counts) else None
+    return None
+
+
 def _table(records: Sequence[dict[str, Any]], methods: Sequence[str], tasks: Sequence[str],
            paper: Sequence[str] = ()) -> list[str]:
     lines = ["| Method | " + " | ".join(SHORT[t] for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    maj = [majority(records, t) for t in tasks]
+    if any(x is not None for x in maj):
+        lines.append("| majority label (test split) | " +
+                     " | ".join("–" if x is None else f"{100 * x:.1f}" for x in maj) + " |")
     for m in methods:
         lines.append(f"| {LABEL[m]} (Qwen2.5-Coder-1.5B) | " +
-                     " | ".join(_pct(summarize(records, m, t)) for t in tasks) + " |")
+                     " | ".join(_pct(summarize(records, m, t), m) for t in tasks) + " |")
     for m in paper:
         lines.append(f"| *{LABEL[m]} (paper, GPT-3)* | " +
                      " | ".join(f"*{PAPER_GPT3[m].get(t, '–')}*" for t in tasks) + " |")
@@ -319,21 +351,45 @@ def _k(x: Any) -> str:
     return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}"
 
 
+def learned(r: dict[str, Any]) -> bool | None:
+    """Did training end on prompts other than the initial ones? (None for cells that do not train.)"""
+    if r["method"] in ("0shot", "5shot"):
+        return None
+    if r["method"] == "dspy-copro":
+        initial = (r.get("settings") or {}).get("initial_instruction")
+        return None if initial is None else ((r.get("prompts") or {}).get("y") != initial
+                                             or bool(r.get("prompt_prefix")))
+    before = (r.get("baseline") or {}).get("prompts")
+    return None if before is None else r.get("prompts") != before
+
+
+def _fit_seconds(c: dict[str, Any]) -> Any:
+    """dlc: training + final evaluation; DSPy: optimisation + both evaluations (the same span)."""
+    if c.get("fit_seconds") is not None:
+        return c["fit_seconds"]
+    if c.get("optimize_seconds") is not None:
+        return float(c["optimize_seconds"]) + float(c.get("eval_seconds") or 0.0)
+    return None
+
+
 def cost_table(records: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ["| cell | dev | test (before) | calls | prompt tok | compl. tok | cache hits | decoded tok | "
-             "minimum tok | fit s | wall s | overhead |", "|---" * 12 + "|"]
+    lines = ["| cell | dev | test (before) | learned | calls | prompt tok | compl. tok | cache hits | decoded tok | "
+             "minimum tok | thr | fit s | wall s | outside backend | outside decode |", "|---" * 15 + "|"]
     order = {m: i for i, m in enumerate(METHODS + ("dspy-copro",))}
     for r in sorted(records, key=lambda r: (order.get(r["method"], 99), r["task"], r["seed"])):
         c = r.get("cost") or {}
         base = (r.get("baseline") or {}).get("test_accuracy")
-        ov = c.get("overhead")
+        ov, ovd = c.get("overhead"), c.get("overhead_decode")
+        lr = learned(r)
         lines.append("| " + " | ".join([
             r["cell"], f"{r['dev_accuracy']:.3f}" if r.get("dev_accuracy") is not None else "–",
             f"{r['test_accuracy']:.3f}" + (f" ({base:.3f})" if base is not None else ""),
+            "–" if lr is None else ("yes" if lr else "no"),
             _k(c.get("calls")), _k(c.get("prompt_tokens")), _k(c.get("completion_tokens")), _k(c.get("cache_hits")),
-            _k(c.get("decoded_tokens")), _k(c.get("unique_tokens")),
-            _k(c.get("fit_seconds", c.get("optimize_seconds"))), _k(c.get("wall_seconds")),
-            f"{100 * ov:.0f}%" if ov is not None else "–"]) + " |")
+            _k(c.get("decoded_tokens")), _k(c.get("unique_tokens")), str(r.get("threads") or (r.get("settings") or {}).get("dlc_threads") or "?")
+            if isinstance(r.get("settings"), dict) else str(r.get("threads") or "?"),
+            _k(_fit_seconds(c)), _k(c.get("wall_seconds")),
+            f"{100 * ov:.0f}%" if ov is not None else "–", f"{100 * ovd:.0f}%" if ovd is not None else "–"]) + " |")
     return lines
 
 
@@ -373,19 +429,23 @@ def plots(records: Sequence[dict[str, Any]], plots_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(p)
     zero = {r["task"]: r["test_accuracy"] for r in records if r["method"] == "0shot"}
-    pts = [r for r in records if (r.get("cost") or {}).get("prompt_tokens") and r["method"] != "0shot"
-           and r["task"] in zero]
+
+    def start(r: dict[str, Any]) -> float | None:     # each optimizer against its own unoptimised program
+        return (r.get("baseline") or {}).get("test_accuracy") if r["method"] == "dspy-copro" else zero.get(r["task"])
+
+    pts = [r for r in records if r["method"] != "0shot" and start(r) is not None
+           and _fit_seconds(r.get("cost") or {})]
     if pts:
         fig, ax = plt.subplots(figsize=(6, 4))
         for m in [m for m in LABEL if any(r["method"] == m for r in pts)]:
             rs = [r for r in pts if r["method"] == m]
-            ax.scatter([r["cost"]["prompt_tokens"] + (r["cost"].get("completion_tokens") or 0) for r in rs],
-                       [100 * (r["test_accuracy"] - zero[r["task"]]) for r in rs], label=LABEL[m])
+            ax.scatter([float(_fit_seconds(r["cost"])) / 60 for r in rs],
+                       [100 * (r["test_accuracy"] - float(start(r))) for r in rs], label=LABEL[m])  # type: ignore[arg-type]
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xscale("log")
-        ax.set_xlabel("tokens sent to the backend (prompt + completion, after the cache)")
-        ax.set_ylabel("test accuracy minus dlc's 0-shot (points)")
-        ax.set_title("one point per cell", fontsize=9)
+        ax.set_xlabel("minutes (training + evaluation, 2-core CPU, after the shared cache)")
+        ax.set_ylabel("test accuracy gain over its own 0-shot (points)")
+        ax.set_title("one point per cell (40 test examples: ±15 points per run)", fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
         p = plots_dir / "cost.png"
@@ -408,15 +468,25 @@ def report(cells_dir: Path = CELLS, results: Path = BENCH / "RESULTS.md", plots_
     lines += ["## Settings", "",
               f"- Model: embedded `default`, Qwen2.5-Coder-1.5B-Instruct Q4_K_M (llama.cpp, 2 CPU cores), forward and "
               "backward.",
-              f"- Splits (every task, every method): the reference splits (shared/data/README.md) cut to train "
-              f"{SIZES['train']}, dev {SIZES['dev']}, test {SIZES['test']} (dlc `data` block sizes).",
+              f"- Splits (every task, every dlc method): the reference splits (shared/data/README.md) cut to train "
+              f"{SIZES['train']}, dev {SIZES['dev']}, test {SIZES['test']} (dlc `data` block sizes; dev and test are "
+              "the same examples for every seed, the seed draws the training sample, batches and proposals). DSPy: "
+              "the first 24 of the same train examples, the same dev and test.",
+              "- Settings were fixed before any grid cell ran, from the quickstart's dev-set runs and the CPU budget; "
+              "no setting was chosen by looking at a test number.",
+              "- Threads: cells with `thr` 2 ran alone with 2 llama.cpp threads (`--threads`). Cells with `?` ran "
+              "before the thread count was pinned: dlc's default picks threads from the load average, so they ran "
+              "on 1 or 2 threads, and the seed-42 cells shared the machine with the DSPy runs (about 10:44-11:51). "
+              "Compare their times loosely.",
               *[f"- `{m}`: `fit {{ {FIT[m]} }}`" for m in METHODS],
               f"- Hidden layers: `max_tokens = {HIDDEN_MAX_TOKENS}`; DLN-2 posterior mixture prior_answer 0.5 / prior "
               "0.5 (deep3: prior_answer / edit).",
               f"- Seeds {', '.join(map(str, SEEDS))}; 0-shot is deterministic (greedy, seed-free splits): one cell "
               "per task.",
-              "- Numbers are test accuracy in %, mean ± 95% t-interval over the seeds that finished (a count in "
-              "parentheses when fewer than 3). With 40 test examples one run alone carries about ±15 points.",
+              "- Numbers are test accuracy in %: over 3 seeds mean ± 95% t-interval half-width; over 2 seeds mean "
+              "[min–max] (2); one seed: the value (1); 0-shot: one deterministic cell (det.). With 40 test examples "
+              "one run alone carries about ±15 points. `majority label`: always answering the test split's most "
+              "frequent label.",
               ""]
     lines += ["## 1. DLN-1 vs 0-shot vs 5-shot (nine paper tasks)", ""]
     lines += _table(records, ("0shot", "5shot", "dln1"), NINE, paper=("0shot", "5shot", "dln1")) + [""]
@@ -428,7 +498,14 @@ def report(cells_dir: Path = CELLS, results: Path = BENCH / "RESULTS.md", plots_
     lines += ["## 4. Peer baseline: DSPy COPRO through `dlc serve`", ""]
     if dspy:
         tasks = [t for t in NINE if any(r["task"] == t for r in dspy)]
-        lines += _table(records, ("0shot", "dln1", "dspy-copro"), tasks) + [""]
+        lines += _table(records, ("0shot", "dln1", "dspy-copro"), tasks)
+        lines += ["| DSPy program before COPRO (Qwen2.5-Coder-1.5B) | " + " | ".join(
+            _pct(summarize([{"method": "x", "task": r["task"], "test_accuracy": r["baseline"]["test_accuracy"]}
+                            for r in dspy], "x", t)) for t in tasks) + " |", ""]
+        lines += ["DSPy generates an answer and parses it (ChatAdapter); dlc scores each label's log-probability. "
+                  "So the two start from different 0-shot accuracies with the same model and instruction: compare "
+                  "each optimizer with its own starting row. DSPy's train set is the first 24 of the grid's 40 "
+                  "(dev and test are the grid's).", ""]
         for r in dspy:
             lines.append(f"- `{r['cell']}`: settings {json.dumps(r.get('settings'), sort_keys=True)}")
         lines.append("")
@@ -442,7 +519,15 @@ def report(cells_dir: Path = CELLS, results: Path = BENCH / "RESULTS.md", plots_
     lines += cost_table(records) + [""]
     if pending:
         lines += [f"## Pending cells ({len(pending)} of {len(grid())})", "",
-                  "Not run yet (`python bench/grid.py run` continues with them): " + ", ".join(pending), ""]
+                  "Not run yet (`python bench/grid.py run` continues with them): " + ", ".join(pending), "",
+                  "The DSPy baseline is not part of `grid.py run` (it needs `pip install dspy` and a `dlc serve`): "
+                  "it ran on trec and subj with seed 42 only (`bench/dspy_baseline.py`, 30-37 min per cell).", ""]
+    lines += ["## The networks", "",
+              "Each cell fits a generated `.dln` (`bench/out/nets/<cell>.dln`); here are the subj ones (other tasks "
+              "differ only in the task, the instruction and the labels).", ""]
+    for m in ("dln1", "dln2", "deep3", "branched"):
+        lines += [f"<details><summary>{LABEL[m]}</summary>", "", "```", net_text(Cell(m, "subj", 42)).rstrip(),
+                  "```", "", "</details>", ""]
     text = "\n".join(lines)
     from dlc.fsutil import atomic_write_text
 
@@ -486,9 +571,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(a.data_dir).is_dir():
         print(f"error: data directory {a.data_dir} does not exist; pass --data-dir (../shared/data)", file=sys.stderr)
         return 1
-    if a.model and Path(a.cells) == CELLS:
-        print("error: --model changes the model, so its cells must not land in bench/cells; pass --cells and --out",
-              file=sys.stderr)
+    if a.model and (Path(a.cells).resolve() == CELLS or Path(a.out).resolve() == OUT):
+        # both: a run directory left in bench/out/runs would be resumed by the real grid, with its model
+        print("error: --model changes the model, so its runs and cells must stay out of bench/out and bench/cells; "
+              "pass both --out and --cells", file=sys.stderr)
         return 1
     t0 = time.monotonic()
     failed = 0

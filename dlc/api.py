@@ -292,6 +292,8 @@ def usage_totals(lms: Mapping[str, LM], base: Mapping[str, Any] | None = None) -
             "unique_tokens": (int(base_work.get("unique_tokens") or 0) + sum(u or 0 for u in uniques)) if tracked
             else None,
             "seconds": round(float(base_work.get("seconds", 0.0)) + sum(w.seconds for w in works), 3),
+            "decode_seconds": round(float(base_work.get("decode_seconds", 0.0))
+                                    + sum(w.decode_seconds for w in works), 3),
         }
     return tot
 

@@ -222,3 +222,7 @@ def test_sigkill_resume_with_the_embedded_tiny_model_and_cache(tmp_path):
     assert (a["dev_accuracy"], a["test_accuracy"]) == (b["dev_accuracy"], b["test_accuracy"])
     assert [x.get("prompts") for x in records(ref)] == [x.get("prompts") for x in records(run_dir)]
     assert b["usage"]["cache_hits"] > 0
+    # what the model really computed: llama.cpp's decode is a part of the backend's time, which is a part of the wall
+    be = a["usage"]["backend"]
+    assert be["decoded_tokens"] > 0 and be["unique_tokens"] is None          # prefix tracking is opt-in
+    assert 0 < be["decode_seconds"] <= be["seconds"] <= a["usage"]["wall_seconds"]

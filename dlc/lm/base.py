@@ -147,15 +147,18 @@ class BackendWork:
     `decoded_tokens`: tokens sent through the model (llama_decode rows). `unique_tokens`: the minimum for the same
     requests, i.e. distinct prefixes of every (prompt + continuation-but-last) sequence (tracked only when
     `track_prefixes` is on: it costs memory proportional to the distinct tokens). `seconds`: wall time spent inside
-    the backend's generate/score calls, so a caller can compute its own overhead."""
+    the backend's generate/score calls (dlc's own tokenising, logits copies and sampling included);
+    `decode_seconds`: the part of it inside llama.cpp's decode, i.e. the model's own compute. A caller's overhead is
+    its wall time minus either, whichever question it asks ("time outside the backend" vs "outside the model")."""
 
     decoded_tokens: int = 0
     unique_tokens: int | None = None
     seconds: float = 0.0
+    decode_seconds: float = 0.0
 
     def to_json(self) -> dict[str, object]:
         return {"decoded_tokens": self.decoded_tokens, "unique_tokens": self.unique_tokens,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "decode_seconds": round(self.decode_seconds, 3)}
 
 
 @runtime_checkable

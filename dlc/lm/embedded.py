@@ -236,7 +236,9 @@ class EmbeddedLM:
                 b.n_seq_id[i] = 1
                 b.seq_id[i][0] = seq
                 b.logits[i] = (start + i) in wanted
+            t0 = time.perf_counter()
             rc = L.llama_decode(self._ctx, b)
+            self._work.decode_seconds += time.perf_counter() - t0
             self._work.decoded_tokens += len(chunk)
             if rc != 0:
                 self._reset_memory()
@@ -472,7 +474,7 @@ class EmbeddedLM:
         """A snapshot of what this backend really computed (see `BackendWork`)."""
         with self._lock:
             unique = len(self._trie) if self._trie is not None else None
-            return BackendWork(self._work.decoded_tokens, unique, self._work.seconds)
+            return BackendWork(self._work.decoded_tokens, unique, self._work.seconds, self._work.decode_seconds)
 
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:
