@@ -351,6 +351,35 @@ def _k(x: Any) -> str:
     return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}"
 
 
+def _learning_summary(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Per trained method: how often training changed the prompt at all, and what the change did to dev and test
+    (paired: the same examples before and after)."""
+    from dlc.report import mean_ci
+
+    out = []
+    for m in ("dln1", "dln2", "deep3", "branched"):
+        rs = [r for r in records if r["method"] == m and learned(r) is not None]
+        if not rs:
+            continue
+        ch = [r for r in rs if learned(r)]
+        if not ch:
+            out.append(f"- {LABEL[m]}: the prompts never changed in its {len(rs)} cell(s): no update beat the initial "
+                       "prompts on dev, so the test accuracy is the starting one.")
+            continue
+        dt = [100 * (r["test_accuracy"] - r["baseline"]["test_accuracy"]) for r in ch]
+        dd = [100 * (r["dev_accuracy"] - r["baseline"]["dev_accuracy"]) for r in ch
+              if r["baseline"].get("dev_accuracy") is not None]
+        ci = mean_ci(dt)
+        out.append(f"- {LABEL[m]}: the prompts changed in {len(ch)} of {len(rs)} cells"
+                   + (f"; in those, dev moved {min(dd):+.1f}…{max(dd):+.1f} points (mean {sum(dd) / len(dd):+.1f})"
+                      if dd else "")
+                   + f" and test {min(dt):+.1f}…{max(dt):+.1f} (mean {ci.mean:+.1f}"
+                   + (f" ± {ci.half_width:.1f}" if ci.half_width is not None else "") + "). In the other "
+                   f"{len(rs) - len(ch)} no update beat the initial prompts on dev: their test accuracy is the "
+                   "starting one.")
+    return out
+
+
 def learned(r: dict[str, Any]) -> bool | None:
     """Did training end on prompts other than the initial ones? (None for cells that do not train.)"""
     if r["method"] in ("0shot", "5shot"):
@@ -490,6 +519,7 @@ def report(cells_dir: Path = CELLS, results: Path = BENCH / "RESULTS.md", plots_
               ""]
     lines += ["## 1. DLN-1 vs 0-shot vs 5-shot (nine paper tasks)", ""]
     lines += _table(records, ("0shot", "5shot", "dln1"), NINE, paper=("0shot", "5shot", "dln1")) + [""]
+    lines += _learning_summary(records) + [""]
     lines += ["## 2. DLN-2 vs DLN-1", ""]
     lines += _table(records, ("0shot", "dln1", "dln2"), DLN2_TASKS, paper=("dln1", "dln2")) + [""]
     lines += ["## 3. deep3 and branched", ""]

@@ -137,6 +137,8 @@ def test_report_formats_seeds_majority_and_the_peer(grid, tmp_path):
     assert cost["dln1-subj-s13"][2] == "no" and cost["dln1-subj-s42"][2] == "yes"
     assert cost["dspy-copro-subj-s42"][2] == "yes" and cost["dspy-copro-subj-s42"][9] == "1"   # learned, threads
     assert "DSPy baseline is not part of" in text
+    # paired: 2 of the 3 subj cells changed (+10, +20 points over the 0.5 start); trec cells record no prompts
+    assert "- DLN-1: the prompts changed in 2 of 3 cells" in text and "test +10.0…+20.0 (mean +15.0" in text
 
 
 def test_a_smoke_run_on_another_model_must_stay_out_of_the_real_grid(grid, tmp_path, capsys):
