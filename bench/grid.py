@@ -203,6 +203,7 @@ def cell_record(cell: Cell, result: dict[str, Any], wall: float) -> dict[str, An
             "test_accuracy": result.get("test_accuracy"), "baseline": result.get("baseline", {}),
             "prompts": result.get("prompts"), "iterations": result.get("iterations"), "cost": cost,
             "test_confusion": (result.get("test") or {}).get("confusion"),
+            "test_predictions": (result.get("predictions") or {}).get("test"),   # paired comparisons, per example
             "finished_at": result.get("finished_at"), "dlc_commit": _commit()}
 
 

@@ -586,6 +586,14 @@ def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[s
             return None
         return classification_report(list(r.targets), list(r.predictions), labels).to_json()
 
+    def predictions(split: str) -> dict[str, Any] | None:
+        """Per example, before and after training: a paired comparison needs the same ids on both sides."""
+        b, f = evals[("baseline", split)], evals[("final", split)]
+        if b is None or f is None:
+            return None
+        return {"ids": list(f.ids), "targets": list(f.targets), "baseline": list(b.predictions),
+                "final": list(f.predictions)}
+
     fit_dln = None
     if net.source_text is not None:
         from dlc import compiler
@@ -603,6 +611,7 @@ def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[s
         "prompts": best, "iterations": state.iteration,
         "best_dev_during_training": getattr(state, "best_dev", None),
         "usage": usage, "dev": details("dev"), "test": details("test"),
+        "predictions": {"dev": predictions("dev"), "test": predictions("test")},
         "fit_dln": str(fit_dln) if fit_dln else None,
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

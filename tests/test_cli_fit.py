@@ -57,6 +57,12 @@ def test_fit_writes_the_run_directory_contract(finished_run, capsys):
     assert set(res["prompts"]) == {"y"}
     assert set(res["usage"]) >= {"calls", "prompt_tokens", "completion_tokens", "cache_hits"}
     assert res["usage"]["calls"] > 0
+    # per-example predictions, initial and final prompts on the same ids: they reproduce both accuracies
+    for split in ("dev", "test"):
+        p = res["predictions"][split]
+        assert len(p["ids"]) == len(set(p["ids"])) == len(p["targets"]) == len(p["baseline"]) == len(p["final"]) > 0
+        for side, acc in (("final", res[f"{split}_accuracy"]), ("baseline", res["baseline"][f"{split}_accuracy"])):
+            assert sum(t == y for t, y in zip(p["targets"], p[side])) / len(p["ids"]) == pytest.approx(acc)
     trace = [json.loads(x) for x in (run / "trace.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in trace] == [0, 1, 2]      # iters=2: two training steps, then final validation
     assert "layers" in trace[0] and "forward" in trace[0]     # candidates, scores, chosen prompt, forward outputs
