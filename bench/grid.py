@@ -182,6 +182,11 @@ def load_cell(cell_id: str, cells_dir: Path = CELLS) -> dict[str, Any] | None:
     return data if data.get("test_accuracy") is not None else None
 
 
+def _outside(inside: float | None, wall: float) -> float | None:
+    """The fraction of `wall` not spent `inside` (the backend's calls, or llama.cpp's decode)."""
+    return round(1.0 - float(inside) / wall, 4) if inside is not None and wall > 0 else None
+
+
 def cell_record(cell: Cell, result: dict[str, Any], wall: float) -> dict[str, Any]:
     """The committed summary of a finished cell (bench/cells/<id>.json) from its run's result.json."""
     u = result.get("usage") or {}
@@ -193,11 +198,8 @@ def cell_record(cell: Cell, result: dict[str, Any], wall: float) -> dict[str, An
             "requested_tokens": requested, "decoded_tokens": be.get("decoded_tokens"),
             "unique_tokens": be.get("unique_tokens"), "backend_seconds": be.get("seconds"),
             "fit_seconds": round(train_wall, 1), "wall_seconds": round(wall, 1),
-            "overhead": (round(1.0 - float(be["seconds"]) / train_wall, 4)
-                         if be.get("seconds") is not None and train_wall > 0 else None),
-            "decode_seconds": be.get("decode_seconds"),
-            "overhead_decode": (round(1.0 - float(be["decode_seconds"]) / train_wall, 4)
-                                if be.get("decode_seconds") is not None and train_wall > 0 else None)}
+            "overhead": _outside(be.get("seconds"), train_wall), "decode_seconds": be.get("decode_seconds"),
+            "overhead_decode": _outside(be.get("decode_seconds"), train_wall)}
     return {"cell": cell.id, "method": cell.method, "task": cell.task, "seed": cell.seed, "sizes": dict(SIZES),
             "settings": FIT[cell.method], "dev_accuracy": result.get("dev_accuracy"),
             "test_accuracy": result.get("test_accuracy"), "baseline": result.get("baseline", {}),
@@ -402,6 +404,12 @@ def _fit_seconds(c: dict[str, Any]) -> Any:
     return None
 
 
+def _threads(r: dict[str, Any]) -> str:
+    """llama.cpp threads of a cell: recorded by the grid, or the DSPy run's server setting; `?` before either."""
+    settings = r.get("settings") if isinstance(r.get("settings"), dict) else {}
+    return str(r.get("threads") or settings.get("dlc_threads") or "?")
+
+
 def cost_table(records: Sequence[dict[str, Any]]) -> list[str]:
     lines = ["| cell | dev | test (before) | learned | calls | prompt tok | compl. tok | cache hits | decoded tok | "
              "minimum tok | thr | fit s | wall s | outside backend | outside decode |", "|---" * 15 + "|"]
@@ -416,8 +424,7 @@ def cost_table(records: Sequence[dict[str, Any]]) -> list[str]:
             f"{r['test_accuracy']:.3f}" + (f" ({base:.3f})" if base is not None else ""),
             "–" if lr is None else ("yes" if lr else "no"),
             _k(c.get("calls")), _k(c.get("prompt_tokens")), _k(c.get("completion_tokens")), _k(c.get("cache_hits")),
-            _k(c.get("decoded_tokens")), _k(c.get("unique_tokens")), str(r.get("threads") or (r.get("settings") or {}).get("dlc_threads") or "?")
-            if isinstance(r.get("settings"), dict) else str(r.get("threads") or "?"),
+            _k(c.get("decoded_tokens")), _k(c.get("unique_tokens")), _threads(r),
             _k(_fit_seconds(c)), _k(c.get("wall_seconds")),
             f"{100 * ov:.0f}%" if ov is not None else "–", f"{100 * ovd:.0f}%" if ovd is not None else "–"]) + " |")
     return lines
