@@ -166,7 +166,8 @@ def test_memory_backtracking_and_no_error_skip():
                  dataclasses.replace(g.fit, iters=3, batch_size=4, num_p_samples=2, val_freq=1, tolerance=1,
                                      use_memory=2, output_scoring="accuracy"))
     recs = tr.run()
-    assert recs[0]["dev"] == 0.5 and recs[0]["improved"]
+    assert recs[0]["dev"] == 0.5 and recs[0]["baseline"] and "improved" not in recs[0]
+    assert [r.get("improved") for r in recs[1:]] == [False] * (len(recs) - 1)
     assert tr.state.memory == [{"prompts": g.prompts(), "dev": 0.5}]
     # accuracy scoring: "BAD prompt" flips every answer; the batch accuracy decides
     for r in recs[:-1]:
