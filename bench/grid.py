@@ -300,7 +300,7 @@ def _load_all(cells_dir: Path) -> list[dict[str, Any]]:
 
 def summarize(records: Sequence[dict[str, Any]], method: str, task: str, key: str = "test_accuracy") -> Any:
     """mean ± 95% t-interval over the seeds of (method, task); 0-shot's single deterministic cell stands alone."""
-    from dlc.report import mean_ci
+    from dlc.report.stats import mean_ci
 
     vals = [float(r[key]) for r in records if r["method"] == method and r["task"] == task and r.get(key) is not None]
     return mean_ci(vals) if vals else None
@@ -357,7 +357,7 @@ def _k(x: Any) -> str:
 def _learning_summary(records: Sequence[dict[str, Any]]) -> list[str]:
     """Per trained method: how often training changed the prompt at all, and what the change did to dev and test
     (paired: the same examples before and after)."""
-    from dlc.report import mean_ci
+    from dlc.report.stats import mean_ci
 
     out = []
     for m in ("dln1", "dln2", "deep3", "branched"):

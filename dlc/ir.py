@@ -1,6 +1,6 @@
 """The resolved, frozen intermediate representation of a compiled network: what the engine executes.
 
-The compiler (`dlc.compiler`) lowers a `.dln` syntax tree into a `Graph`; `dlc.manifest` serialises it to the JSON
+The compiler (`dlc.lang.compiler`) lowers a `.dln` syntax tree into a `Graph`; `dlc.artifacts.manifest` serialises it to the JSON
 artifact and back (the JSON is the only persisted form, never a pickle). Everything here is immutable; updates go
 through `dataclasses.replace`.
 

@@ -1,4 +1,4 @@
-"""Loopback test helpers: a fault-injecting HTTP proxy, and a scripted model to run `dlc.serve` over in-process.
+"""Loopback test helpers: a fault-injecting HTTP proxy, and a scripted model to run `dlc.server.app` over in-process.
 
 `FaultProxy(upstream, faults)` forwards HTTP/1.1 requests to `upstream` (e.g. a `dlc serve` URL root). The n-th
 attempt (0-based) of each distinct request (method, path, body) gets `faults[n]`, later attempts pass through, so
@@ -108,7 +108,7 @@ class FaultProxy:
 
 
 class ScriptedServable:
-    """A deterministic stand-in model for `dlc.serve.create_app` (word tokens, hash log-probs), so transport tests
+    """A deterministic stand-in model for `dlc.server.app.create_app` (word tokens, hash log-probs), so transport tests
     run in milliseconds. Real behaviour is tested against `dlc serve --model tiny`."""
 
     model_id = "scripted:1"

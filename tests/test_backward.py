@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dlc.backward import infer_hidden
-from dlc.compiler import compile_file, compile_source
-from dlc.engine import forward, layer_context
+from dlc.engine.hidden import infer_hidden
+from dlc.lang.compiler import compile_file, compile_source
+from dlc.engine.forward import forward, layer_context
 from dlc.ir import Example, PosteriorComponent
-from dlc.lm.labels import label_logdists
+from dlc.engine.labels import label_logdists
 from dlc.lm.scripted import ScriptedLM
 from dlc.rng import Rng
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dlc import compiler
+from dlc.lang import compiler
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dlc.cli import main
-from dlc.compiler import compile_file, compile_source
+from dlc.lang.compiler import compile_file, compile_source
 from dlc.errors import CompileFailed, DlcError
 
 BROKEN = sorted((Path(__file__).parent / "broken").glob("*.dln"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dlc import manifest
+from dlc.artifacts import manifest
 from dlc.cli import main
 from dlc.commands.show import is_run_dir
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dlc import api
+from dlc import app as api
 from dlc.cli import main
 from dlc.errors import DlcUsageError
 
@@ -78,7 +78,7 @@ def test_fit_writes_the_run_directory_contract(finished_run, capsys):
 def test_fit_dln_round_trip_compiles_and_evaluates_to_the_saved_accuracy(finished_run, capsys):
     res = json.loads((finished_run / "result.json").read_text())
     fit_dln = finished_run / "dln1.fit.dln"
-    from dlc.compiler import compile_file
+    from dlc.lang.compiler import compile_file
 
     g = compile_file(fit_dln)
     assert g.prompts() == res["prompts"]
@@ -152,7 +152,7 @@ def test_fit_with_no_argument_uses_the_last_compiled_network(capsys, tmp_path):
 @pytest.mark.parametrize("args, code", [
     (["--data-dir", "/nonexistent/dlc-data"], "E801"),                       # missing data dir
     (["--data-dir", str(DATA), "--set", "data.task=subjj"], "E"),            # unknown task
-    (["--data-dir", str(DATA), "--set", "fit.iters"], "E110"),               # malformed --set
+    (["--data-dir", str(DATA), "--set", "fit.iters"], "E101"),               # malformed --set
     (["--data-dir", str(DATA), "--set", "fit.iterz=3"], "E1"),               # unknown key
 ])
 def test_bad_input_is_one_error_exit_1_and_nothing_written(capsys, tmp_path, args, code):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dlc import ir
-from dlc.compiler import compile_file, compile_source, rewrite_prompts
+from dlc.lang.compiler import compile_file, compile_source, rewrite_prompts
 from dlc.errors import CompileFailed
 
 GRAPHS = sorted((Path(__file__).resolve().parents[1] / "graphs").glob("*.dln"))
@@ -169,7 +169,7 @@ def test_rewrite_prompts_on_examples() -> None:
 @pytest.mark.parametrize("path", GRAPHS, ids=[p.stem for p in GRAPHS])
 def test_every_template_renders_with_the_contract_variables(path: Path) -> None:
     """What the engine will pass (dlc/ir.py docstring) is enough for every template of every example."""
-    from dlc import templates as T
+    from dlc.lang import templates as T
 
     g = compile_file(path)
     for name in g.order:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dlc.compiler import compile_file
-from dlc.engine import (forward, layer_context, layer_variables, resolve_targets, score_batch, strip_options)
+from dlc.lang.compiler import compile_file
+from dlc.engine.forward import (forward, layer_context, layer_variables, resolve_targets, score_batch, strip_options)
 from dlc.errors import DlcDataError, DlcFitError
 from dlc.ir import Example
 from dlc.lm.base import ChatPrompt, ScoreRequest

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dlc.compiler import compile_file
+from dlc.lang.compiler import compile_file
 from dlc.data.loader import load_splits
-from dlc.trainer import Trainer, evaluate
+from dlc.fit.trainer import Trainer, evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dlc import ir
-from dlc.compiler import compile_source
+from dlc.lang.compiler import compile_source
 from dlc.errors import DlcError
 
 GRAPHS = sorted((Path(__file__).resolve().parents[1] / "graphs").glob("*.dln"))

@@ -6,7 +6,7 @@ import pytest
 
 from dlc.ir import Label
 from dlc.lm.base import ChatPrompt
-from dlc.lm.labels import label_logdist_from, label_logdists, label_requests
+from dlc.engine.labels import label_logdist_from, label_logdists, label_requests
 from dlc.lm.scripted import ScriptedLM
 
 LABELS = (Label("subjective", ("subjective", "Subjective")), Label("objective", ("objective", "Objective")))

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dlc.ir import Label
-from dlc.metrics import (exact_match, is_correct, match_label, normalize, number_presence, numbers_in,
+from dlc.engine.metrics import (exact_match, is_correct, match_label, normalize, number_presence, numbers_in,
                          postprocess_prediction)
 
 LABELS = (Label("A", ("(A)", "A")), Label("B", ("(B)", "B")))

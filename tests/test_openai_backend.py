@@ -1,4 +1,4 @@
-"""OpenAILM against real HTTP servers on 127.0.0.1: `dlc.serve` over a scripted model (transport, retries, replicas,
+"""OpenAILM against real HTTP servers on 127.0.0.1: `dlc.server.app` over a scripted model (transport, retries, replicas,
 errors; fast) and through a fault-injecting proxy; exact scores against the embedded model are in test_serve.py."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dlc.errors import DlcLMError
 from dlc.lm.base import ChatPrompt, GenerateRequest, ScoreRequest
 from dlc.lm.openai_backend import OpenAILM, align_continuation
 from dlc.lm.probe import MalformedResponse
-from dlc.serve import Server, bind_socket, create_app
+from dlc.server.app import Server, bind_socket, create_app
 from tests.faultproxy import FaultProxy, ScriptedServable
 
 

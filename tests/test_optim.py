@@ -6,14 +6,14 @@ import math
 
 import pytest
 
-from dlc.backward import Posterior
-from dlc.compiler import compile_source
-from dlc.engine import forward
+from dlc.engine.hidden import Posterior
+from dlc.lang.compiler import compile_source
+from dlc.engine.forward import forward
 from dlc.ir import Example
 from dlc.lm.scripted import ScriptedLM
-from dlc.optim import clean_proposal, dedupe, layer_view, propose, score_candidates, update_layer
+from dlc.engine.prompts import clean_proposal, dedupe, layer_view, propose, score_candidates, update_layer
 from dlc.rng import Rng
-from dlc.templates import messages
+from dlc.lang.templates import messages
 
 ONE = """
 network one

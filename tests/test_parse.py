@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dlc import syntax as S
+from dlc.lang import syntax as S
 from dlc.errors import CompileFailed, DlcSyntaxError
-from dlc.parse import decode_string, encode_block_string, encode_long_string, parse, parse_value
+from dlc.lang.parse import decode_string, encode_block_string, encode_long_string, parse, parse_value
 
 SRC = '''# a comment
 network demo

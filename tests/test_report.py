@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from dlc.report import (classification_report, format_class_report, format_learning_curve, learning_curve,
+from dlc.report.stats import (classification_report, format_class_report, format_learning_curve, learning_curve,
                         mean_ci, plot_learning_curve, t_critical)
 
 
@@ -74,7 +74,7 @@ def test_learning_curve_reads_engine_records(tmp_path):
 def test_progress_plain_lines_and_live_bar():
     import io
 
-    from dlc.progress import FitProgress
+    from dlc.report.progress import FitProgress
 
     buf = io.StringIO()
     with FitProgress(4, completed=1, description="net", stream=buf, live=False) as bar:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from dlc.errors import DlcArtifactError, DlcUsageError
-from dlc.rundir import (CHECKPOINT, CONFIG, CONFIG_SCHEMA, GRAPH, TRACE, RunDir, atomic_write_json,
+from dlc.artifacts.rundir import (CHECKPOINT, CONFIG, CONFIG_SCHEMA, GRAPH, TRACE, RunDir, atomic_write_json,
                         canonical_sha256, check_resumable, iter_runs, run_name)
 
 

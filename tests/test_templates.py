@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dlc import templates as T
-from dlc.check import FORWARD_VARS, POSTERIOR_VARS, PROMPT_VARS
-from dlc.compiler import builtin_template
+from dlc.lang import templates as T
+from dlc.lang.check import FORWARD_VARS, POSTERIOR_VARS, PROMPT_VARS
+from dlc.lang.compiler import builtin_template
 from dlc.errors import DlcTemplateError
 
 FWD = {"prompt": "Decide.", "input": "Is the sky blue?", "hidden": "It is daytime.", "inputs": ["a", "b"]}

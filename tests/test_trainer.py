@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from dlc.compiler import compile_file
+from dlc.lang.compiler import compile_file
 from dlc.errors import DlcError
 from dlc.ir import Example
 from dlc.lm.scripted import ScriptedLM
-from dlc.trainer import Trainer, TrainState, evaluate, plan
+from dlc.fit.trainer import Trainer, TrainState, evaluate, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUTH = ("subjective", "objective")

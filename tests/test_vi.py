@@ -1,11 +1,11 @@
-"""Each equation of dlc.vi against hand-computed numbers."""
+"""Each equation of dlc.engine.vi against hand-computed numbers."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from dlc import vi
+from dlc.engine import vi
 
 
 def test_logsumexp_and_softmax():

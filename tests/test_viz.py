@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dlc import viz
-from dlc.compiler import compile_file
+from dlc.report import viz
+from dlc.lang.compiler import compile_file
 from dlc.errors import DlcUsageError
 
 GRAPHS = Path(__file__).resolve().parents[1] / "graphs"

@@ -9,20 +9,9 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from dlc import compiler, manifest
-from dlc.errors import DlcUsageError
-
-
-def parse_sets(items: Sequence[str] | None) -> dict[str, str]:
-    """`--set key=value` arguments -> {key: raw value}; E101 for an item without '='."""
-    out: dict[str, str] = {}
-    for item in items or ():
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise DlcUsageError(f"--set expects key=value, got {item!r}", code="E101",
-                                hint="e.g. --set fit.iters=5 or --set layer.h.prompt=\"Think.\"")
-        out[key.strip()] = value
-    return out
+from dlc.lang import compiler
+from dlc.artifacts import manifest
+from dlc.lang.overrides import parse_sets
 
 
 def add_set_argument(p: argparse.ArgumentParser) -> None:

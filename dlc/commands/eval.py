@@ -5,7 +5,9 @@ import argparse
 import json
 import sys
 
-from dlc import api
+from dlc import app as api
+from dlc.app.evaluate import EvalReport
+from dlc.report.stats import ClassReport, format_class_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,10 +34,33 @@ def run(args: argparse.Namespace) -> int:
     if args.json == "-":
         print(json.dumps(rep.to_json(), indent=2, ensure_ascii=False))
         return 0
-    print(api.format_eval(rep))
+    print(format_eval(rep))
     if args.json:
-        from dlc.rundir import atomic_write_json
+        from dlc.artifacts.rundir import atomic_write_json
 
         atomic_write_json(args.json, rep.to_json())
         print(f"report written to {args.json}", file=sys.stderr)
     return 0
+
+
+def format_eval(rep: EvalReport) -> str:
+    """Per target: accuracy, per-class accuracy and confusion (one block when every seed gave the same result),
+    then the mean ± 95% CI line."""
+    parts = []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rep.rows:
+        groups.setdefault(row["target"], []).append(row)
+    for target, rows in groups.items():
+        blocks = [rows] if all(r["report"] == rows[0]["report"] for r in rows) else [[r] for r in rows]
+        for b in blocks:
+            r = b[0]["report"]
+            cr = ClassReport(accuracy=r["accuracy"], n=r["n"], labels=tuple(r["labels"]), per_class=r["per_class"],
+                             confusion=r["confusion"])
+            seeds = ", ".join(str(x["seed"]) for x in b)
+            same = " (identical)" if len(b) > 1 else ""
+            parts.append(format_class_report(cr, title=f"== {target}  split {rep.split}  seed{'s' if len(b) > 1 else ''}"
+                                                       f" {seeds}{same}"))
+    acc = rep.summary["accuracy"]
+    ci = "n/a (one evaluation)" if acc["ci95"] is None else f"± {acc['ci95']:.4f} (95% t-interval)"
+    parts.append(f"== {rep.split} accuracy over {acc['n']} evaluation(s): mean {acc['mean']:.4f} {ci}")
+    return "\n\n".join(parts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dlc import api
+from dlc import app as api
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from dlc.errors import DlcUsageError
     from dlc.lm.embedded import EmbeddedLM
-    from dlc.serve import Server, bind_socket, create_app
+    from dlc.server.app import Server, bind_socket, create_app
 
     if not 0 <= args.port <= 65535:
         raise DlcUsageError(f"--port {args.port} is not a port number", code="E101", hint="use 0..65535")

@@ -1,7 +1,7 @@
 """`dlc show net.dln|manifest.json|RUN_DIR [--format text|dot|mermaid|json|svg|png] [-o FILE]`.
 
 A network (source or compiled) is summarised or drawn; a run directory (it holds result.json or checkpoint.json)
-is handed to `dlc.report.show_run`.
+is handed to `dlc.report.stats.show_run`.
 """
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import argparse
 import importlib
 from pathlib import Path
 
-from dlc import compiler, ir, manifest, viz
-from dlc.commands.compile import add_set_argument, parse_sets
+from dlc import ir
+from dlc.lang import compiler
+from dlc.artifacts import manifest
+from dlc.report import viz
+from dlc.commands.compile import add_set_argument
+from dlc.lang.overrides import parse_sets
 from dlc.errors import DlcUsageError
 
 FORMATS = ("text", "dot", "mermaid", "json", "svg", "png")
@@ -47,7 +51,7 @@ def load_graph(path: str, sets: dict[str, str] | None = None) -> ir.Graph:
 def run(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if is_run_dir(path):
-        report = importlib.import_module("dlc.report")
+        report = importlib.import_module("dlc.report.stats")
         return int(report.show_run(path, args) or 0)
     graph = load_graph(args.path, parse_sets(args.sets))
     fmt = args.format

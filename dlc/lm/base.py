@@ -3,7 +3,7 @@
 DLN needs samples (proposals at T~0.7, n per input, with stop sequences), greedy outputs, and the *exact*
 log-probability of a given continuation: log p(y | .) for labels and log p(h | .) for whole hidden texts
 (paper Eq. 2-3). `score` returns per-token log-probs; the caller chooses sum or mean. Label distributions are
-computed by scoring every verbalizer as a continuation (`dlc.lm.labels`), never from truncated top-k lists.
+computed by scoring every verbalizer as a continuation (`dlc.engine.labels`), never from truncated top-k lists.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from dlc.artifacts.canonical import canonical_json, canonical_sha256
 from dlc.errors import DlcArtifactError
 from dlc.lm.models import cache_root
 
@@ -27,14 +28,9 @@ CACHE_FILE = "lm-cache.sqlite3"
 SCHEMA = 1
 
 
-def canonical_json(payload: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8 kept, floats as Python's shortest round-trip repr: one text per value."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
 def request_key(payload: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of a request payload (the payload must not contain secrets)."""
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+    return canonical_sha256(payload)
 
 
 def default_cache_dir() -> Path:

@@ -283,7 +283,7 @@ def run_summary(run: Any) -> dict[str, Any]:
 def show_run(path: str | os.PathLike[str], args: Any = None) -> int:
     """`dlc show RUN`: the run's summary, its learning curve in the terminal, and a PNG of dev accuracy and ELBO
     per iteration (written to `--output` or `RUN/learning_curve.png`)."""
-    from dlc.rundir import RunDir
+    from dlc.artifacts.rundir import RunDir
 
     run = RunDir.open(path)
     cfg = run.config()

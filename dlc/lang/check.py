@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 import networkx as nx
 
 from dlc import ir
-from dlc import syntax as S
+from dlc.lang import syntax as S
 from dlc.errors import DlcError, DlcGraphError, DlcSemanticError, DlcTemplateError, SourceSpan, did_you_mean
 
 
@@ -398,7 +398,7 @@ def template_variables(ck: Checker, ref: ir.TemplateRef, available: Iterable[str
                        span: SourceSpan, role: str, *, line_offset: int = 0, col_offset: int = 0,
                        parse_path: str | None = None) -> None:
     """Statically check (jinja2.meta) that a template reads only variables its layer can supply."""
-    from dlc import templates as T
+    from dlc.lang import templates as T
 
     try:
         used = T.undeclared(ref.text, path=parse_path or span.path, line_offset=line_offset,

@@ -3,7 +3,7 @@
 Iteration t = 0..iters: validate on dev when t % val_freq == 0 (t = 0 only with do_first_eval) and at t = iters;
 keep the best prompts by dev accuracy (strictly better), push them into a memory of the M best prompt sets, and
 backtrack to the best prompts after `tolerance` non-improving validations. Then (t < iters) train on a batch: forward,
-hidden inference (`dlc.backward`), and one prompt update per trained layer (`dlc.optim`), all from the same samples.
+hidden inference (`dlc.engine.hidden`), and one prompt update per trained layer (`dlc.engine.prompts`), all from the same samples.
 The last iteration only validates; the final prompts are the best ones. Every random choice comes from
 Rng(seed).derive("iter", t, ...), so a Trainer resumed from `TrainState.to_json()` repeats an uninterrupted run.
 """
@@ -14,15 +14,15 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
-from dlc.backward import infer_hidden, score_opts
-from dlc.engine import forward, render_forward, resolve_targets
+from dlc.engine.hidden import infer_hidden, score_opts
+from dlc.engine.forward import forward, render_forward, resolve_targets
 from dlc.errors import DlcDataError, DlcFitError, DlcUsageError, did_you_mean
 from dlc.ir import Example, FitConfig, Graph
 from dlc.lm.base import LM
-from dlc.lm.labels import verbalizers
-from dlc.optim import update_layer
+from dlc.engine.labels import verbalizers
+from dlc.engine.prompts import update_layer
 from dlc.rng import Rng
-from dlc.vi import decayed_penalty
+from dlc.engine.vi import decayed_penalty
 
 
 @dataclass

@@ -14,15 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from dlc import templates
-from dlc.engine import (ScoreOpts, Trace, as_backward_prompt, generate_batch, layer_context, layer_variables,
+from dlc.lang import templates
+from dlc.engine.forward import (ScoreOpts, Trace, as_backward_prompt, generate_batch, layer_context, layer_variables,
                         lm_for, render_forward, score_batch, target_logp_from, target_logp_requests)
 from dlc.errors import DlcError
 from dlc.ir import FitConfig, Graph
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
-from dlc.metrics import is_correct, match_label
+from dlc.engine.metrics import is_correct, match_label
 from dlc.rng import Rng
-from dlc.vi import argmax, importance_weights, posterior_logits, reduce_logprobs
+from dlc.engine.vi import argmax, importance_weights, posterior_logits, reduce_logprobs
 
 
 @dataclass

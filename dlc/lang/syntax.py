@@ -1,7 +1,7 @@
 """What the user wrote: frozen dataclasses mirroring the rules of grammar/dln.lark, each carrying its SourceSpan.
 
 This layer is deliberately untyped with respect to the schema (a `Setting` holds any `Value`): the checker
-(`dlc.check`) decides what each key means, so a wrong type or an unknown key is reported with a precise span and a
+(`dlc.lang.check`) decides what each key means, so a wrong type or an unknown key is reported with a precise span and a
 hint instead of an opaque parse error (the "generic syntax, schema-driven checks" design of HCL).
 """
 from __future__ import annotations

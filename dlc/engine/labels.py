@@ -10,7 +10,7 @@ from typing import Sequence
 
 from dlc.ir import Label
 from dlc.lm.base import LM, Prompt, ScoreRequest, ScoreResult
-from dlc.vi import aggregate_verbalizers, log_softmax, reduce_logprobs
+from dlc.engine.vi import aggregate_verbalizers, log_softmax, reduce_logprobs
 
 
 def verbalizers(label: Label) -> tuple[str, ...]:

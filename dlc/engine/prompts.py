@@ -15,17 +15,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from dlc import templates
-from dlc.backward import Posterior, score_opts
-from dlc.engine import (Trace, as_backward_prompt, forward, generate_batch, layer_context, layer_variables, lm_for,
+from dlc.lang import templates
+from dlc.engine.hidden import Posterior, score_opts
+from dlc.engine.forward import (Trace, as_backward_prompt, forward, generate_batch, layer_context, layer_variables, lm_for,
                         score_batch, target_logp_from, target_logp_requests)
 from dlc.errors import DlcError
 from dlc.ir import FitConfig, Graph
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
-from dlc.lm.labels import label_logdist_from, label_requests
-from dlc.metrics import is_correct
+from dlc.engine.labels import label_logdist_from, label_requests
+from dlc.engine.metrics import is_correct
 from dlc.rng import Rng
-from dlc.vi import argmax, elbo_score, exploration_penalty, nce_scores, trust_region_kl
+from dlc.engine.vi import argmax, elbo_score, exploration_penalty, nce_scores, trust_region_kl
 
 
 @dataclass

@@ -12,8 +12,8 @@ Layout (`schema_version` "dlc/manifest/v1"):
      "parameters": {"<network>.<layer>.prompt": {"layer", "init", "trainable"}},
      "models": {...}, "data": {...}, "fit": {...}}
 
-`from_json(to_json(g)) == g` exactly. `graph_sha256` hashes what the graph *means* (not where or when it was
-compiled, nor its source positions), so `dlc fit --resume` can refuse a run whose graph changed.
+`from_json(to_json(g)) == g` exactly. `dlc.artifacts.identity` hashes what the graph *means* (not where or when it
+was compiled, nor its source positions), so `dlc fit --resume` can refuse a run whose graph changed.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dlc import __version__, ir
+from dlc.artifacts.canonical import canonical_json
 from dlc.errors import DlcArtifactError
 from dlc.fsutil import atomic_write_text
 
@@ -149,22 +150,9 @@ def _from_json(d: dict[str, Any]) -> ir.Graph:
 
 
 # ---------------------------------------------------------------------------------------------------- hashing
-def canonical(d: Any) -> str:
-    return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+canonical = canonical_json
 
 
-def graph_sha256(graph: ir.Graph) -> str:
-    """sha256 of the canonical manifest without `generated_at`, the source path/sha and the layers' source spans:
-    two compiles of the same network (even from another directory, or with edited comments) hash equal; any
-    change of prompts, templates, settings, models, data or fit options changes it."""
-    d = to_json(graph)
-    d.pop("generated_at", None)
-    d.pop("source", None)
-    for n in d["nodes"].values():
-        n.pop("span", None)
-    for t in d["templates"].values():
-        t.pop("path", None)        # a built-in template moves with the installation, its text is what matters
-    return hashlib.sha256(canonical(d).encode("utf-8")).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- files
@@ -225,5 +213,5 @@ def find_last(cwd: str | Path = ".") -> Path:
     return p
 
 
-__all__ = ["to_json", "from_json", "write", "read", "graph_sha256", "find_last", "record_last", "default_path",
+__all__ = ["to_json", "from_json", "write", "read", "find_last", "record_last", "default_path",
            "atomic_write_text", "canonical"]

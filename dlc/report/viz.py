@@ -106,7 +106,7 @@ def to_mermaid(graph: ir.Graph) -> str:
 
 def to_json_summary(graph: ir.Graph) -> str:
     """The full manifest document (what `dlc compile` writes)."""
-    from dlc.manifest import to_json
+    from dlc.artifacts.manifest import to_json
     return json.dumps(to_json(graph), indent=2, ensure_ascii=False) + "\n"
 
 

@@ -13,7 +13,7 @@ from typing import Iterator
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from dlc import syntax as S
+from dlc.lang import syntax as S
 from dlc.errors import CompileFailed, DlcError, DlcSyntaxError, SourceSpan, did_you_mean
 from dlc.resources import grammar_dir
 

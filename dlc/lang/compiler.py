@@ -19,13 +19,13 @@ from typing import Any, Mapping
 import networkx as nx
 
 from dlc import ir
-from dlc import syntax as S
-from dlc import templates as T
-from dlc.check import (FORWARD_VARS, IMPLICIT_MODELS, INVALID, POSTERIOR_VARS, PROMPT_VARS, RESERVED, Checker,
+from dlc.lang import syntax as S
+from dlc.lang import templates as T
+from dlc.lang.check import (FORWARD_VARS, IMPLICIT_MODELS, INVALID, POSTERIOR_VARS, PROMPT_VARS, RESERVED, Checker,
                        GraphNode, backward_schema, data_schema, fit_schema, graph_checks, layer_schema,
                        model_schema, output_kind, output_schema, template_variables)
 from dlc.errors import CompileFailed, DlcError, DlcGraphError, DlcUsageError, SourceSpan, did_you_mean
-from dlc.parse import encode_block_string, encode_long_string, parse, parse_value
+from dlc.lang.parse import encode_block_string, encode_long_string, parse, parse_value
 
 DEFAULT_POSTERIOR = (("prior_answer", 0.5), ("prior", 0.5))   # the paper's best mixture of q_pri+ and q_pri (§3)
 DEFAULT_PROMPT_TEMPLATE = "proposal"

@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from dlc import templates
+from dlc.lang import templates
 from dlc.errors import DlcError, DlcFitError, DlcLMError
 from dlc.ir import Example, Graph, Layer
 from dlc.lm.base import LM, ChatPrompt, GenerateRequest, GenerateResult, Prompt, ScoreRequest, ScoreResult
-from dlc.lm.labels import label_logdist_from, label_requests, verbalizers
-from dlc.metrics import is_correct, match_label, numbers_in
+from dlc.engine.labels import label_logdist_from, label_requests, verbalizers
+from dlc.engine.metrics import is_correct, match_label, numbers_in
 from dlc.rng import Rng
-from dlc.vi import argmax, reduce_logprobs
+from dlc.engine.vi import argmax, reduce_logprobs
 
 
 def strip_options(text: str) -> str:

@@ -2,7 +2,7 @@
 
 Layout of `runs/<net>-<YYYYmmdd-HHMMSS>/` (every JSON file is written atomically: temp file, fsync, rename):
 
-    graph.json        the compiled artifact the run trains (dlc.manifest JSON)
+    graph.json        the compiled artifact the run trains (dlc.artifacts.manifest JSON)
     source.dln        the `.dln` text it was compiled from (when known), so `<net>.fit.dln` can always be written
     config.json       resolved config: fit/data/models blocks, overrides, seed, graph and config sha256, dlc version
     backend.json      per model: backend, model id, capabilities (probed once)
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from dlc.artifacts.canonical import canonical_sha256, json_line, pretty_json
 from dlc.errors import DlcArtifactError, DlcUsageError
 from dlc.fsutil import atomic_write_text  # noqa: F401 (part of this module's API)
 
@@ -47,18 +48,13 @@ LOCK = "lock"
 # ---------------------------------------------------------------------------------------------------------- writes
 
 def dumps(obj: Any) -> str:
-    """The one JSON style of run files: sorted keys (stable diffs and hashes), UTF-8, indented."""
-    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=True) + "\n"
+    """The one JSON style of run files: strict JSON (a non-finite number is written as null), sorted keys (stable
+    diffs and hashes), UTF-8, indented."""
+    return pretty_json(obj)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, dumps(obj))
-
-
-def canonical_sha256(obj: Any) -> str:
-    """sha256 of a JSON value in canonical form (sorted keys, no whitespace): the identity of a config."""
-    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return hashlib.sha256(data).hexdigest()
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -167,7 +163,7 @@ class RunDir:
     # -- trace ----------------------------------------------------------------------------------------------------
     def append_trace(self, record: Mapping[str, Any]) -> None:
         """Append one iteration record and fsync it (before the checkpoint that counts it is written)."""
-        line = json.dumps(record, sort_keys=True, ensure_ascii=False, allow_nan=True)
+        line = json_line(record)
         with open(self.path / TRACE, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
@@ -205,7 +201,7 @@ class RunDir:
         dropped = max(0, len(records) - n_records)
         raw = (self.path / TRACE).read_text(encoding="utf-8") if (self.path / TRACE).exists() else ""
         if dropped or (raw and not raw.endswith("\n")):
-            text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False, allow_nan=True) + "\n"
+            text = "".join(json_line(r) + "\n"
                            for r in records[:n_records])
             atomic_write_text(self.path / TRACE, text)
         return dropped

@@ -1,0 +1,66 @@
+"""`dlc run` as a function: a network's prompts applied to JSONL examples, streamed in batches."""
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+from dlc.app.models import close_lms, open_lms
+from dlc.app.targets import load_network
+from dlc.engine import forward as engine
+from dlc.errors import DlcUsageError
+from dlc.ir import Example
+
+
+def run_inference(target: str, stdin: TextIO, stdout: TextIO, *, no_cache: bool = False,
+                  cache_dir: str | None = None, batch: int = 16, hidden: bool = True) -> int:
+    """`dlc run`: read JSONL examples (keys = graph input names, or the data block's dataset field names), write
+    one JSON line per example: {"output": prediction, "layers": {layer: text}} plus the example's "id" if any.
+    Lines are processed in batches of `batch` so output streams. Returns the number of examples."""
+    graph = load_network(target).graph
+    field_of = dict(graph.data.fields)          # input name -> dataset field
+    lms = open_lms(graph, no_cache=no_cache, cache_dir=cache_dir)
+    n = 0
+    pending: list[tuple[Example, dict[str, Any]]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        tr = engine.forward(graph, graph.prompts(), lms, [e for e, _ in pending])
+        for i, (e, row) in enumerate(pending):
+            o: dict[str, Any] = {}
+            if "id" in row:
+                o["id"] = row["id"]
+            o["output"] = tr.predictions[i]
+            if hidden:
+                o["layers"] = {name: tr.texts[name][i] for name in graph.order}
+            stdout.write(json.dumps(o, ensure_ascii=False) + "\n")
+        stdout.flush()
+        pending.clear()
+
+    try:
+        for lineno, line in enumerate(stdin, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DlcUsageError(f"stdin line {lineno} is not JSON ({e.msg})", code="E122",
+                                    hint='one object per line, e.g. {"x": "text"}') from None
+            if not isinstance(row, dict):
+                raise DlcUsageError(f"stdin line {lineno} is not a JSON object", code="E122")
+            inputs = {}
+            for name in graph.inputs:
+                key = name if name in row else field_of.get(name)
+                if key is None or key not in row:
+                    raise DlcUsageError(f"stdin line {lineno} has no field '{name}'", code="E123",
+                                        hint=f"the network's inputs are: {', '.join(graph.inputs)}")
+                inputs[name] = str(row[key])
+            pending.append((Example(inputs=inputs, target="", id=str(row.get("id", lineno))), row))
+            n += 1
+            if len(pending) >= batch:
+                flush()
+        flush()
+    finally:
+        close_lms(lms)
+    return n
+

@@ -1,0 +1,129 @@
+"""What a command points at: `--set` overrides, `--seeds`, and a target (a .dln file, a compiled artifact, a run
+directory, or the last `dlc compile`) resolved to a compiled graph with its provenance."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from dlc.artifacts import manifest
+from dlc.artifacts.identity import graph_identity
+from dlc.artifacts.rundir import CONFIG, GRAPH, SOURCE, RunDir
+from dlc.errors import DlcArtifactError, DlcError, DlcUsageError
+from dlc.ir import Graph
+from dlc.lang import compiler
+from dlc.lang.overrides import parse_sets
+
+
+def parse_seeds(text: str | None) -> tuple[int, ...]:
+    """`--seeds 13,42,25` -> (13, 42, 25)."""
+    if text is None or not text.strip():
+        return ()
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise DlcUsageError(f"--seeds '{text}' is not a comma-separated list of integers", code="E111",
+                            hint="e.g. --seeds 13,42,25") from None
+    if len(set(seeds)) != len(seeds):
+        raise DlcUsageError(f"--seeds '{text}' repeats a seed", code="E111")
+    return seeds
+
+
+# ------------------------------------------------------------------------------------------------ networks
+
+@dataclass
+class Network:
+    """A compiled graph plus where it came from (for `<net>.fit.dln` and the run's provenance)."""
+
+    graph: Graph
+    name: str                        # the net's file stem (runs/<name>-<timestamp>, <name>.fit.dln)
+    source_text: str | None = None   # the .dln text, when known
+    source_path: str | None = None
+    artifact_path: str | None = None
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name
+    for suf in (".fit.dln", ".dln", ".json"):
+        if name.endswith(suf):
+            return name[: -len(suf)]
+    return Path(path).stem
+
+
+def _read_source(graph: Graph) -> str | None:
+    """The .dln text a graph was compiled from, if the file still has the hash recorded at compile time."""
+    p = graph.source_path
+    if not p or not Path(p).is_file():
+        return None
+    text = Path(p).read_text(encoding="utf-8")
+    if graph.source_sha256 and hashlib.sha256(text.encode("utf-8")).hexdigest() != graph.source_sha256:
+        return None
+    return text
+
+
+def load_network(target: str | None, overrides: Mapping[str, str] | None = None) -> Network:
+    """`net.dln` (compiled now), a compiled `.json` artifact, a run directory (its graph with its learned
+    prompts), or None (the last `dlc compile`, via `.dlc/LAST`)."""
+    overrides = dict(overrides or {})
+    if target is None:
+        last = manifest.find_last()
+        if last is None:
+            raise DlcUsageError("no network given and nothing compiled yet", code="E120",
+                                hint="run `dlc compile net.dln` first, or pass the .dln file: `dlc fit net.dln`")
+        target = str(last)
+    p = Path(target)
+    if p.is_dir():
+        run = RunDir.open(p)
+        graph = graph_of_run(run, prompts="learned")
+        cfg = run.config()
+        source = run.source_text()
+        if overrides:
+            if source is None:
+                raise DlcUsageError(f"--set needs the run's .dln source, and {run.path} has none", code="E101")
+            learned = graph.prompts()
+            graph = with_prompts(compiler.compile_source(source, cfg.get("source_path") or str(run.file(SOURCE)),
+                                                         overrides), learned)
+        return Network(graph, cfg.get("net") or graph.name, source, cfg.get("source_path"), None)
+    if not p.exists():
+        raise DlcUsageError(f"{target}: no such file", code="E121",
+                            hint="pass a .dln file, a compiled .json artifact or a run directory")
+    if p.suffix == ".json":
+        graph = manifest.read(p)
+        if overrides:
+            raise DlcUsageError("--set applies to .dln sources, not to a compiled artifact", code="E101",
+                                hint=f"pass the .dln file instead ({graph.source_path or 'its source'})")
+        return Network(graph, _stem(graph.source_path or str(p)), _read_source(graph), graph.source_path, str(p))
+    graph = compiler.compile_file(str(p), overrides)
+    return Network(graph, _stem(str(p)), p.read_text(encoding="utf-8"), str(p), None)
+
+
+def graph_of_run(run: RunDir, *, prompts: str = "learned") -> Graph:
+    """The graph a run trained, verified against the hash recorded when it started; with prompts="learned" the
+    prompts are the run's result (or, for an unfinished run, its best prompts so far)."""
+    cfg = run.config()
+    try:
+        graph = manifest.from_json(run.graph_json())
+    except DlcError as e:
+        raise DlcArtifactError(f"corrupted run directory: {run.path / GRAPH}: {e.message}", code="E502") from None
+    if graph_identity(graph) != cfg.get("graph_sha256"):
+        raise DlcArtifactError(f"corrupted run directory: {run.path / GRAPH} does not match the hash in {CONFIG}",
+                               code="E502", hint="the artifact was edited; start a new run with `dlc fit`")
+    if prompts == "learned":
+        res = run.result()
+        learned = (res or {}).get("prompts")
+        if learned is None:
+            ck = run.checkpoint()
+            learned = ((ck or {}).get("state") or {}).get("best_prompts") or None
+        if learned:
+            graph = with_prompts(graph, learned)
+    return graph
+
+
+def with_prompts(graph: Graph, prompts: Mapping[str, str]) -> Graph:
+    layers = dict(graph.layers)
+    for node, text in prompts.items():
+        if node in layers:
+            layers[node] = dataclasses.replace(layers[node], prompt=text)
+    return dataclasses.replace(graph, layers=layers)

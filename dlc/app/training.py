@@ -1,0 +1,313 @@
+"""`dlc fit` as a function: check everything a user can get wrong, then create the run directory, train with a
+checkpoint after every iteration, and write the final evaluation (result.json) and `<net>.fit.dln`.
+
+Ordering rule: everything that can fail because of user input (the network, the overrides, the data directory, the
+task, the field mapping, the model) is checked *before* the run directory is created, and a resume is validated
+before anything in the run directory is touched — so a user mistake never leaves or overwrites state.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TextIO
+
+from dlc import __version__
+from dlc.app.models import close_lms, open_lms, usage_totals, backend_info
+from dlc.app.targets import Network, graph_of_run, load_network
+from dlc.artifacts import manifest
+from dlc.artifacts.identity import config_identity, data_identity, graph_identity, resolved_config
+from dlc.artifacts.rundir import (BACKEND, CONFIG, CONFIG_SCHEMA, GRAPH, RESULT, RESULT_SCHEMA, SOURCE, RunDir,
+                                  check_resumable)
+from dlc.data import Splits, load_splits
+from dlc.errors import DlcArtifactError, DlcUsageError
+from dlc.fit import trainer as tr
+from dlc.ir import Example, Graph
+from dlc.lang import compiler
+from dlc.lm.base import LM
+from dlc.report.progress import FitProgress
+from dlc.report.stats import classification_report
+
+
+def load_data(graph: Graph, data_dir: str | None) -> Splits:
+    """The run's splits (dlc.data.load_splits); `data_dir` (--data-dir) wins over the data block's."""
+    return load_splits(graph.data, graph.inputs, seed=graph.fit.seed, data_dir=data_dir or None)
+
+
+@dataclass
+class FitOutcome:
+    run_dir: Path | None
+    result: dict[str, Any] | None
+    plan: dict[str, Any]
+    fit_dln: Path | None = None
+    interrupted: bool = False
+
+
+def _print(out: TextIO | None, *args: Any) -> None:
+    if out is not None:
+        print(*args, file=out, flush=True)
+
+
+def format_plan(plan: Mapping[str, Any], indent: int = 0) -> str:
+    """The engine's cost plan (dlc.fit.trainer.plan) as the table `dlc fit` prints before starting."""
+    pad = "  " * indent
+    if "per_iteration" not in plan:   # an unknown shape: plain nested key: value lines
+        lines = []
+        for k, v in plan.items():
+            if isinstance(v, Mapping):
+                lines += [f"{pad}{k}:", format_plan(v, indent + 1)]
+            else:
+                lines.append(f"{pad}{k}: {v}")
+        return "\n".join(lines)
+    per = plan.get("per_iteration") or {}
+    val = plan.get("per_validation") or {}
+    w = max([len(k) for k in list(per) + list(val)] + [10])
+    if not plan.get("iterations"):      # iters = 0: an evaluation of the initial prompts (0-shot / n-shot)
+        lines = [f"{pad}no training iterations: the initial prompts are evaluated as they are"]
+    else:
+        lines = [f"{pad}{plan.get('iterations')} training iteration(s), batch {plan.get('batch_size')}, "
+                 f"trained layers: {', '.join(plan.get('trained_layers') or []) or '(none)'}",
+                 f"{pad}LLM requests per training iteration (exact upper bound; duplicates are sent once): "
+                 f"{plan.get('per_iteration_total', sum(per.values())):,}"]
+        lines += [f"{pad}  {k:<{w}} {v:>9,}" for k, v in per.items()]
+        if "max_completion_tokens_per_iteration" in plan:
+            lines.append(f"{pad}  {'completion tokens at most':<{w}} "
+                         f"{plan['max_completion_tokens_per_iteration']:>9,}")
+    lines.append(f"{pad}LLM requests per validation on dev: {sum(val.values()):,} "
+                 f"({plan.get('validations', '?')} validation(s))")
+    lines += [f"{pad}  {k:<{w}} {v:>9,}" for k, v in val.items()]
+    lines.append(f"{pad}total LLM requests at most: {plan.get('total_requests', 0):,} "
+                 "(+ the final dev/test evaluations)")
+    return "\n".join(lines)
+
+
+def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None, run_dir: str | None = None,
+        runs_root: str = "runs", resume: str | None = None, dry_run: bool = False, no_cache: bool = False,
+        cache_dir: str | None = None, data_dir: str | None = None, out: TextIO | None = sys.stdout,
+        err: TextIO | None = sys.stderr, progress: bool | None = None, argv: Sequence[str] = ()) -> FitOutcome:
+    """Train a network's prompts; see the module docstring for the order of checks and rundir.py for the files.
+
+    Raises DlcError for user mistakes and KeyboardInterrupt (after the last clean checkpoint) on Ctrl-C."""
+    overrides = dict(overrides or {})
+    run: RunDir | None = None
+    ck: dict[str, Any] | None = None
+    if resume is not None:
+        if run_dir is not None:
+            raise DlcUsageError("--resume and --run-dir cannot be combined", code="E112",
+                                hint="--resume RUN continues the run in RUN")
+        run = RunDir.open(resume)
+        base_cfg = run.config()
+        given = None
+        if target is not None:
+            given = load_network(target, overrides)
+        elif overrides:
+            # `--resume RUN --set k=v`: the run's own source with its original overrides plus the new ones
+            src = run.source_text()
+            if src is None:
+                raise DlcUsageError(f"--set needs the run's .dln source, and {run.path} has none", code="E101")
+            merged = {**(base_cfg.get("overrides") or {}), **overrides}
+            g = compiler.compile_source(src, base_cfg.get("source_path") or str(run.file(SOURCE)), merged)
+            given = Network(g, base_cfg.get("net") or g.name, src, base_cfg.get("source_path"))
+        if given is not None:
+            # what the user named must be the run's network and config (compare before anything is written)
+            check_resumable(run, graph_sha256=graph_identity(given.graph),
+                            config_sha256=config_identity(given.graph))
+        cfg = check_resumable(run, graph_sha256=None, config_sha256=None)
+        graph = graph_of_run(run, prompts="initial")
+        if config_identity(graph) != cfg["config_sha256"]:
+            raise DlcArtifactError(f"corrupted run directory: {run.path / GRAPH} does not match the config hash",
+                                   code="E502")
+        net = Network(graph, base_cfg.get("net") or graph.name, run.source_text(), base_cfg.get("source_path"))
+        ck = run.checkpoint()
+        data_dir = data_dir or base_cfg.get("data_dir")
+    else:
+        net = load_network(target, overrides)
+        graph = net.graph
+    splits = load_data(graph, data_dir)
+    if resume is not None and run is not None:
+        now = data_identity(splits)
+        if now != run.config().get("data_identity"):
+            raise DlcArtifactError(f"cannot resume {run.path}: the dataset splits differ from the ones the run "
+                                   "started with", code="E505",
+                                   hint="pass the --data-dir the run used, or start a new run")
+    plan = tr.plan(graph, graph.fit, len(splits.train), len(splits.dev))
+    _print(out, f"network {graph.name}: {len(graph.order)} layer(s) {', '.join(graph.order)}; output {graph.output}")
+    _print(out, f"data: train {len(splits.train)}, dev {len(splits.dev)}, test {len(splits.test)}")
+    _print(out, "plan:")
+    _print(out, format_plan(plan, 1))
+    if dry_run:
+        _print(out, "dry run: nothing was trained, no run directory was created")
+        return FitOutcome(None, None, plan)
+
+    if run is not None and run.is_finished():
+        res = run.result()
+        _print(out, f"{run.path} already finished: dev {res.get('dev_accuracy')}, test {res.get('test_accuracy')}")
+        return FitOutcome(run.path, res, plan)
+
+    lms = open_lms(graph, no_cache=no_cache, cache_dir=cache_dir)
+    try:
+        if run is None:
+            run = RunDir.create(net.name, root=runs_root, explicit=run_dir)
+            _start_run(run, net, graph, splits, lms, overrides, data_dir, argv)
+            _print(out, f"run directory: {run.path}")
+        else:
+            _print(out, f"resuming {run.path} after iteration {ck['iteration'] if ck else 0}")
+        with run.lock():
+            return _train(run, net, graph, splits, lms, ck, plan, out=out, err=err, progress=progress)
+    finally:
+        close_lms(lms)
+
+
+def _start_run(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[str, LM],
+               overrides: Mapping[str, str], data_dir: str | None, argv: Sequence[str]) -> None:
+    if net.source_text is not None:
+        run.write_text(SOURCE, net.source_text)
+    run.write_json(GRAPH, manifest.to_json(graph))
+    run.write_json(BACKEND, backend_info(graph, lms))
+    info = getattr(getattr(splits, "info", None), "name", None)
+    run.write_json(CONFIG, {
+        "schema": CONFIG_SCHEMA, "net": net.name, "graph_name": graph.name, "dlc_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source_path": net.source_path, "artifact_path": net.artifact_path, "overrides": dict(overrides),
+        "seed": graph.fit.seed, "data_dir": str(data_dir) if data_dir else None, "argv": list(argv),
+        "graph_sha256": graph_identity(graph), "config_sha256": config_identity(graph),
+        "data_identity": data_identity(splits), "task": info, **resolved_config(graph),
+    })
+
+
+def _dev_of(rec: Mapping[str, Any]) -> float | None:
+    v = rec.get("dev", rec.get("dev_accuracy"))
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[str, LM],
+           ck: dict[str, Any] | None, plan: Mapping[str, Any], *, out: TextIO | None, err: TextIO | None,
+           progress: bool | None) -> FitOutcome:
+    cfg = run.config()
+    state = None
+    base_usage: dict[str, Any] = {}
+    if ck is not None:
+        run.truncate_trace(ck["trace_records"])
+        state = tr.TrainState.from_json(ck["state"])
+        base_usage = ck.get("usage") or {}
+    else:
+        run.truncate_trace(0)
+    trainer = tr.Trainer(graph, lms, splits.train, splits.dev, graph.fit, state=state)
+    t_start, base_wall = time.perf_counter(), float(base_usage.get("wall_seconds", 0.0) or 0.0)
+
+    def totals() -> dict[str, Any]:
+        """Usage so far, with the wall time of training (all processes of a resumed run, model loading excluded)."""
+        u = usage_totals(lms, base_usage)
+        u["wall_seconds"] = round(base_wall + time.perf_counter() - t_start, 3)
+        return u
+
+    n_records = len(run.trace())
+    total = graph.fit.iters + 1          # iterations 0..iters; the last one only validates (trainer.py)
+    best = None
+    for rec in run.trace():
+        d = _dev_of(rec)
+        if d is not None:
+            best = d if best is None else max(best, d)
+    live = progress if progress is not None else None
+    try:
+        with FitProgress(total, completed=len(trainer.state.history), description=net.name,
+                         stream=err, live=live) as bar:
+            while not trainer.finished():
+                rec = trainer.step()
+                usage = totals()
+                rec = dict(rec)
+                rec.setdefault("tokens", usage["prompt_tokens"] + usage["completion_tokens"])
+                run.append_trace(rec)
+                n_records += 1
+                run.write_checkpoint(iteration=trainer.state.iteration, state=trainer.state.to_json(),
+                                     usage=usage, trace_records=n_records, graph_sha256=cfg["graph_sha256"],
+                                     config_sha256=cfg["config_sha256"])
+                d = _dev_of(rec)
+                if d is not None:
+                    best = d if best is None else max(best, d)
+                bar.update(len(trainer.state.history), dev_accuracy=d, best_dev=best,
+                           tokens=usage["prompt_tokens"] + usage["completion_tokens"])
+    except KeyboardInterrupt:
+        _print(err, f"\ninterrupted: the last checkpoint ({run.path / 'checkpoint.json'}) is intact; "
+                    f"continue with `dlc fit --resume {run.path}`")
+        raise
+    result = _finish(run, net, graph, splits, lms, trainer, totals)
+    fit_dln = run.path / f"{net.name}.fit.dln"
+    _print(out, f"dev accuracy  {_fmt(result['baseline']['dev_accuracy'])} -> {_fmt(result['dev_accuracy'])}")
+    _print(out, f"test accuracy {_fmt(result['baseline']['test_accuracy'])} -> {_fmt(result['test_accuracy'])}")
+    u = result["usage"]
+    _print(out, f"usage: {u['calls']:,} calls, {u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} "
+                f"completion tokens, {u['cache_hits']:,} cache hits")
+    _print(out, f"result: {run.path / RESULT}")
+    if fit_dln.exists():
+        _print(out, f"learned network: {fit_dln}")
+    return FitOutcome(run.path, result, dict(plan), fit_dln if fit_dln.exists() else None)
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _evaluate(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], examples: Sequence[Example],
+              *, shots_from: Sequence[Example] = (), seed: int = 0) -> Any:
+    if not examples:
+        return None
+    return tr.evaluate(graph, dict(prompts), lms, list(examples), n_shots=graph.fit.n_shots,
+                       shots_from=tuple(shots_from), seed=seed)
+
+
+def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[str, LM], trainer: Any,
+            totals: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Final evaluation with the best prompts (and, for the gain, the initial ones), `.fit.dln`, result.json."""
+    state = trainer.state
+    best = dict(getattr(state, "best_prompts", None) or state.prompts)
+    initial = graph.prompts()
+    evals: dict[str, Any] = {}
+    for tag, prompts in (("baseline", initial), ("final", best)):
+        for split in ("dev", "test"):
+            evals[(tag, split)] = _evaluate(graph, prompts, lms, getattr(splits, split), shots_from=splits.train,
+                                            seed=graph.fit.seed)
+    labels = graph.layers[graph.output].output.label_names
+
+    def acc(tag: str, split: str) -> float | None:
+        r = evals[(tag, split)]
+        return None if r is None else float(r.accuracy)
+
+    def details(split: str) -> dict[str, Any] | None:
+        r = evals[("final", split)]
+        if r is None:
+            return None
+        return classification_report(list(r.targets), list(r.predictions), labels).to_json()
+
+    def predictions(split: str) -> dict[str, Any] | None:
+        """Per example, before and after training: a paired comparison needs the same ids on both sides."""
+        b, f = evals[("baseline", split)], evals[("final", split)]
+        if b is None or f is None:
+            return None
+        return {"ids": list(f.ids), "targets": list(f.targets), "baseline": list(b.predictions),
+                "final": list(f.predictions)}
+
+    fit_dln = None
+    if net.source_text is not None:
+        changed = {k: v for k, v in best.items() if v != initial.get(k)}   # untouched prompts keep their quoting
+        text = compiler.rewrite_prompts(net.source_text, net.source_path or f"{net.name}.dln", changed)
+        fit_dln = run.path / f"{net.name}.fit.dln"
+        run.write_text(fit_dln.name, text)
+    usage = totals()
+    result = {
+        "schema": RESULT_SCHEMA, "net": net.name, "seed": graph.fit.seed,
+        "dev_accuracy": acc("final", "dev"), "test_accuracy": acc("final", "test"),
+        "baseline": {"dev_accuracy": acc("baseline", "dev"), "test_accuracy": acc("baseline", "test"),
+                     "prompts": initial},
+        "prompts": best, "iterations": state.iteration,
+        "best_dev_during_training": getattr(state, "best_dev", None),
+        "usage": usage, "dev": details("dev"), "test": details("test"),
+        "predictions": {"dev": predictions("dev"), "test": predictions("test")},
+        "fit_dln": str(fit_dln) if fit_dln else None,
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    run.write_json(RESULT, result)
+    return result
+
