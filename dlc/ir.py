@@ -37,6 +37,9 @@ PromptFormat = Literal["chat", "raw"]
 ScoringFunction = Literal["logprobs", "accuracy"]
 LogpReduction = Literal["mean", "sum"]
 LabelAgg = Literal["logsumexp", "max"]
+Calibration = Literal["none", "fit"]
+Validation = Literal["accuracy", "loglik"]
+Acceptance = Literal["best", "paired"]
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,16 @@ class Layer:
     format: PromptFormat = "chat"          # render through the model's chat template, or as raw text
     system: str | None = None              # system message for chat format (None: the model's default)
     answer_prefix: str = ""                # the assistant reply starts with this before labels are scored
+    calibration: Calibration = "none"      # choice layers: "fit" learns a per-label log-offset (engine/calibration)
+    offsets: tuple[tuple[str, float], ...] = ()   # (label, b_label): p(label | ctx) ∝ p_LM(label | ctx)·exp(b)
     span: dict[str, Any] | None = None     # SourceSpan.to_json() of the layer declaration
+
+    def offset_vector(self) -> list[float] | None:
+        """The offsets in label order (0 for an unlisted label), or None when the layer has none."""
+        if self.output.kind != "choice" or not self.offsets:
+            return None
+        d = dict(self.offsets)
+        return [float(d.get(n, 0.0)) for n in self.output.label_names]
 
 
 @dataclass(frozen=True)
@@ -186,6 +198,14 @@ class FitConfig:
     budget_tokens: int = 0                 # stop cleanly once this many tokens were spent (0: no cap)
     max_dev: int = -1                      # cap on dev examples used for validation (-1: all)
     label_agg: LabelAgg = "logsumexp"         # verbalizers -> label score: "logsumexp" (label mass) | "max"
+    calibration_sigma: float = 1.0         # prior std of a calibrated layer's offsets (MAP shrinkage towards 0)
+    calibration_size: int = 64             # train examples the offsets are fitted on at each validation (-1: all)
+    validation: Validation = "accuracy"    # dev score that selects prompts: accuracy, or mean log p(target)
+    accept: Acceptance = "best"            # "paired": a new set must beat the best on the same dev examples
+    accept_level: float = 0.1              # one-sided paired t-test level of accept = "paired"
+    max_prompt_words: int = 150            # a proposal longer than this is rejected (0: no cap)
+    copy_ngram: int = 8                    # a proposal sharing this many consecutive words with a shown input
+                                           # is rejected as a copy (0: off)
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

@@ -11,7 +11,8 @@ import pytest
 
 from dlc.lang.compiler import compile_file
 from dlc.data.loader import load_splits
-from dlc.fit.trainer import Trainer, evaluate
+from dlc.fit.evaluation import evaluate
+from dlc.fit.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

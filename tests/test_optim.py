@@ -126,7 +126,7 @@ def test_dln2_output_layer_scores_weighted_hidden_samples():
     tr = forward(g, g.prompts(), {"default": lm}, ex(1))
     post = {"h": _posterior([["A", "B"]], [[0.25, 0.75]])}
     c = dataclasses.replace(g.fit)
-    elbo, kl, pen = score_candidates(g, "y", ["P0"], g.prompts(), {"default": lm}, tr, post, c, 0.0)
+    elbo, kl, pen, _ = score_candidates(g, "y", ["P0"], g.prompts(), {"default": lm}, tr, post, c, 0.0)
     # target yes: with h=A both labels shift by -1 -> same normalised log p~(yes) = -log(1+e^-1)
     lp = -math.log1p(math.exp(-1.0))
     assert elbo == pytest.approx([0.25 * lp + 0.75 * lp])
@@ -146,7 +146,7 @@ def test_hidden_layer_elbo_and_exploration_penalty():
     assert tr.correct == [False, True]
     post = {"h": _posterior([["A", "B"], ["A", "B"]], [[0.5, 0.5], [1.0, 0.0]])}
     c = dataclasses.replace(g.fit, hidden_logp="sum")
-    elbo, kl, pen = score_candidates(g, "h", ["H0", "H1"], g.prompts(), {"default": lm}, tr, post, c, 0.5)
+    elbo, kl, pen, _ = score_candidates(g, "h", ["H0", "H1"], g.prompts(), {"default": lm}, tr, post, c, 0.5)
     assert elbo == pytest.approx([(-1.0 + -1.0) / 2, ((0.5 * -0.2 + 0.5 * -2.0) + -0.2) / 2])
     assert pen == pytest.approx([-1.0 / 2, -5.0 / 2])                     # only the wrong example counts
     tags = [x.tag for x in lm.calls if x.kind == "score"]
@@ -162,5 +162,5 @@ def test_hidden_accuracy_scoring_runs_the_graph_with_each_candidate():
     assert tr.correct == [False, False]
     post = {"h": _posterior([["clue"], ["clue"]], [[1.0], [1.0]])}
     c = dataclasses.replace(g.fit, hidden_scoring="accuracy")
-    elbo, kl, pen = score_candidates(g, "h", ["H0", "H1"], g.prompts(), {"default": lm}, tr, post, c, 0.0)
+    elbo, kl, pen, _ = score_candidates(g, "h", ["H0", "H1"], g.prompts(), {"default": lm}, tr, post, c, 0.0)
     assert elbo == [0.0, 1.0] and kl is None and pen is None

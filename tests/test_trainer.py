@@ -13,7 +13,9 @@ from dlc.lang.compiler import compile_file
 from dlc.errors import DlcError
 from dlc.ir import Example
 from dlc.lm.scripted import ScriptedLM
-from dlc.fit.trainer import Trainer, TrainState, evaluate, plan
+from dlc.fit.evaluation import evaluate
+from dlc.fit.plan import plan
+from dlc.fit.trainer import Trainer, TrainState
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUTH = ("subjective", "objective")
@@ -222,8 +224,8 @@ def test_evaluate_zero_and_n_shot():
     assert ctx.count("Answer: objective") + ctx.count("Answer: subjective") == 2     # the cue, a space, the label
 
 
-@pytest.mark.parametrize("kw,code", [({"batch_size": 0}, "E710"), ({"train": ("yy",)}, "E711"),
-                                     ({"posterior_temp": 0.0}, "E710")])
+@pytest.mark.parametrize("kw,code", [({"batch_size": 0}, "E311"), ({"train": ("yy",)}, "E711"),
+                                     ({"posterior_temp": 0.0}, "E311"), ({"validation": "dev"}, "E314")])
 def test_bad_settings_are_fit_errors(kw, code):
     g = graph("dln1")
     with pytest.raises(DlcError) as e:

@@ -83,8 +83,9 @@ def load_network(target: str | None, overrides: Mapping[str, str] | None = None)
             if source is None:
                 raise DlcUsageError(f"--set needs the run's .dln source, and {run.path} has none", code="E101")
             learned = graph.prompts()
+            offsets = {n: dict(lay.offsets) for n, lay in graph.layers.items() if lay.offsets}
             graph = with_prompts(compiler.compile_source(source, cfg.get("source_path") or str(run.file(SOURCE)),
-                                                         overrides), learned)
+                                                         overrides), learned, offsets)
         return Network(graph, cfg.get("net") or graph.name, source, cfg.get("source_path"), None)
     if not p.exists():
         raise DlcUsageError(f"{target}: no such file", code="E121",
@@ -113,17 +114,27 @@ def graph_of_run(run: RunDir, *, prompts: str = "learned") -> Graph:
     if prompts == "learned":
         res = run.result()
         learned = (res or {}).get("prompts")
+        offsets = (res or {}).get("offsets") or {}
         if learned is None:
-            ck = run.checkpoint()
-            learned = ((ck or {}).get("state") or {}).get("best_prompts") or None
+            state = (run.checkpoint() or {}).get("state") or {}
+            learned = state.get("best_prompts") or None
+            offsets = {n: dict(zip(graph.layers[n].output.label_names, v))
+                       for n, v in (state.get("best_offsets") or {}).items() if n in graph.layers and v}
         if learned:
-            graph = with_prompts(graph, learned)
+            graph = with_prompts(graph, learned, offsets)
     return graph
 
 
-def with_prompts(graph: Graph, prompts: Mapping[str, str]) -> Graph:
+def with_prompts(graph: Graph, prompts: Mapping[str, str],
+                 offsets: Mapping[str, Mapping[str, float]] | None = None) -> Graph:
+    """The graph with learned parameters: prompts, and calibration offsets {layer: {label: b}}."""
     layers = dict(graph.layers)
     for node, text in prompts.items():
         if node in layers:
             layers[node] = dataclasses.replace(layers[node], prompt=text)
+    for node, offs in (offsets or {}).items():
+        if node in layers:
+            order = layers[node].output.label_names
+            layers[node] = dataclasses.replace(layers[node], offsets=tuple(
+                (n, float(offs[n])) for n in order if n in offs))
     return dataclasses.replace(graph, layers=layers)

@@ -24,6 +24,8 @@ from dlc.artifacts.rundir import (BACKEND, CONFIG, CONFIG_SCHEMA, GRAPH, RESULT,
 from dlc.data import Splits, load_splits
 from dlc.errors import DlcArtifactError, DlcUsageError
 from dlc.fit import trainer as tr
+from dlc.fit.evaluation import EvalResult, evaluate
+from dlc.fit.plan import plan as fit_plan
 from dlc.ir import Example, Graph
 from dlc.lang import compiler
 from dlc.lm.base import LM
@@ -132,7 +134,7 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
             raise DlcArtifactError(f"cannot resume {run.path}: the dataset splits differ from the ones the run "
                                    "started with", code="E505",
                                    hint="pass the --data-dir the run used, or start a new run")
-    plan = tr.plan(graph, graph.fit, len(splits.train), len(splits.dev))
+    plan = fit_plan(graph, graph.fit, len(splits.train), len(splits.dev))
     _print(out, f"network {graph.name}: {len(graph.order)} layer(s) {', '.join(graph.order)}; output {graph.output}")
     _print(out, f"data: train {len(splits.train)}, dev {len(splits.dev)}, test {len(splits.test)}")
     _print(out, "plan:")
@@ -251,24 +253,32 @@ def _fmt(x: Any) -> str:
 
 
 def _evaluate(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], examples: Sequence[Example],
-              *, shots_from: Sequence[Example] = (), seed: int = 0) -> Any:
+              *, shots_from: Sequence[Example] = (), seed: int = 0,
+              offsets: Mapping[str, Sequence[float]] | None = None) -> EvalResult | None:
     if not examples:
         return None
-    return tr.evaluate(graph, dict(prompts), lms, list(examples), n_shots=graph.fit.n_shots,
-                       shots_from=tuple(shots_from), seed=seed)
+    return evaluate(graph, dict(prompts), lms, list(examples), n_shots=graph.fit.n_shots,
+                    shots_from=tuple(shots_from), seed=seed, offsets=offsets)
+
+
+def offsets_by_label(graph: Graph, offsets: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
+    """{layer: [b...]} in label order -> {layer: {label: b}} (result.json, `.fit.dln`); empty vectors dropped."""
+    return {n: dict(zip(graph.layers[n].output.label_names, (float(x) for x in v)))
+            for n, v in sorted(offsets.items()) if v}
 
 
 def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[str, LM], trainer: Any,
             totals: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Final evaluation with the best prompts (and, for the gain, the initial ones), `.fit.dln`, result.json."""
     state = trainer.state
-    best = dict(getattr(state, "best_prompts", None) or state.prompts)
+    best = dict(state.best_prompts or state.prompts)
+    best_offsets = {k: list(v) for k, v in state.best_offsets.items()}
     initial = graph.prompts()
-    evals: dict[str, Any] = {}
-    for tag, prompts in (("baseline", initial), ("final", best)):
+    evals: dict[tuple[str, str], EvalResult | None] = {}
+    for tag, prompts, offs in (("baseline", initial, None), ("final", best, best_offsets)):
         for split in ("dev", "test"):
             evals[(tag, split)] = _evaluate(graph, prompts, lms, getattr(splits, split), shots_from=splits.train,
-                                            seed=graph.fit.seed)
+                                            seed=graph.fit.seed, offsets=offs)
     labels = graph.layers[graph.output].output.label_names
 
     def acc(tag: str, split: str) -> float | None:
@@ -292,7 +302,8 @@ def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[s
     fit_dln = None
     if net.source_text is not None:
         changed = {k: v for k, v in best.items() if v != initial.get(k)}   # untouched prompts keep their quoting
-        text = compiler.rewrite_prompts(net.source_text, net.source_path or f"{net.name}.dln", changed)
+        text = compiler.rewrite_prompts(net.source_text, net.source_path or f"{net.name}.dln", changed,
+                                        offsets_by_label(graph, best_offsets))
         fit_dln = run.path / f"{net.name}.fit.dln"
         run.write_text(fit_dln.name, text)
     usage = totals()
@@ -301,7 +312,7 @@ def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[s
         "dev_accuracy": acc("final", "dev"), "test_accuracy": acc("final", "test"),
         "baseline": {"dev_accuracy": acc("baseline", "dev"), "test_accuracy": acc("baseline", "test"),
                      "prompts": initial},
-        "prompts": best, "iterations": state.iteration,
+        "prompts": best, "offsets": offsets_by_label(graph, best_offsets), "iterations": state.iteration,
         "best_dev_during_training": getattr(state, "best_dev", None),
         "usage": usage, "dev": details("dev"), "test": details("test"),
         "predictions": {"dev": predictions("dev"), "test": predictions("test")},

@@ -72,6 +72,8 @@ def to_json(graph: ir.Graph) -> dict[str, Any]:
             "format": lay.format,
             "system": lay.system,
             "answer_prefix": lay.answer_prefix,
+            "calibration": lay.calibration,
+            "offsets": {k: v for k, v in lay.offsets},
             "span": lay.span,
         }
     return {
@@ -132,7 +134,8 @@ def _from_json(d: dict[str, Any]) -> ir.Graph:
                                                  for c in b["posterior"]),
                                  max_tokens=b["max_tokens"], stop=tuple(b["stop"])),
             model=n["model"], backward_model=n["backward_model"], format=n["format"], system=n["system"],
-            answer_prefix=n["answer_prefix"], span=n["span"])
+            answer_prefix=n["answer_prefix"], calibration=n.get("calibration", "none"),
+            offsets=tuple((str(k), float(v)) for k, v in (n.get("offsets") or {}).items()), span=n["span"])
     data = dict(d["data"])
     data["fields"] = tuple(tuple(f) for f in data["fields"])
     fit = dict(d["fit"])

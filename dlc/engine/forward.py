@@ -7,13 +7,14 @@ dln-reference §6.2.2: `strip_options_for_hidden` applies identically in both). 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from dlc.lang import templates
 from dlc.errors import DlcError, DlcFitError, DlcLMError
 from dlc.ir import Example, Graph, Layer
 from dlc.lm.base import LM, ChatPrompt, GenerateRequest, GenerateResult, Prompt, ScoreRequest, ScoreResult
+from dlc.engine.calibration import apply_offsets
 from dlc.engine.labels import label_logdist_from, label_requests, verbalizers
 from dlc.engine.metrics import is_correct, match_label, numbers_in
 from dlc.rng import Rng
@@ -123,11 +124,25 @@ def generate_batch(lm: LM, requests: Sequence[GenerateRequest], node: str = "") 
 
 @dataclass(frozen=True)
 class ScoreOpts:
-    """How log-probabilities are reduced and labels aggregated (FitConfig.hidden_logp/output_logp/label_agg)."""
+    """How log-probabilities are reduced and labels aggregated (FitConfig.hidden_logp/output_logp/label_agg), and
+    the calibration offsets of choice layers: `offsets` overrides a layer's own (`Layer.offsets`, a trained
+    network's) with the trainer's current ones; an empty vector means uncalibrated."""
 
     output_logp: str = "sum"
     hidden_logp: str = "mean"
     label_agg: str = "logsumexp"
+    offsets: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+    def offsets_for(self, layer: Layer) -> list[float] | None:
+        for name, b in self.offsets:
+            if name == layer.name:
+                return list(b) or None
+        return layer.offset_vector()
+
+    def with_offsets(self, offsets: Mapping[str, Sequence[float] | None]) -> "ScoreOpts":
+        d = dict(self.offsets)
+        d.update({k: tuple(v or ()) for k, v in offsets.items()})
+        return replace(self, offsets=tuple(sorted(d.items())))
 
 
 def target_logp_requests(graph: Graph, layer: Layer, context: Prompt, target: str, tag: str) -> list[ScoreRequest]:
@@ -139,10 +154,16 @@ def target_logp_requests(graph: Graph, layer: Layer, context: Prompt, target: st
 
 
 def target_logp_from(graph: Graph, layer: Layer, results: Sequence[ScoreResult], target: str,
-                     opts: ScoreOpts) -> tuple[float, list[float] | None]:
-    """log p(target | context) (class-normalised for choice layers) and the label log-distribution (or None)."""
+                     opts: ScoreOpts, offsets: Sequence[float] | None | bool = True
+                     ) -> tuple[float, list[float] | None]:
+    """log p(target | context) (class-normalised for choice layers) and the label log-distribution (or None).
+
+    A calibrated choice layer's distribution is softmax(log p + b) (engine/calibration.py) with b = `offsets`, or
+    the layer's current offsets from `opts` when offsets is True, or the raw distribution when offsets is False."""
     if layer.output.kind == "choice":
         dist = label_logdist_from(results, layer.output.labels, agg=opts.label_agg, reduction=opts.output_logp)
+        b = opts.offsets_for(layer) if offsets is True else (None if offsets is False else offsets)
+        dist = apply_offsets(dist, b)  # type: ignore[arg-type]
         names = layer.output.label_names
         if target not in names:
             raise DlcFitError(f"target '{target}' is not a label of layer '{layer.name}'", code="E702",
@@ -159,12 +180,18 @@ class NodeTrace:
 
     contexts: list[Prompt] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
-    label_logdist: list[list[float] | None] = field(default_factory=list)
+    label_logdist: list[list[float] | None] = field(default_factory=list)   # calibrated when offsets is set
     seeds: list[int] = field(default_factory=list)
+    raw_logdist: list[list[float] | None] = field(default_factory=list)     # p_LM before the offsets
+    offsets: list[float] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"contexts": [prompt_to_json(c) for c in self.contexts], "outputs": list(self.outputs),
-                "label_logdist": self.label_logdist, "seeds": list(self.seeds)}
+        d = {"contexts": [prompt_to_json(c) for c in self.contexts], "outputs": list(self.outputs),
+             "label_logdist": self.label_logdist, "seeds": list(self.seeds)}
+        if self.offsets is not None:
+            d["offsets"] = list(self.offsets)
+            d["raw_logdist"] = self.raw_logdist
+        return d
 
 
 @dataclass
@@ -228,9 +255,12 @@ def forward(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], exa
             reqs = [r for c in nt.contexts for r in label_requests(c, layer.output.labels, tag)]
             res = score_batch(lm, reqs, name)
             per = sum(len(verbalizers(lab)) for lab in layer.output.labels)
+            nt.offsets = opts.offsets_for(layer)
             for i in range(len(examples)):
-                dist = label_logdist_from(res[i * per:(i + 1) * per], layer.output.labels, agg=opts.label_agg,
-                                          reduction=opts.output_logp)
+                raw = label_logdist_from(res[i * per:(i + 1) * per], layer.output.labels, agg=opts.label_agg,
+                                         reduction=opts.output_logp)
+                dist = apply_offsets(raw, nt.offsets)
+                nt.raw_logdist.append(raw)
                 nt.label_logdist.append(dist)
                 nt.outputs.append(layer.output.labels[argmax(dist)].name)
                 nt.seeds.append(0)
@@ -244,6 +274,7 @@ def forward(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], exa
             res = generate_batch(lm, reqs, name)
             nt.outputs = [r.texts[0].strip() if r.texts else "" for r in res]
             nt.label_logdist = [None] * len(examples)
+            nt.raw_logdist = [None] * len(examples)
             nt.seeds = seeds
         texts[name] = list(nt.outputs)
         nodes[name] = nt

@@ -12,7 +12,7 @@ outputs ĥ (their current best: they are visited after n). The output layer's ta
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from dlc.lang import templates
 from dlc.engine.forward import (ScoreOpts, Trace, as_backward_prompt, generate_batch, layer_context, layer_variables,
@@ -47,9 +47,11 @@ class Posterior:
                 "logp_mi": self.logp_mi, "templates": self.templates, "resampled": self.resampled}
 
 
-def score_opts(config: FitConfig) -> ScoreOpts:
-    return ScoreOpts(output_logp=config.output_logp, hidden_logp=config.hidden_logp,
+def score_opts(config: FitConfig, offsets: Mapping[str, Sequence[float]] | None = None) -> ScoreOpts:
+    """The scoring options of a config, with the trainer's current calibration offsets (if any)."""
+    opts = ScoreOpts(output_logp=config.output_logp, hidden_logp=config.hidden_logp,
                      label_agg=getattr(config, "label_agg", "logsumexp"))
+    return opts.with_offsets(offsets) if offsets else opts
 
 
 def node_targets(graph: Graph, node: str, trace: Trace, posteriors: Mapping[str, Posterior]) -> list[str] | None:
@@ -70,9 +72,11 @@ def _as_layer_value(graph: Graph, node: str, text: str, fallback: str) -> str:
 
 
 def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], trace: Trace,
-                 config: FitConfig, rng: Rng, iteration: int) -> dict[str, Posterior]:
-    """Posterior samples, weights and h* for every hidden layer that has children (Alg. 3, top-down)."""
-    opts = score_opts(config)
+                 config: FitConfig, rng: Rng, iteration: int,
+                 offsets: Mapping[str, Sequence[float]] | None = None) -> dict[str, Posterior]:
+    """Posterior samples, weights and h* for every hidden layer that has children (Alg. 3, top-down). A calibrated
+    child scores its target with its current `offsets` (the distribution the network really outputs)."""
+    opts = score_opts(config, offsets)
     strip = config.strip_options_for_hidden
     posteriors: dict[str, Posterior] = {}
     B = len(trace.examples)

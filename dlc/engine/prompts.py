@@ -20,8 +20,10 @@ from dlc.engine.hidden import Posterior, score_opts
 from dlc.engine.forward import (Trace, as_backward_prompt, forward, generate_batch, layer_context, layer_variables, lm_for,
                         score_batch, target_logp_from, target_logp_requests)
 from dlc.errors import DlcError
-from dlc.ir import FitConfig, Graph
+from dlc.ir import FitConfig, Graph, Layer
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
+from dlc.engine.calibration import apply_offsets, fit_offsets
+from dlc.engine.proposals import clean_proposal, rejection_reason
 from dlc.engine.labels import label_logdist_from, label_requests
 from dlc.engine.metrics import is_correct
 from dlc.rng import Rng
@@ -44,12 +46,26 @@ class LayerUpdate:
     penalty_weight: float = 0.0
     proposals: list[dict[str, Any]] = field(default_factory=list)
     step: int = 0
+    offsets: list[list[float]] | None = None     # calibrated layer: each candidate's fitted offsets b_n
+
+    @property
+    def chosen_offsets(self) -> list[float] | None:
+        return None if self.offsets is None else self.offsets[self.chosen_index]
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """How many proposals were rejected, by reason."""
+        out: dict[str, int] = {}
+        for r in self.proposals:
+            if r.get("rejected"):
+                out[r["rejected"]] = out.get(r["rejected"], 0) + 1
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {"node": self.node, "step": self.step, "current": self.current, "candidates": self.candidates,
                 "elbo": self.elbo, "kl": self.kl, "penalty": self.penalty, "penalty_weight": self.penalty_weight,
                 "reward": self.reward, "chosen": self.chosen, "chosen_index": self.chosen_index,
-                "proposals": self.proposals}
+                "proposals": self.proposals, "rejected": self.rejected, "offsets": self.offsets}
 
 
 def dedupe(prompts: Sequence[str]) -> list[str]:
@@ -62,14 +78,6 @@ def dedupe(prompts: Sequence[str]) -> list[str]:
             seen.add(p)
             out.append(p)
     return out
-
-
-def clean_proposal(text: str) -> str:
-    """A generated instruction: drop the template's end marker and a leading quote marker."""
-    t = text.split("[END]")[0].strip()
-    if t.startswith(">"):
-        t = t[1:].strip()
-    return t
 
 
 def layer_view(graph: Graph, node: str, trace: Trace, posteriors: Mapping[str, Posterior],
@@ -119,8 +127,14 @@ def propose(graph: Graph, node: str, current: str, memory_prompts: Sequence[str]
     results = generate_batch(lm_for(lms, layer.backward_model, node), reqs, node)
     new = []
     for rec, res in zip(records, results):
-        rec["text"] = clean_proposal(res.texts[0] if res.texts else "")
-        new.append(rec["text"])
+        raw = res.texts[0] if res.texts else ""
+        rec["text"] = clean_proposal(raw, layer.backward.prompt_template.text)
+        if rec["text"] != raw.strip():
+            rec["raw"] = raw
+        rec["rejected"] = rejection_reason(rec["text"], [view[i]["input"] for i in rec["shown"]],
+                                           max_words=config.max_prompt_words, copy_ngram=config.copy_ngram)
+        if rec["rejected"] is None:
+            new.append(rec["text"])
     return dedupe([current, *bases, *new]), records
 
 
@@ -146,10 +160,12 @@ def _configs(graph: Graph, node: str, i: int, trace: Trace, posteriors: Mapping[
 
 def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts: Mapping[str, str],
                      lms: Mapping[str, LM], trace: Trace, posteriors: Mapping[str, Posterior], config: FitConfig,
-                     penalty_weight: float) -> tuple[list[float], list[float] | None, list[float] | None]:
-    """ELBO_n for every candidate (one batched score call), plus trust-region KL_n and exploration penalty_n."""
+                     penalty_weight: float, offsets: Mapping[str, Sequence[float]] | None = None
+                     ) -> tuple[list[float], list[float] | None, list[float] | None, list[list[float]] | None]:
+    """ELBO_n for every candidate (one batched score call), plus trust-region KL_n, exploration penalty_n and,
+    for a calibrated layer, each candidate's fitted offsets b_n."""
     layer = graph.layers[node]
-    opts = score_opts(config)
+    opts = score_opts(config, offsets)
     strip = config.strip_options_for_hidden
     lm = lm_for(lms, layer.model, node)
     B = len(trace.examples)
@@ -163,7 +179,7 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
             tr = forward(graph, dict(prompts, **{node: cand}), lms, trace.examples, temperature=0.0,
                          strip_hidden_options=strip, opts=opts)
             elbo.append(sum(tr.correct) / max(1, B))
-        return elbo, None, None
+        return elbo, None, None, None
 
     spans: list[tuple[int, int, float, int, int, int, str]] = []  # cand, example, w, in_idx, start, n, target
     reqs: list[ScoreRequest] = []
@@ -216,10 +232,28 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
             out = gr.texts[0] if gr.texts else ""
             gen_acc[key] = 1.0 if is_correct(graph.metric, out, trace.examples[key[1]].target) else 0.0
 
+    # a calibrated choice layer scores each candidate with its own offsets, fitted (MAP) on this batch's label
+    # distributions under that candidate: prompt search and calibration optimise one objective instead of fighting
+    cand_offsets: list[list[float]] | None = None
+    if calibrated(layer):
+        names = list(layer.output.label_names)
+        raws: list[list[list[float]]] = [[] for _ in candidates]
+        tix: list[list[int]] = [[] for _ in candidates]
+        wts: list[list[float]] = [[] for _ in candidates]
+        for n_idx, i, w, a, start, n, tgt in spans:
+            raw = target_logp_from(graph, layer, res[start:start + n], tgt, opts, offsets=False)[1]
+            if raw is not None and tgt in names:
+                raws[n_idx].append(raw)
+                tix[n_idx].append(names.index(tgt))
+                wts[n_idx].append(w)
+        cand_offsets = [fit_offsets(raws[n], tix[n], sigma=config.calibration_sigma, weights=wts[n])
+                        for n in range(len(candidates))]
+
     # S[n][i] -> list of (weight, score, in_idx)
     table: list[list[list[tuple[float, float, int]]]] = [[[] for _ in range(B)] for _ in candidates]
     for n_idx, i, w, a, start, n, tgt in spans:
-        lp, dist = target_logp_from(graph, layer, res[start:start + n], tgt, opts)
+        lp, dist = target_logp_from(graph, layer, res[start:start + n], tgt, opts,
+                                    offsets=cand_offsets[n_idx] if cand_offsets is not None else True)
         if accuracy:
             lp = (1.0 if layer.output.label_names[argmax(dist)] == tgt else 0.0) if dist is not None \
                 else gen_acc[(n_idx, i, a)]
@@ -251,15 +285,23 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
         ref = [d for d in trace.nodes[node].label_logdist]
         cand_d = [[[] for _ in range(B)] for _ in candidates]  # type: list[list[list[float]]]
         for n_idx, i, start, n in kl_spans:
-            cand_d[n_idx][i] = label_logdist_from(res[start:start + n], layer.output.labels, agg=opts.label_agg,
-                                                  reduction=opts.output_logp)
+            cand_d[n_idx][i] = apply_offsets(
+                label_logdist_from(res[start:start + n], layer.output.labels, agg=opts.label_agg,
+                                   reduction=opts.output_logp),
+                cand_offsets[n_idx] if cand_offsets is not None else opts.offsets_for(layer))
         kl = [trust_region_kl(ref, cand_d[n]) for n in range(len(candidates))]  # type: ignore[arg-type]
-    return elbo, kl, penalty
+    return elbo, kl, penalty, cand_offsets
+
+
+def calibrated(layer: Layer) -> bool:
+    """Does the layer learn calibration offsets (a choice layer with calibration = fit)?"""
+    return layer.calibration == "fit" and layer.output.kind == "choice"
 
 
 def update_layer(graph: Graph, node: str, prompts: Mapping[str, str], memory_prompts: Sequence[str],
                  lms: Mapping[str, LM], trace: Trace, posteriors: Mapping[str, Posterior], config: FitConfig,
-                 rng: Rng, iteration: int, penalty_weight: float, step: int = 0) -> LayerUpdate:
+                 rng: Rng, iteration: int, penalty_weight: float, step: int = 0,
+                 offsets: Mapping[str, Sequence[float]] | None = None) -> LayerUpdate:
     """Propose, score and select one layer's prompt (the current prompt stays a candidate and wins ties)."""
     current = prompts[node]
     view = layer_view(graph, node, trace, posteriors, config.strip_options_for_hidden)
@@ -268,8 +310,8 @@ def update_layer(graph: Graph, node: str, prompts: Mapping[str, str], memory_pro
         candidates = [current, *candidates]
     else:
         candidates = [current if c == current.strip() else c for c in candidates]
-    elbo, kl, penalty = score_candidates(graph, node, candidates, prompts, lms, trace, posteriors, config,
-                                         penalty_weight)
+    elbo, kl, penalty, cand_offsets = score_candidates(graph, node, candidates, prompts, lms, trace, posteriors,
+                                                       config, penalty_weight, offsets)
     reward = []
     for n in range(len(candidates)):
         r = elbo[n]
@@ -281,4 +323,5 @@ def update_layer(graph: Graph, node: str, prompts: Mapping[str, str], memory_pro
     best = argmax(reward)
     return LayerUpdate(node=node, current=current, candidates=list(candidates), elbo=elbo, reward=reward,
                        chosen=candidates[best], chosen_index=best, kl=kl, penalty=penalty,
-                       penalty_weight=penalty_weight if penalty is not None else 0.0, proposals=records, step=step)
+                       penalty_weight=penalty_weight if penalty is not None else 0.0, proposals=records, step=step,
+                       offsets=cand_offsets)

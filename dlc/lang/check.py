@@ -230,6 +230,8 @@ def layer_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
         "format": lambda v, k: ck.choice(v, k, ("chat", "raw")),
         "answer_prefix": ck.text,
         "system": ck.text,
+        "calibration": lambda v, k: ck.choice(v, k, typing.get_args(ir.Calibration)),
+        "offsets": keep,            # {label: number}: checked against the layer's labels by the compiler
     }
 
 
@@ -298,6 +300,8 @@ FIT_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "use_memory": (0, None, False), "logp_penalty": (0, None, False), "trust_factor": (0, None, False),
     "posterior_temp": (0, None, True), "n_shots": (0, None, False), "num_p1_steps": (1, None, False),
     "budget_tokens": (0, None, False), "max_dev": (-1, None, False),
+    "calibration_sigma": (0, None, True), "calibration_size": (-1, None, False), "accept_level": (0, 0.5, True),
+    "max_prompt_words": (0, None, False), "copy_ngram": (0, None, False),
 }
 
 

@@ -10,6 +10,7 @@ Pipeline (each stage pure; only `compile_file` reads the .dln and template files
 from __future__ import annotations
 
 import functools
+import math
 import importlib
 import re
 from dataclasses import replace
@@ -58,49 +59,64 @@ def compile_source(text: str, path: str = "<string>", overrides: Mapping[str, st
     return _Lowering(program, errors, sources).run()
 
 
-def rewrite_prompts(source_text: str, path: str, prompts: Mapping[str, str]) -> str:
+def rewrite_prompts(source_text: str, path: str, prompts: Mapping[str, str],
+                    offsets: Mapping[str, Mapping[str, float]] | None = None) -> str:
     """The same .dln text with each named layer's prompt replaced by a triple-quoted literal (added when the layer
-    had none). Comments and layout elsewhere are kept; used to write `<net>.fit.dln` after training."""
+    had none) and, for calibrated layers, its `offsets = { label: b, ... }` set (replaced or added). Comments and
+    layout elsewhere are kept; used to write `<net>.fit.dln` after training."""
     program = parse(source_text, path)
     layers = {d.name.name: d for d in program.of_type(S.LayerDecl)}
-    unknown = [n for n in prompts if n not in layers]
+    unknown = [n for n in list(prompts) + list(offsets or {}) if n not in layers]
     if unknown:
         raise DlcUsageError(f"no layer named '{unknown[0]}' in {path}", code="E102",
                             hint=did_you_mean(unknown[0], layers))
     lines = source_text.splitlines(keepends=True)
-    offsets = [0]
+    line_start = [0]
     for ln in lines:
-        offsets.append(offsets[-1] + len(ln))
+        line_start.append(line_start[-1] + len(ln))
 
     def off(line: int, col: int) -> int:
-        return offsets[line - 1] + col - 1
+        return line_start[line - 1] + col - 1
 
-    edits: list[tuple[int, int, str]] = []
     def indent_of(line: int) -> str:
         ln = lines[line - 1] if line - 1 < len(lines) else ""
         return ln[: len(ln) - len(ln.lstrip(" \t"))]
 
+    settings: dict[str, list[tuple[str, str]]] = {}
     for name, new in prompts.items():
+        settings.setdefault(name, []).append(("prompt", new))
+    for name, offs in (offsets or {}).items():
+        literal = "{ " + ", ".join(f"{k}: {float(v):.6g}" for k, v in offs.items()) + " }"
+        settings.setdefault(name, []).append(("offsets", literal))
+
+    edits: list[tuple[int, int, str]] = []
+    for name, items in settings.items():
         decl = layers[name]
-        literal = encode_long_string(new)
-        setting = None
+        inserts = []
+        for key, new in items:
+            literal = encode_long_string(new) if key == "prompt" else new
+            setting = None
+            if decl.body is not None:
+                setting = next((s for s in decl.body.items if isinstance(s, S.Setting) and s.key == key), None)
+            if setting is not None:
+                v = setting.value.span
+                key_indent = indent_of(setting.key_span.line)
+                if key == "prompt" and setting.key_span.col == len(key_indent) + 1:   # block style reads best
+                    literal = encode_block_string(new, key_indent) or literal
+                edits.append((off(v.line, v.col), off(v.end_line or v.line, v.end_col or v.col), literal))
+            else:
+                inserts.append(f"{key} = {literal}")
+        if not inserts:
+            continue
         if decl.body is not None:
-            setting = next((s for s in decl.body.items if isinstance(s, S.Setting) and s.key == "prompt"), None)
-        if setting is not None:
-            v = setting.value.span
-            key_indent = indent_of(setting.key_span.line)
-            if setting.key_span.col == len(key_indent) + 1:      # the key starts its line: block style reads best
-                literal = encode_block_string(new, key_indent) or literal
-            edits.append((off(v.line, v.col), off(v.end_line or v.line, v.end_col or v.col), literal))
-        elif decl.body is not None:
             b = decl.body.span              # insert right after the opening brace
             start = off(b.line, b.col) + 1
-            edits.append((start, start, f" prompt = {literal}\n "))
+            edits.append((start, start, "".join(f" {s}\n " for s in inserts)))
         else:
             end = off(decl.span.end_line or decl.span.line, decl.span.end_col or decl.span.col)
             # the header ends at the layer name; skip the "(...)" parent list
             close = source_text.index(")", end) + 1
-            edits.append((close, close, f" {{ prompt = {literal} }}"))
+            edits.append((close, close, " { " + "  ".join(inserts) + " }"))
     out = source_text
     for start, end, rep in sorted(edits, reverse=True):
         out = out[:start] + rep + out[end:]
@@ -587,6 +603,12 @@ class _Lowering:
                                        line_offset=res.line_offset, col_offset=res.col_offset,
                                        parse_path=res.parse_path)
 
+        offsets = self.offsets(vals, settings, out, name)
+        if "calibration" in vals and vals["calibration"] == "fit" and out.kind != "choice":
+            self.err("E329", f"calibration = fit needs a choice output, and layer '{name}' outputs {out.kind}",
+                     settings["calibration"].value.span, node=name,
+                     hint="remove the calibration setting, or give the layer `output = choice { ... }`")
+
         if len(self.ck.errors) > n_errors or fwd is INVALID or bprompt is INVALID:
             return None
         gen = ir.Generation(
@@ -602,7 +624,40 @@ class _Lowering:
                         trainable=not vals.get("fixed", False), output=out, generation=gen, backward=backward,
                         model=vals.get("model", "default"), backward_model=vals.get("backward_model", "default"),
                         format=vals.get("format", "chat"), system=vals.get("system"),
-                        answer_prefix=vals.get("answer_prefix", ""), span=d.span.to_json())
+                        answer_prefix=vals.get("answer_prefix", ""),
+                        calibration=vals.get("calibration", "none"), offsets=offsets, span=d.span.to_json())
+
+    def offsets(self, vals: Mapping[str, Any], settings: Mapping[str, Any], out: Any, layer: str
+                ) -> tuple[tuple[str, float], ...]:
+        """`offsets = { label: number, ... }`: a calibrated choice layer's learned per-label log-offsets (written
+        by `dlc fit` into `<net>.fit.dln`). Every key must be a label of the layer and every value finite."""
+        v = vals.get("offsets")
+        if v is None:
+            return ()
+        if not isinstance(v, S.MapV):
+            self.ck.type_error(v, "a map { label: number }", "offsets")
+            return ()
+        if out.kind != "choice":
+            self.err("E329", f"offsets need a choice output, and layer '{layer}' outputs {out.kind}",
+                     settings["offsets"].value.span, node=layer, hint="remove the offsets setting")
+            return ()
+        names = list(out.label_names)
+        got: list[tuple[str, float]] = []
+        for e in v.entries:
+            if e.key not in names:
+                self.err("E328", f"offsets name '{e.key}', which is not a label of layer '{layer}'", e.key_span,
+                         node=layer, hint=did_you_mean(e.key, names) or f"labels: {', '.join(names)}")
+                continue
+            x = self.ck.number(e.value, f"offsets.{e.key}", None, None)
+            if x is INVALID:
+                continue
+            if not math.isfinite(float(x)):
+                self.err("E311", f"offsets.{e.key} must be a finite number", e.value.span, node=layer,
+                         hint="offsets are log-probability shifts, typically between -3 and 3")
+                continue
+            got.append((e.key, float(x)))
+        order = {n: i for i, n in enumerate(names)}
+        return tuple(sorted(got, key=lambda kv: order[kv[0]]))
 
     def labels_match_task(self, lay: ir.Layer, task: str) -> None:
         """The output labels must be the task's canonical label names, or no target would ever match."""
