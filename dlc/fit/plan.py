@@ -65,6 +65,15 @@ def plan(graph: Graph, config: FitConfig, n_train: int, n_dev: int) -> dict[str,
             per_val["forward_score"] += n_dev_used * n_score(n)
         else:
             per_val["forward_generate"] += n_dev_used
+    out = graph.layers[graph.output]
+    if out.calibration == "fit" and out.output.kind == "choice":
+        # the offsets are refitted on the calibration set at every validation (its forward pass, every layer)
+        n_cal = n_train if config.calibration_size < 0 else min(n_train, config.calibration_size)
+        for n in graph.order:
+            if graph.layers[n].output.kind == "choice":
+                per_val["calibration_score"] += n_cal * n_score(n)
+            else:
+                per_val["calibration_generate"] += n_cal
     vals = sum(1 for t in range(config.iters + 1)
                if (t % config.val_freq == 0 or t == config.iters) and (t > 0 or config.do_first_eval))
     per_iter = dict(sorted(kinds.items()))

@@ -9,7 +9,8 @@ the best ones. Every random choice comes from Rng(seed).derive("iter", t, ...), 
 `TrainState.to_json()` repeats an uninterrupted run.
 
 Calibrated output layer (`calibration = fit`, engine/calibration.py): at every validation its offsets are refitted
-(MAP) on the label distributions of the first `calibration_size` training examples under the current prompts, and
+(MAP) on the label distributions of `calibration_size` training examples (drawn with the seed) under the current
+prompts, and
 kept only if they beat the uncalibrated layer on dev by the selection rule — so calibration cannot cost dev score.
 During a training step each candidate prompt is scored with its own offsets fitted on the batch (prompts.py).
 """
@@ -32,6 +33,16 @@ from dlc.fit.selection import compare
 from dlc.ir import Example, FitConfig, Graph
 from dlc.lm.base import LM
 from dlc.rng import Rng
+
+
+def calibration_set(train: Sequence[Example], config: FitConfig) -> list[Example]:
+    """The training examples a calibrated output's offsets are fitted on: `calibration_size` of them drawn with
+    the run seed (Rng(seed).derive("calibration")), in the order drawn; all of them when the size is -1 or larger."""
+    n = config.calibration_size
+    if n < 0 or n >= len(train):
+        return list(train)
+    idx = Rng(config.seed).derive("calibration").sample(range(len(train)), n)
+    return [train[i] for i in idx]
 
 
 @dataclass
@@ -84,7 +95,7 @@ class Trainer:
         if self.config.max_dev >= 0:
             self.dev = self.dev[:self.config.max_dev]
         if not self.train and self.config.iters > 0:
-            raise DlcDataError("the training split is empty", code="E802", hint="check train_size and the data path")
+            raise DlcDataError("the training split is empty", code="E812", hint="check train_size and the data path")
         self.state = state or TrainState.initial(graph)
         missing = set(graph.order) - set(self.state.prompts)
         if missing:
@@ -93,8 +104,7 @@ class Trainer:
                                    hint="the graph changed since the run started; start a new run")
         self.rng = Rng(self.config.seed)
         self.calibrated = tuple(n for n in graph.order if calibrated(graph.layers[n]))
-        n_cal = self.config.calibration_size
-        self.calibration_set = self.train if n_cal < 0 else self.train[:n_cal]
+        self.calibration_set = calibration_set(self.train, self.config) if self.calibrated else []
         self._dev_cache: dict[str, EvalResult] = {}
         self._usage0 = self._tokens_now()
 

@@ -108,7 +108,13 @@ def rewrite_prompts(source_text: str, path: str, prompts: Mapping[str, str],
                 inserts.append(f"{key} = {literal}")
         if not inserts:
             continue
-        if decl.body is not None:
+        first = next((s for s in decl.body.items if isinstance(s, S.Setting)), None) if decl.body else None
+        if first is not None and first.key_span.line > decl.body.span.line:   # type: ignore[union-attr]
+            # a multi-line body: new settings go on their own lines, indented like the first setting
+            ind = indent_of(first.key_span.line)
+            start = off(first.key_span.line, 1)
+            edits.append((start, start, "".join(f"{ind}{s}\n" for s in inserts)))
+        elif decl.body is not None:
             b = decl.body.span              # insert right after the opening brace
             start = off(b.line, b.col) + 1
             edits.append((start, start, "".join(f" {s}\n " for s in inserts)))
@@ -405,6 +411,10 @@ class _Lowering:
             if cfg.backend == "openai" and "model" not in vals:
                 self.err("E326", f"model '{n}': an openai backend needs `model` (the server's model name)",
                          d.name.span, hint='add e.g. model = "gpt-4o-mini"')
+            if "delay" in vals and cfg.backend != "scripted":
+                self.err("E312", f"model '{n}': `delay` is a setting of the scripted backend only, and this model's "
+                         f"backend is {cfg.backend}", settings["delay"].key_span,
+                         hint="remove `delay`, or set backend = scripted (the deterministic test LM)")
             models[n] = cfg
             self._declared_models.add(n)
         return models
