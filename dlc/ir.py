@@ -38,6 +38,7 @@ ScoringFunction = Literal["logprobs", "accuracy"]
 LogpReduction = Literal["mean", "sum"]
 LabelAgg = Literal["logsumexp", "max"]
 Calibration = Literal["none", "fit"]
+Backend = Literal["embedded", "openai", "scripted"]   # dlc.lm.registry.open_backend opens each
 Validation = Literal["accuracy", "loglik"]
 Acceptance = Literal["best", "paired"]
 
@@ -132,16 +133,19 @@ class Layer:
 class ModelConfig:
     """A named LLM. `embedded`: llama.cpp in-process (`model` = tiny|small|default|GGUF path|hf:repo/file).
     `openai`: any OpenAI-compatible server; URL and key are read from the *named* environment variables at run
-    time and never stored."""
+    time and never stored. `scripted`: dlc's deterministic in-memory LM for tests (no model file; answers are a
+    function of the request)."""
 
     name: str
-    backend: Literal["embedded", "openai"] = "embedded"
+    backend: Backend = "embedded"
     model: str = "default"
     base_url_env: str | None = None        # e.g. "OPENAI_BASE_URL" (several URLs separated by commas)
     api_key_env: str | None = None         # e.g. "OPENAI_API_KEY"
     n_ctx: int = 4096
     max_concurrency: int = 8
     timeout: float = 120.0
+    delay: float = 0.0                     # scripted backend only: seconds slept per batch call (lets a test
+                                           # interrupt a fit inside an iteration)
 
 
 @dataclass(frozen=True)

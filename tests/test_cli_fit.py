@@ -1,5 +1,8 @@
 """`dlc fit / eval / run / runs / show RUN` end to end with the scripted LM: the run directory contract, exit codes,
-bad input (one-line error, exit 1, nothing written), and the `.fit.dln` round trip."""
+bad input (one-line error, exit 1, nothing written), and the `.fit.dln` round trip.
+
+The scripted LM is an ordinary backend: the tests fit a copy of graphs/dln1.dln with a `model default { backend =
+scripted }` block (so its `.fit.dln` keeps the block), or pass `--set model.default.backend=scripted`."""
 from __future__ import annotations
 
 import io
@@ -17,17 +20,18 @@ from dlc.errors import DlcUsageError
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-DLN1 = REPO / "graphs" / "dln1.dln"
+SCRIPTED_MODEL = "\nmodel default { backend = scripted }\n"
+DLN1 = Path("dln1.dln")          # graphs/dln1.dln + SCRIPTED_MODEL, written into each test's directory
 SMALL = ["--set", "fit.iters=2", "--set", "fit.batch_size=4", "--set", "fit.num_p_samples=3",
          "--set", "data.train_size=16", "--set", "data.dev_size=8", "--set", "data.test_size=12"]
 
 
 @pytest.fixture(autouse=True)
 def scripted(monkeypatch, tmp_path):
-    monkeypatch.setenv("DLC_TEST_SCRIPTED_LM", "1")
-    monkeypatch.setenv("DLC_TEST_SCRIPTED_DELAY", "0")
     monkeypatch.delenv("DLC_DATA_DIR", raising=False)
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "cache"))     # the LLM cache of this test only
     monkeypatch.chdir(tmp_path)
+    DLN1.write_text((REPO / "graphs" / "dln1.dln").read_text() + SCRIPTED_MODEL)
 
 
 def dlc(capsys, *args: str) -> tuple[int, str, str]:
@@ -146,7 +150,7 @@ def test_fit_with_no_argument_uses_the_last_compiled_network(capsys, tmp_path):
     assert "network dln1" in out
     # --set applies to sources only, never silently to a compiled artifact
     rc, out, err = dlc(capsys, "fit", "--set", "fit.iters=1", "--data-dir", str(DATA), "--dry-run")
-    assert rc == 1 and "error[E101]" in err
+    assert rc == 1 and "error[E103]" in err
 
 
 @pytest.mark.parametrize("args, code", [
@@ -170,7 +174,7 @@ def test_field_mapping_naming_no_field(capsys, tmp_path):
     (tmp_path / "net.dln").write_text('network net\ninput x\nlayer y(x) {\n  template = classify\n'
                                       '  prompt = "Answer."\n  output = choice { yes: "yes", no: "no" }\n}\n'
                                       'output y { target = label }\n'
-                                      'data { path = "d.jsonl"  fields = { x: "sentence" } }\n')
+                                      'data { path = "d.jsonl"  fields = { x: "sentence" } }\n' + SCRIPTED_MODEL)
     rc, out, err = dlc(capsys, "fit", "net.dln")
     assert rc == 1 and "sentence" in err.splitlines()[0] and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
@@ -193,7 +197,7 @@ def test_existing_run_dir_is_not_overwritten(capsys, tmp_path):
 
 def test_eval_and_cli_usage_errors(capsys, tmp_path):
     rc, out, err = dlc(capsys, "eval", str(tmp_path / "nope"))
-    assert rc == 1 and "error[E121]" in err
+    assert rc == 1 and "error[E104]" in err
     rc, out, err = dlc(capsys, "eval", str(DLN1), "--seeds", "1,x")
     assert rc == 1 and "error[E111]" in err
     (tmp_path / "broken").mkdir()
@@ -205,8 +209,9 @@ def test_eval_and_cli_usage_errors(capsys, tmp_path):
 
 
 def test_parse_sets_and_seeds():
+    # the key is stripped, the value kept as typed (the compiler parses it: one graph hash under every command)
     assert api.parse_sets(["fit.iters=3", "data.task = subj", "fit.iters=4"]) == {"fit.iters": "4",
-                                                                                 "data.task": "subj"}
+                                                                                 "data.task": " subj"}
     assert api.parse_sets(["layer.y.prompt=a=b"]) == {"layer.y.prompt": "a=b"}
     for bad in ("iters=3", "fit.iters", "=3", ".x=1"):
         with pytest.raises(DlcUsageError):
@@ -216,10 +221,37 @@ def test_parse_sets_and_seeds():
         api.parse_seeds("1,1")
 
 
+def test_scripted_is_an_ordinary_backend_with_a_delay_setting(capsys, tmp_path):
+    """`backend = scripted` compiles, round-trips through the manifest (delay included) and opens through the
+    registry behind the cache; `delay` belongs to the scripted backend only."""
+    from dlc.artifacts import manifest
+    from dlc.lang.compiler import compile_file
+    from dlc.lm.cached import CachedLM
+    from dlc.lm.registry import open_lm
+    from dlc.lm.scripted import ScriptedLM
+
+    g = compile_file(REPO / "graphs" / "dln1.dln", {"model.default.backend": "scripted",
+                                                     "model.default.delay": "0.01"})
+    cfg = g.models["default"]
+    assert (cfg.backend, cfg.delay) == ("scripted", 0.01)
+    assert manifest.from_json(json.loads(json.dumps(manifest.to_json(g)))).models == g.models
+    lm = open_lm(cfg, cache_dir=tmp_path / "c")
+    try:
+        assert isinstance(lm, CachedLM) and isinstance(lm.inner, ScriptedLM) and lm.inner.delay == 0.01
+        assert lm.model_id == "scripted:default"
+    finally:
+        lm.close()
+    rc, out, err = dlc(capsys, "compile", str(REPO / "graphs" / "dln1.dln"), "--set", "model.default.delay=1")
+    assert rc == 1 and "error[E312]" in err and "scripted backend only" in err
+    rc, out, err = dlc(capsys, "compile", str(REPO / "graphs" / "dln1.dln"), "--set", "model.default.backend=scripte")
+    assert rc == 1 and "error[E314]" in err and "scripted" in err
+
+
 def test_console_script_exit_status_in_a_subprocess(tmp_path):
     """The real process: `python -m dlc fit` with a bad data dir exits 1 with one error line."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), DLC_TEST_SCRIPTED_LM="1")
-    r = subprocess.run([sys.executable, "-m", "dlc", "fit", str(DLN1), "--data-dir", str(tmp_path / "none")],
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", "dlc", "fit", str(REPO / "graphs" / "dln1.dln"),
+                        "--set", "model.default.backend=scripted", "--data-dir", str(tmp_path / "none")],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("error[E801]") and "Traceback" not in r.stderr
 

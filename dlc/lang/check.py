@@ -247,13 +247,14 @@ def backward_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
 
 def model_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
     return {
-        "backend": lambda v, k: ck.choice(v, k, ("embedded", "openai")),
+        "backend": lambda v, k: ck.choice(v, k, typing.get_args(ir.Backend)),
         "model": ck.text,
         "base_url_env": lambda v, k: env_name(ck, v, k),
         "api_key_env": lambda v, k: env_name(ck, v, k),
         "n_ctx": lambda v, k: ck.integer(v, k, 128, 1 << 20),
         "max_concurrency": lambda v, k: ck.integer(v, k, 1, 1024),
         "timeout": lambda v, k: ck.number(v, k, 0.0, None, lo_open=True),
+        "delay": lambda v, k: ck.number(v, k, 0.0, 60.0),     # scripted backend only (the compiler checks)
     }
 
 

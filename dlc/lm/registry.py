@@ -1,6 +1,7 @@
-"""Open the LM a `ModelConfig` names: the embedded llama.cpp model or an OpenAI-compatible server, wrapped in the
-disk cache and usage accounting (`CachedLM`). This is the only place that reads base URLs and API keys from the
-environment (by the variable names the config gives); they go to the HTTP client only, never into a cache key.
+"""Open the LM a `ModelConfig` names: the embedded llama.cpp model, an OpenAI-compatible server or the deterministic
+scripted LM (tests), wrapped in the disk cache and usage accounting (`CachedLM`). This is the only place that reads
+base URLs and API keys from the environment (by the variable names the config gives); they go to the HTTP client
+only, never into a cache key.
 """
 from __future__ import annotations
 
@@ -35,8 +36,12 @@ def open_backend(cfg: ModelConfig) -> LM:
                              hint=f"export {url_env}=http://127.0.0.1:8000/v1 (several replicas: comma-separated)")
         return OpenAILM(cfg.model, urls, os.environ.get(key_env), max_concurrency=cfg.max_concurrency,
                         timeout=cfg.timeout)
+    if cfg.backend == "scripted":
+        from dlc.lm.scripted import ScriptedLM
+
+        return ScriptedLM(model_id=f"scripted:{cfg.model}", delay=float(cfg.delay))
     raise DlcLMError(f"unknown backend '{cfg.backend}' for model '{cfg.name}'", code="E620",
-                     hint="use backend = embedded or backend = openai")
+                     hint="use backend = embedded, openai or scripted")
 
 
 def open_lm(cfg: ModelConfig, *, cache_dir: Path | str | None = None, no_cache: bool = False,

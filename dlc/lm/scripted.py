@@ -4,10 +4,16 @@ Outputs and log-probs are either given by rule functions or derived from sha256 
 always gets the same answer (like a cached real model). Every request is logged in `calls` in order, which lets tests
 check the exact sequence of LLM calls the engine makes. It is for engine arithmetic only: real behaviour is tested
 against the embedded model.
+
+It is also an ordinary backend: `model NAME { backend = scripted }` (or `--set model.default.backend=scripted`) makes
+`dlc.lm.registry.open_backend` open one, behind the same cache and accounting as any model, so the product around the
+engine (runs, resume, exit codes, reports) is tested through the path users take. `delay = seconds` (a setting of
+this backend only) sleeps that long in every batch call, which lets a test interrupt a fit inside an iteration.
 """
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -54,8 +60,11 @@ class ScriptedLM:
     calls: list[Call] = field(default_factory=list)
     batches: list[tuple[str, str, int]] = field(default_factory=list)   # (kind, first tag, size) per batch call
     closed: bool = False
+    delay: float = 0.0          # seconds slept per batch call (generate or score)
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        if self.delay > 0:
+            time.sleep(self.delay)
         if requests:
             self.batches.append(("generate", requests[0].tag, len(requests)))
         out = []
@@ -82,6 +91,8 @@ class ScriptedLM:
         return out
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        if self.delay > 0:
+            time.sleep(self.delay)
         if requests:
             self.batches.append(("score", requests[0].tag, len(requests)))
         out = []
