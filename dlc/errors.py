@@ -17,6 +17,8 @@ Code ranges:
     E2xx syntax (.dln parse)                                 E6xx LLM backends (transport, model files, capability)
     E3xx semantics (names, types, settings); E35x templates  E7xx fitting (numerics, budget, data)
     E4xx graph structure (cycles, unreachable, no output)    E8xx data (datasets, splits, field mapping)
+
+`REGISTRY` (at the end) holds every code with its class and its one-line meaning; the README's tables list the same.
 """
 from __future__ import annotations
 
@@ -180,8 +182,183 @@ def render_error(err: DlcError, source_text: str | None = None) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------------ the registry
+@dataclass(frozen=True)
+class ErrorCode:
+    """One stable code: the class it is raised with and what it means (one line, as in the README's tables)."""
+
+    code: str
+    cls: type[DlcError]
+    meaning: str
+
+
+def _family(cls: type[DlcError], *rows: tuple[str, str]) -> tuple[ErrorCode, ...]:
+    return tuple(ErrorCode(code, cls, meaning) for code, meaning in rows)
+
+
+# Every code dlc raises, once. tests/test_errors.py fails when a raise site uses a code that is not here, when a
+# code is here twice, or when the README's error tables do not list it. A new meaning gets a new code in its family.
+REGISTRY: tuple[ErrorCode, ...] = (
+    *_family(
+        DlcUsageError,
+        ("E101", "malformed `--set` (not BLOCK.KEY=VALUE)"),
+        ("E102", "`--set` names an unknown block, key or layer"),
+        ("E103", "`--set` on something without a .dln source (a compiled artifact, a run without its source)"),
+        ("E104", "no such file, a directory where a file is expected, or an unreadable file"),
+        ("E105", "a .dln file that is not UTF-8"),
+        ("E106", "an image format needs Graphviz `dot`, which is missing or failed"),
+        ("E111", "bad `--seeds` (not a comma-separated list of distinct integers)"),
+        ("E112", "`--resume` combined with `--run-dir`"),
+        ("E113", "bad `--split` (train, dev or test)"),
+        ("E114", "the split to evaluate is empty"),
+        ("E115", "bad `dlc serve` option (`--port`, `--n-ctx`)"),
+        ("E116", "`n_shots` > 0 on a network whose output layer reads a hidden layer"),
+        ("E117", "`n_shots` > 0 without training examples to draw the demonstrations from"),
+        ("E120", "nothing to evaluate (no network or run given)"),
+        ("E122", "an input line on stdin is not a JSON object"),
+        ("E123", "an input line on stdin lacks a graph input"),
+        ("E130", "the run directory cannot be used (exists and is not empty, or cannot be created)"),
+        ("E131", "the run directory is in use by another dlc process"),
+        ("E140", "plotting needs matplotlib"),
+    ),
+    *_family(
+        DlcSyntaxError,
+        ("E201", "unexpected token"),
+        ("E202", "unterminated string"),
+        ("E203", "unbalanced bracket"),
+        ("E204", "unknown statement"),
+        ("E205", "missing `=`"),
+        ("E206", "`:` where `=` belongs, or the reverse"),
+        ("E207", "a character that starts no token (e.g. single quotes)"),
+        ("E208", "the file ends inside a statement"),
+        ("E209", "unknown escape sequence in a string"),
+        ("E210", "`key =` without a value"),
+        ("E211", "a layer without `(parents)`"),
+        ("E212", "unquoted text with spaces"),
+    ),
+    *_family(
+        DlcSemanticError,
+        ("E301", "unknown template"),
+        ("E302", "unknown node name"),
+        ("E303", "a name, block or entry declared twice"),
+        ("E304", "unknown model"),
+        ("E305", "a reserved name (a template variable)"),
+        ("E310", "a value of the wrong type"),
+        ("E311", "a value out of range"),
+        ("E312", "unknown key or block"),
+        ("E313", "a key or block set twice"),
+        ("E314", "a value that is not one of the allowed ones (including an unknown task or output kind)"),
+        ("E315", "a literal secret where an environment variable name belongs"),
+        ("E320", "a label declared twice"),
+        ("E321", "one verbalizer used by two labels"),
+        ("E322", "an empty label or verbalizer, or a choice with fewer than two labels"),
+        ("E323", "bad posterior mixture weights (empty, or summing to 0)"),
+        ("E324", "bad parent list (none, or a parent twice)"),
+        ("E325", "a choice output without labels"),
+        ("E326", "an openai model without `model`"),
+        ("E327", "output labels that differ from the data task's"),
+        ("E328", "calibration offsets name a label the layer does not have"),
+        ("E329", "calibration needs a choice output"),
+        ("E355", "template file not found"),
+    ),
+    *_family(
+        DlcTemplateError,
+        ("E351", "template syntax error"),
+        ("E352", "a template rendered without a variable it needs"),
+        ("E353", "a template failed to render"),
+        ("E354", "a template variable the layer cannot supply"),
+    ),
+    *_family(
+        DlcGraphError,
+        ("E401", "cycle"),
+        ("E402", "a layer that does not lead to the output"),
+        ("E403", "no output"),
+        ("E404", "the output is an input, not a layer"),
+        ("E405", "several outputs"),
+    ),
+    *_family(
+        DlcArtifactError,
+        ("E501", "no run directory at the path"),
+        ("E502", "a corrupt compiled network or run directory file"),
+        ("E503", "cannot resume: the network changed since the run started"),
+        ("E504", "cannot resume: the fit/data/model config changed since the run started"),
+        ("E505", "no compiled network to fall back to (`.dlc/LAST` missing or stale)"),
+        ("E506", "cannot write the compiled network"),
+        ("E507", "a compiled network of an unsupported schema version"),
+        ("E508", "a malformed compiled network (valid JSON, wrong shape)"),
+        ("E509", "cannot resume: the dataset splits differ from the run's"),
+        ("E510", "the saved training state lacks fields"),
+        ("E511", "the saved training state has no prompt for a trained layer"),
+        ("E530", "cannot open the LLM cache"),
+        ("E531", "cannot read the LLM cache"),
+        ("E532", "cannot write the LLM cache"),
+    ),
+    *_family(
+        DlcLMError,
+        ("E610", "model not installed (package, chunks or huggingface_hub missing)"),
+        ("E611", "unknown model, bad Hugging Face reference, or not a GGUF file"),
+        ("E612", "corrupt model file (sha256 mismatch)"),
+        ("E613", "model download failed"),
+        ("E614", "llama.cpp could not load the model or create its context"),
+        ("E620", "backend misconfigured (unknown backend, missing or bad URL, bad limits)"),
+        ("E621", "server unreachable or timed out"),
+        ("E622", "server error or rate limit after retries"),
+        ("E623", "context too long for the server"),
+        ("E624", "credentials rejected"),
+        ("E625", "model or endpoint not found on the server"),
+        ("E626", "request rejected"),
+        ("E627", "malformed response after retries"),
+        ("E628", "the server lacks a capability the algorithm needs"),
+        ("E629", "`dlc serve` cannot listen (port taken)"),
+        ("E640", "missing or failing chat template"),
+        ("E641", "context too long for the embedded model"),
+        ("E642", "llama_decode failed"),
+        ("E643", "scoring or generating after an empty prompt"),
+        ("E645", "the embedded model crashed in `dlc selftest`"),
+        ("E646", "`dlc selftest` failed (timeout, child failure, wrong log-probs)"),
+    ),
+    *_family(
+        DlcFitError,
+        ("E701", "no LLM was opened for a layer's model"),
+        ("E702", "a target that is not a label of the layer being scored"),
+        ("E703", "an example has no value for a graph input"),
+        ("E711", "`train` names a layer the graph does not have (a FitConfig built in Python)"),
+        ("E720", "training is already finished"),
+        ("E730", "token budget exhausted"),
+    ),
+    *_family(
+        DlcDataError,
+        ("E801", "no data directory"),
+        ("E802", "a missing or unreadable data file"),
+        ("E803", "unknown task"),
+        ("E804", "a field mapping names a field the data does not have"),
+        ("E805", "a graph input with no dataset field"),
+        ("E807", "unsupported dataset file type"),
+        ("E808", "the `datasets` package is not installed"),
+        ("E809", "download or Hugging Face load failed"),
+        ("E810", "checksum mismatch"),
+        ("E811", "bad split size or size cut"),
+        ("E812", "a dataset without training examples"),
+        ("E814", "bad split layout"),
+        ("E815", "a corrupt data file"),
+        ("E816", "task files that do not match each other or the task's format"),
+        ("E817", "the data block sets both task and path"),
+        ("E818", "no data (neither task nor path)"),
+        ("E819", "a target that is none of the output layer's labels"),
+    ),
+)
+
+CODES: dict[str, ErrorCode] = {e.code: e for e in REGISTRY}
+
+
+def meaning(code: str) -> str | None:
+    """The registered one-line meaning of `code` (None for an unknown code)."""
+    e = CODES.get(code)
+    return e.meaning if e else None
+
+
 __all__ = [
     "SourceSpan", "DlcError", "DlcUsageError", "DlcSyntaxError", "DlcSemanticError", "DlcTemplateError",
     "DlcGraphError", "DlcArtifactError", "DlcLMError", "DlcFitError", "DlcDataError", "CompileFailed",
-    "did_you_mean", "render_error", "replace", "field",
+    "ErrorCode", "REGISTRY", "CODES", "meaning", "did_you_mean", "render_error", "replace", "field",
 ]

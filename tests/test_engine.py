@@ -98,7 +98,7 @@ def test_targets_are_mapped_onto_labels_and_unknown_targets_fail():
     assert fixed[0].target == "subjective"
     with pytest.raises(DlcDataError) as e:
         resolve_targets(g, [Example({"x": "a"}, "neutral", id="7")])
-    assert e.value.code == "E801" and "neutral" in str(e.value)
+    assert e.value.code == "E819" and "neutral" in str(e.value)
 
 
 def test_missing_model_is_a_fit_error():

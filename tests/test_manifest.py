@@ -12,7 +12,7 @@ from dlc import ir
 from dlc.artifacts import manifest
 from dlc.artifacts.identity import config_identity, graph_identity
 from dlc.lang.compiler import compile_file, compile_source, rewrite_prompts
-from dlc.errors import DlcArtifactError
+from dlc.errors import DlcArtifactError, DlcUsageError
 
 GRAPHS = sorted((Path(__file__).resolve().parents[1] / "graphs").glob("*.dln"))
 
@@ -58,9 +58,9 @@ def test_graph_hash_ignores_place_time_and_comments(tmp_path: Path) -> None:
 
 
 def test_read_errors(tmp_path: Path) -> None:
-    with pytest.raises(DlcArtifactError) as ei:
+    with pytest.raises(DlcUsageError) as ei:
         manifest.read(tmp_path / "missing.json")
-    assert ei.value.code == "E501"
+    assert ei.value.code == "E104"   # a missing file is E104 everywhere (compile, show, fit)
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema_version": ', encoding="utf-8")
     with pytest.raises(DlcArtifactError) as ei:
@@ -72,13 +72,13 @@ def test_read_errors(tmp_path: Path) -> None:
     bad.write_text(json.dumps(d), encoding="utf-8")
     with pytest.raises(DlcArtifactError) as ei:
         manifest.read(bad)
-    assert ei.value.code == "E503"
+    assert ei.value.code == "E507"
     d = manifest.to_json(g)
     del d["nodes"]["y"]["backward"]
     bad.write_text(json.dumps(d), encoding="utf-8")
     with pytest.raises(DlcArtifactError) as ei:
         manifest.read(bad)
-    assert ei.value.code == "E504" and str(bad) in ei.value.message
+    assert ei.value.code == "E508" and str(bad) in ei.value.message
     with pytest.raises(DlcArtifactError):
         manifest.from_json([1, 2])  # type: ignore[arg-type]
 

@@ -68,11 +68,7 @@ def load_network(target: str | None, overrides: Mapping[str, str] | None = None)
     prompts), or None (the last `dlc compile`, via `.dlc/LAST`)."""
     overrides = dict(overrides or {})
     if target is None:
-        last = manifest.find_last()
-        if last is None:
-            raise DlcUsageError("no network given and nothing compiled yet", code="E120",
-                                hint="run `dlc compile net.dln` first, or pass the .dln file: `dlc fit net.dln`")
-        target = str(last)
+        target = str(manifest.find_last())  # E505 when nothing was compiled here
     p = Path(target)
     if p.is_dir():
         run = RunDir.open(p)
@@ -81,19 +77,19 @@ def load_network(target: str | None, overrides: Mapping[str, str] | None = None)
         source = run.source_text()
         if overrides:
             if source is None:
-                raise DlcUsageError(f"--set needs the run's .dln source, and {run.path} has none", code="E101")
+                raise DlcUsageError(f"--set needs the run's .dln source, and {run.path} has none", code="E103")
             learned = graph.prompts()
             offsets = {n: dict(lay.offsets) for n, lay in graph.layers.items() if lay.offsets}
             graph = with_prompts(compiler.compile_source(source, cfg.get("source_path") or str(run.file(SOURCE)),
                                                          overrides), learned, offsets)
         return Network(graph, cfg.get("net") or graph.name, source, cfg.get("source_path"), None)
     if not p.exists():
-        raise DlcUsageError(f"{target}: no such file", code="E121",
+        raise DlcUsageError(f"{target}: no such file", code="E104",
                             hint="pass a .dln file, a compiled .json artifact or a run directory")
     if p.suffix == ".json":
         graph = manifest.read(p)
         if overrides:
-            raise DlcUsageError("--set applies to .dln sources, not to a compiled artifact", code="E101",
+            raise DlcUsageError("--set applies to .dln sources, not to a compiled artifact", code="E103",
                                 hint=f"pass the .dln file instead ({graph.source_path or 'its source'})")
         return Network(graph, _stem(graph.source_path or str(p)), _read_source(graph), graph.source_path, str(p))
     graph = compiler.compile_file(str(p), overrides)

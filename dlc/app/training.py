@@ -108,7 +108,7 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
             # `--resume RUN --set k=v`: the run's own source with its original overrides plus the new ones
             src = run.source_text()
             if src is None:
-                raise DlcUsageError(f"--set needs the run's .dln source, and {run.path} has none", code="E101")
+                raise DlcUsageError(f"--set needs the run's .dln source, and {run.path} has none", code="E103")
             merged = {**(base_cfg.get("overrides") or {}), **overrides}
             g = compiler.compile_source(src, base_cfg.get("source_path") or str(run.file(SOURCE)), merged)
             given = Network(g, base_cfg.get("net") or g.name, src, base_cfg.get("source_path"))
@@ -132,7 +132,7 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
         now = data_identity(splits)
         if now != run.config().get("data_identity"):
             raise DlcArtifactError(f"cannot resume {run.path}: the dataset splits differ from the ones the run "
-                                   "started with", code="E505",
+                                   "started with", code="E509",
                                    hint="pass the --data-dir the run used, or start a new run")
     plan = fit_plan(graph, graph.fit, len(splits.train), len(splits.dev))
     _print(out, f"network {graph.name}: {len(graph.order)} layer(s) {', '.join(graph.order)}; output {graph.output}")

@@ -26,7 +26,7 @@ from typing import Any
 
 from dlc import __version__, ir
 from dlc.artifacts.canonical import canonical_json
-from dlc.errors import DlcArtifactError
+from dlc.errors import DlcArtifactError, DlcUsageError
 from dlc.fsutil import atomic_write_text
 
 MANIFEST_DIR = ".dlc"
@@ -97,18 +97,18 @@ def to_json(graph: ir.Graph) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- from JSON
 def from_json(d: dict[str, Any]) -> ir.Graph:
-    """Rebuild the Graph. Raises DlcArtifactError (E503 version, E504 malformed) on a bad document."""
+    """Rebuild the Graph. Raises DlcArtifactError (E507 schema version, E508 malformed) on a bad document."""
     if not isinstance(d, dict):
-        raise DlcArtifactError("the manifest is not a JSON object", code="E504",
+        raise DlcArtifactError("the manifest is not a JSON object", code="E508",
                                hint="recompile the network with `dlc compile`")
     version = d.get("schema_version")
     if version != ir.SCHEMA_VERSION:
         raise DlcArtifactError(f"unsupported manifest schema {version!r} (this dlc reads {ir.SCHEMA_VERSION!r})",
-                               code="E503", hint="recompile the network with this version of dlc")
+                               code="E507", hint="recompile the network with this version of dlc")
     try:
         return _from_json(d)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        raise DlcArtifactError(f"the manifest is malformed ({type(e).__name__}: {e})", code="E504",
+        raise DlcArtifactError(f"the manifest is malformed ({type(e).__name__}: {e})", code="E508",
                                hint="recompile the network with `dlc compile`") from None
 
 
@@ -174,7 +174,7 @@ def read(path: str | Path) -> ir.Graph:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DlcArtifactError(f"no compiled network at {p}", code="E501",
+        raise DlcUsageError(f"no compiled network at {p}: no such file", code="E104",
                                hint="run `dlc compile NET.dln` first") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DlcArtifactError(f"cannot read {p}: {e}", code="E502", hint="recompile with `dlc compile`") from None

@@ -29,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from dlc.server.app import Server, bind_socket, create_app
 
     if not 0 <= args.port <= 65535:
-        raise DlcUsageError(f"--port {args.port} is not a port number", code="E101", hint="use 0..65535")
+        raise DlcUsageError(f"--port {args.port} is not a port number", code="E115", hint="use 0..65535")
     if args.n_ctx < 16:
-        raise DlcUsageError(f"--n-ctx {args.n_ctx} is too small", code="E101", hint="use at least 16 (default 4096)")
+        raise DlcUsageError(f"--n-ctx {args.n_ctx} is too small", code="E115", hint="use at least 16 (default 4096)")
     sock = bind_socket(args.host, args.port)      # before loading: a taken port fails fast
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"dlc serve: warning: binding {args.host} exposes the model to the network without authentication",

@@ -39,7 +39,7 @@ def load_graph(path: str, sets: dict[str, str] | None = None) -> ir.Graph:
     p = Path(path)
     if p.suffix == ".json":
         if sets:
-            raise DlcUsageError("--set applies to .dln sources, not to a compiled manifest", code="E101",
+            raise DlcUsageError("--set applies to .dln sources, not to a compiled manifest", code="E103",
                                 hint="pass the .dln file instead")
         return manifest.read(p)
     if p.is_dir():

@@ -285,7 +285,7 @@ def forward(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], exa
 
 def resolve_targets(graph: Graph, examples: Sequence[Example]) -> list[Example]:
     """Map dataset targets of a choice output onto label names ("(A)" -> "A"); a target naming no label is a data
-    error (E801) rather than a silent 0% accuracy."""
+    error (E819, as in dlc.data.loader.align_targets) rather than a silent 0% accuracy."""
     out_layer = graph.layers[graph.output]
     if out_layer.output.kind != "choice":
         return list(examples)
@@ -295,7 +295,7 @@ def resolve_targets(graph: Graph, examples: Sequence[Example]) -> list[Example]:
         if name is None:
             from dlc.errors import DlcDataError
             raise DlcDataError(f"target '{e.target}' of example '{e.id}' is none of the labels of '{graph.output}'",
-                               code="E801", node=graph.output,
+                               code="E819", node=graph.output,
                                hint=f"labels: {', '.join(out_layer.output.label_names)}; fix the target field "
                                     "or add a verbalizer")
         fixed.append(e if name == e.target else Example(inputs=e.inputs, target=name, id=e.id))

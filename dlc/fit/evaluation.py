@@ -69,7 +69,7 @@ def shots_prefix(graph: Graph, shots: Sequence[Example]) -> str:
     its answer, joined by blank lines and prepended to the input (the reference's ICL baseline)."""
     layer = graph.layers[graph.output]
     if any(p not in graph.inputs for p in layer.parents):
-        raise DlcUsageError("n_shots needs an output layer that reads only graph inputs (a DLN-1)", code="E120",
+        raise DlcUsageError("n_shots needs an output layer that reads only graph inputs (a DLN-1)", code="E116",
                             node=graph.output, hint="set n_shots = 0 for networks with hidden layers")
     demos = []
     for s in shots:
@@ -96,7 +96,7 @@ def evaluate(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], ex
     prefix = None
     if n_shots > 0:
         if not shots_from:
-            raise DlcUsageError("n_shots > 0 needs training examples to draw demonstrations from", code="E121",
+            raise DlcUsageError("n_shots > 0 needs training examples to draw demonstrations from", code="E117",
                                 hint="pass the train split as shots_from")
         pool = resolve_targets(graph, shots_from)
         root = Rng(seed)

@@ -32,7 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from dlc.errors import DlcError
+from dlc.errors import DlcError, DlcLMError
 from dlc.lm.base import ChatPrompt, GenerateRequest, GenerateResult, Prompt
 
 EchoToken = tuple[str, int, Union[float, None]]
@@ -286,8 +286,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise DlcError(f"cannot listen on {host}:{port}: {e.strerror or e}", code="E629",
-                       hint="pick another --port (--port 0 picks a free one)") from None
+        raise DlcLMError(f"cannot listen on {host}:{port}: {e.strerror or e}", code="E629",
+                         hint="pick another --port (--port 0 picks a free one)") from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
