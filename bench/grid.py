@@ -222,8 +222,11 @@ def _commit() -> str | None:
 
 
 def run_cell(cell: Cell, *, data_dir: str, out: Path = OUT, cells_dir: Path = CELLS, model: str | None = None,
-             python: str = sys.executable, log: Any = sys.stdout, threads: int | None = None) -> dict[str, Any] | None:
-    """Fit one cell in a subprocess (resuming its run directory if a previous attempt was killed)."""
+             python: str = sys.executable, log: Any = sys.stdout, threads: int | None = None,
+             sets: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Fit one cell in a subprocess (resuming its run directory if a previous attempt was killed). `sets` are extra
+    `--set BLOCK.KEY=VALUE` of a fresh start (a resume reads them from the run), e.g. the tests'
+    `model.default.backend=scripted`."""
     done = load_cell(cell.id, cells_dir)
     if done is not None:
         return done
@@ -245,6 +248,8 @@ def run_cell(cell: Cell, *, data_dir: str, out: Path = OUT, cells_dir: Path = CE
         cmd += [str(net), "--run-dir", str(run_dir)]
         if model:
             cmd += ["--set", f"model.default.model={model}"]
+        for kv in sets:
+            cmd += ["--set", kv]
     cmd += ["--data-dir", data_dir, "--cache-dir", str(out / "cache"), "--no-progress"]
     # an explicit thread count: dlc's default reads the load average, which the previous cell leaves at ~2 for a
     # minute, so back-to-back cells would silently run on 1 thread and their wall times would not compare
@@ -595,6 +600,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--out", default=str(OUT), help="generated nets, run directories, LLM cache")
     r.add_argument("--cells", default=str(CELLS), help="where finished cells are recorded")
     r.add_argument("--threads", type=int, default=None, help="llama.cpp threads per cell (default: every core)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="BLOCK.KEY=VALUE",
+                   help="an extra --set for every fresh cell (e.g. model.default.backend=scripted for a smoke run; "
+                        "not for RESULTS.md)")
     sub.add_parser("report", help="rewrite bench/RESULTS.md and bench/plots/ from bench/cells/")
     a = ap.parse_args(argv)
     if a.cmd == "report":
@@ -609,10 +617,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(a.data_dir).is_dir():
         print(f"error: data directory {a.data_dir} does not exist; pass --data-dir (../shared/data)", file=sys.stderr)
         return 1
-    if a.model and (Path(a.cells).resolve() == CELLS or Path(a.out).resolve() == OUT):
+    if (a.model or a.sets) and (Path(a.cells).resolve() == CELLS or Path(a.out).resolve() == OUT):
         # both: a run directory left in bench/out/runs would be resumed by the real grid, with its model
-        print("error: --model changes the model, so its runs and cells must stay out of bench/out and bench/cells; "
-              "pass both --out and --cells", file=sys.stderr)
+        print(f"error: {'--model' if a.model else '--set'} changes the cells, so their runs and records must stay out "
+              "of bench/out and bench/cells; pass both --out and --cells", file=sys.stderr)
         return 1
     t0 = time.monotonic()
     failed = 0
@@ -621,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"--max-minutes {a.max_minutes} reached; rerun to continue")
             break
         rec = run_cell(c, data_dir=a.data_dir, out=Path(a.out), cells_dir=Path(a.cells), model=a.model,
-                       threads=a.threads)
+                       threads=a.threads, sets=a.sets)
         failed += rec is None
     if Path(a.cells) == CELLS:
         report()

@@ -1,6 +1,7 @@
 """bench/grid.py (issue 6): every cell compiles, cells run and resume per cell, the report never invents numbers.
 
-Cells are fitted with the scripted LM (DLC_TEST_SCRIPTED_LM=1) in subprocesses exactly as the real grid runs them."""
+Cells are fitted with the scripted backend (grid.run_cell(..., sets=SCRIPTED), i.e. `--set
+model.default.backend=scripted`) in subprocesses exactly as the real grid runs them."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,6 +16,7 @@ from dlc.lang import compiler
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
+SCRIPTED = ("model.default.backend=scripted",)
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +41,10 @@ def test_every_cell_of_the_grid_compiles(grid):
 
 
 def test_cells_run_resume_and_report(grid, tmp_path, monkeypatch):
-    monkeypatch.setenv("DLC_TEST_SCRIPTED_LM", "1")
-    monkeypatch.setenv("DLC_TEST_SCRIPTED_DELAY", "0")
     out, cells = tmp_path / "out", tmp_path / "cells"
     chosen = grid.select(grid.grid(), "0shot,dln1", "subj", "42")
     assert [c.id for c in chosen] == ["0shot-subj-s42", "dln1-subj-s42"]
-    recs = [grid.run_cell(c, data_dir=str(DATA), out=out, cells_dir=cells) for c in chosen]
+    recs = [grid.run_cell(c, data_dir=str(DATA), out=out, cells_dir=cells, sets=SCRIPTED) for c in chosen]
     for r in recs:
         assert r is not None and 0.0 <= r["test_accuracy"] <= 1.0
         assert r["cost"]["calls"] > 0 and r["cost"]["requested_tokens"] > 0
@@ -57,7 +57,7 @@ def test_cells_run_resume_and_report(grid, tmp_path, monkeypatch):
         raise AssertionError("a finished cell was run again")
 
     monkeypatch.setattr(subprocess, "call", no_subprocess)
-    assert grid.run_cell(chosen[1], data_dir=str(DATA), out=out, cells_dir=cells) == dln1
+    assert grid.run_cell(chosen[1], data_dir=str(DATA), out=out, cells_dir=cells, sets=SCRIPTED) == dln1
 
     text = grid.report(cells_dir=cells, results=tmp_path / "RESULTS.md", plots_dir=tmp_path / "plots",
                        notes=tmp_path / "none.md")
@@ -71,11 +71,9 @@ def test_cells_run_resume_and_report(grid, tmp_path, monkeypatch):
 
 def test_a_killed_cell_resumes_from_its_checkpoint(grid, tmp_path, monkeypatch):
     """A cell whose run directory holds a checkpoint but no cell record continues with `dlc fit --resume`."""
-    monkeypatch.setenv("DLC_TEST_SCRIPTED_LM", "1")
-    monkeypatch.setenv("DLC_TEST_SCRIPTED_DELAY", "0")
     out, cells = tmp_path / "out", tmp_path / "cells"
     cell = grid.Cell("dln1", "trec", 42)
-    rec = grid.run_cell(cell, data_dir=str(DATA), out=out, cells_dir=cells)
+    rec = grid.run_cell(cell, data_dir=str(DATA), out=out, cells_dir=cells, sets=SCRIPTED)
     (cells / f"{cell.id}.json").unlink()          # as if killed after the fit finished but before the record
     seen = []
     real = subprocess.call
@@ -85,8 +83,8 @@ def test_a_killed_cell_resumes_from_its_checkpoint(grid, tmp_path, monkeypatch):
         return real(cmd, *a, **k)
 
     monkeypatch.setattr(subprocess, "call", spy)
-    again = grid.run_cell(cell, data_dir=str(DATA), out=out, cells_dir=cells, threads=1)
-    assert "--resume" in seen[0][0]
+    again = grid.run_cell(cell, data_dir=str(DATA), out=out, cells_dir=cells, threads=1, sets=SCRIPTED)
+    assert "--resume" in seen[0][0] and "--set" not in seen[0][0]     # the run's graph.json names the backend
     # the thread count is explicit (not dlc's load-average guess) and recorded with the cell
     assert seen[0][1]["DLC_THREADS"] == "1" and again["threads"] == 1
     # both attempts' wall times are the cell's cost
@@ -145,3 +143,5 @@ def test_a_smoke_run_on_another_model_must_stay_out_of_the_real_grid(grid, tmp_p
     assert grid.main(["run", "--model", "tiny", "--cells", str(tmp_path / "c")]) == 1
     assert grid.main(["run", "--model", "tiny", "--out", str(tmp_path / "o")]) == 1
     assert "pass both --out and --cells" in capsys.readouterr().err
+    assert grid.main(["run", "--set", "model.default.backend=scripted", "--cells", str(tmp_path / "c")]) == 1
+    assert "--set changes the cells" in capsys.readouterr().err
