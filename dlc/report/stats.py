@@ -299,8 +299,14 @@ def show_run(path: str | os.PathLike[str], args: Any = None) -> int:
                         else ""))
         for node, text in (res.get("prompts") or {}).items():
             lines.append(f"prompt   {node}: {text!r}")
+        for node, offs in (res.get("offsets") or {}).items():
+            lines.append(f"offsets  {node}: " + ", ".join(f"{k} {v:+.3f}" for k, v in offs.items()))
     else:
         lines.append("result   (not finished: `dlc fit --resume " + str(run.path) + "` continues it)")
+    made, rejected = proposal_counts(run.trace())
+    if made:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "none"
+        lines.append(f"proposals {made} made, {sum(rejected.values())} rejected before scoring ({why})")
     print("\n".join(lines))
     print()
     print(format_learning_curve(points))
@@ -309,6 +315,18 @@ def show_run(path: str | os.PathLike[str], args: Any = None) -> int:
         png = plot_learning_curve(points, out, title=f"{cfg.get('net', '')} — {run.path.name}")
         print(f"\nplot written to {png}")
     return 0
+
+
+def proposal_counts(trace: Sequence[Mapping[str, Any]]) -> tuple[int, dict[str, int]]:
+    """Proposals made over a run and how many were rejected before scoring, by reason (trace records)."""
+    made, rejected = 0, {}  # type: int, dict[str, int]
+    for rec in trace:
+        for upd in (rec.get("layers") or {}).values():
+            for u in (upd if isinstance(upd, list) else [upd]):
+                made += len(u.get("proposals") or [])
+                for k, v in (u.get("rejected") or {}).items():
+                    rejected[k] = rejected.get(k, 0) + int(v)
+    return made, rejected
 
 
 def _fmt(x: Any) -> str:
