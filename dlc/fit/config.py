@@ -10,7 +10,7 @@ import dataclasses
 import typing
 from typing import Literal
 
-from dlc.errors import DlcFitError, did_you_mean
+from dlc.errors import DlcFitError, DlcSemanticError, did_you_mean
 from dlc.ir import FitConfig, Graph
 from dlc.lang.check import FIT_RANGES
 
@@ -33,12 +33,12 @@ def check_config(graph: Graph, config: FitConfig) -> tuple[str, ...]:
         if typing.get_origin(t) is Literal:
             allowed = typing.get_args(t)
             if val not in allowed:
-                raise DlcFitError(f"fit.{f.name} = '{val}' is not one of {', '.join(map(str, allowed))}",
+                raise DlcSemanticError(f"fit.{f.name} = '{val}' is not one of {', '.join(map(str, allowed))}",
                                   code="E314", hint=f"set fit.{f.name} = {allowed[0]}")
         elif f.name in FIT_RANGES and isinstance(val, (int, float)) and not isinstance(val, bool):
             msg = _range_error(f.name, float(val), *FIT_RANGES[f.name])
             if msg:
-                raise DlcFitError(msg, code="E311", hint=f"the default is fit.{f.name} = {f.default}")
+                raise DlcSemanticError(msg, code="E311", hint=f"the default is fit.{f.name} = {f.default}")
     if config.train:
         for n in config.train:
             if n not in graph.layers:
