@@ -1,7 +1,9 @@
 """Resume equivalence: a `dlc fit` killed mid-iteration (SIGKILL, or Ctrl-C) and resumed ends with exactly the
 prompts, trace and scores of an uninterrupted run. The network is the paper's DLN-2 (graphs/dln2.dln) so hidden
-samples, posterior weights, memory and validation all cross the resume boundary. The LM is the scripted LM (its
-answers are a function of the request, like a cached model); a slow variant lets the test kill inside an iteration.
+samples, posterior weights, memory and validation all cross the resume boundary. The LM is the scripted backend
+(`--set model.default.backend=scripted`: its answers are a function of the request, like a cached model); its `delay`
+setting slows every batch call so the test can kill inside an iteration. The scripted fits run with --no-cache, so
+the resumed iteration is recomputed (and its token counts match the uninterrupted run's).
 """
 from __future__ import annotations
 
@@ -17,15 +19,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
+DELAY = 0.02                     # seconds per scripted batch call: a fit lasts long enough to be interrupted
 SETS = ["fit.iters=5", "fit.batch_size=4", "fit.num_p_samples=3", "fit.num_h_samples=2", "fit.val_freq=1",
-        "data.train_size=20", "data.dev_size=10", "data.test_size=10"]
+        "data.train_size=20", "data.dev_size=10", "data.test_size=10",
+        "model.default.backend=scripted", f"model.default.delay={DELAY}"]
 
 
-def env(delay: float = 0.0) -> dict[str, str]:
+def env() -> dict[str, str]:
     e = dict(os.environ)
     e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
-    e["DLC_TEST_SCRIPTED_LM"] = "1"
-    e["DLC_TEST_SCRIPTED_DELAY"] = str(delay)
     return e
 
 
@@ -33,11 +35,11 @@ def fit_cmd(run_dir: Path, *extra: str, net: str | None = str(REPO / "graphs" / 
     cmd = [sys.executable, "-m", "dlc", "fit"] + ([net] if net else [])
     for s in SETS:
         cmd += ["--set", s]
-    return cmd + ["--data-dir", str(DATA), "--run-dir", str(run_dir), "--no-progress", *extra]
+    return cmd + ["--data-dir", str(DATA), "--run-dir", str(run_dir), "--no-cache", "--no-progress", *extra]
 
 
 def resume_cmd(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "dlc", "fit", "--resume", str(run_dir), "--no-progress"]
+    return [sys.executable, "-m", "dlc", "fit", "--resume", str(run_dir), "--no-cache", "--no-progress"]
 
 
 def trace_lines(run_dir: Path) -> int:
@@ -49,7 +51,7 @@ def start_and_interrupt(cmd: list[str], run_dir: Path, sig: int, after_records: 
     """Start a slow fit, wait until `after_records` iterations are in the trace, then send `sig` a little later
     (inside the next iteration). Returns the exit status."""
     log = open(tmp / f"log-{sig}.txt", "w")
-    proc = subprocess.Popen(cmd, env=env(delay=0.02), stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+    proc = subprocess.Popen(cmd, env=env(), stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     deadline = time.monotonic() + 60
     while trace_lines(run_dir) < after_records:
         assert proc.poll() is None, (tmp / f"log-{sig}.txt").read_text()
@@ -135,7 +137,7 @@ def test_resume_refuses_changed_graph_config_or_damage_and_writes_nothing(refere
     before = snapshot(run_dir)
 
     def dlc(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "dlc", "fit", *args], env=env(), cwd=tmp_path,
+        return subprocess.run([sys.executable, "-m", "dlc", "fit", "--no-cache", *args], env=env(), cwd=tmp_path,
                               capture_output=True, text=True, timeout=60)
 
     # another network
@@ -196,7 +198,6 @@ def test_sigkill_resume_with_the_embedded_tiny_model_and_cache(tmp_path):
     """The real model at T=0.7 proposals: the resumed run's cache replays the samples of the iteration in flight, so
     it ends at exactly the prompts of an uninterrupted run (which used a cache of its own)."""
     e = dict(os.environ, PYTHONPATH=str(REPO))
-    e.pop("DLC_TEST_SCRIPTED_LM", None)
     ref = tmp_path / "ref"
     r = subprocess.run(tiny_cmd(ref, tmp_path / "cache-ref"), env=e, cwd=tmp_path, capture_output=True, text=True,
                        timeout=600)
