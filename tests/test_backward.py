@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,7 @@ from dlc.engine.labels import label_logdists
 from dlc.lm.scripted import ScriptedLM
 from dlc.rng import Rng
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import REPO as ROOT
 TRUTH = ("subjective", "objective")
 
 

@@ -11,7 +11,9 @@ from dlc.cli import main
 from dlc.lang.compiler import compile_file, compile_source
 from dlc.errors import CompileFailed, DlcError
 
-BROKEN = sorted((Path(__file__).parent / "broken").glob("*.dln"))
+from conftest import BROKEN as BROKEN_DIR
+
+BROKEN = sorted(BROKEN_DIR.glob("*.dln"))
 EXPECT_RE = re.compile(r"(E\d{3}) (\d+):(\d+)")
 
 

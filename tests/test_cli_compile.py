@@ -12,7 +12,7 @@ from dlc.artifacts import manifest
 from dlc.cli import main
 from dlc.commands.show import is_run_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO as ROOT
 DLN2 = ROOT / "graphs" / "dln2.dln"
 
 

@@ -18,8 +18,7 @@ from dlc import app as api
 from dlc.cli import main
 from dlc.errors import DlcUsageError
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+from conftest import DATA, REPO
 SCRIPTED_MODEL = "\nmodel default { backend = scripted }\n"
 DLN1 = Path("dln1.dln")          # graphs/dln1.dln + SCRIPTED_MODEL, written into each test's directory
 SMALL = ["--set", "fit.iters=2", "--set", "fit.batch_size=4", "--set", "fit.num_p_samples=3",

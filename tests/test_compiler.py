@@ -9,7 +9,9 @@ from dlc import ir
 from dlc.lang.compiler import compile_file, compile_source, rewrite_prompts
 from dlc.errors import CompileFailed
 
-GRAPHS = sorted((Path(__file__).resolve().parents[1] / "graphs").glob("*.dln"))
+from conftest import GRAPHS as GRAPHS_DIR
+
+GRAPHS = sorted(GRAPHS_DIR.glob("*.dln"))
 REQUIRED = {"dln1", "dln2", "deep3", "branched", "navigate", "date_understanding", "subj"}
 
 

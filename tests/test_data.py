@@ -11,7 +11,7 @@ from dlc.data import TASKS, fingerprint, load_splits, load_task
 from dlc.data.bigbench import bb_minus_bbh, option_shuffle
 from dlc.errors import DlcDataError
 
-DATA = Path(__file__).parents[2] / "shared" / "data"
+from conftest import DATA
 needs_data = pytest.mark.skipif(not (DATA / "README.md").is_file(),
                                 reason=f"the shared offline data ({DATA}) is not available on this machine")
 

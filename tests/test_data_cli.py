@@ -18,7 +18,7 @@ from dlc.cli import main
 from dlc.data import TASKS, fingerprint, load_task
 from dlc.data.fetch import SHA256, url_for
 
-DATA = Path(__file__).parents[2] / "shared" / "data"
+from conftest import DATA
 needs_data = pytest.mark.skipif(not (DATA / "README.md").is_file(),
                                 reason=f"the shared offline data ({DATA}) is not available on this machine")
 

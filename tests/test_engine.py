@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +12,7 @@ from dlc.ir import Example
 from dlc.lm.base import ChatPrompt, ScoreRequest
 from dlc.lm.scripted import ScriptedLM
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import REPO as ROOT
 
 
 def graph(name: str):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,7 @@ from dlc.data.loader import load_splits
 from dlc.fit.evaluation import evaluate
 from dlc.fit.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+from conftest import DATA, REPO as ROOT
 
 pytestmark = pytest.mark.model
 
@@ -82,6 +80,7 @@ def test_fit_dln1_tiny(tiny):
     assert any(t.startswith("y/") for t in tiny.usage.per_tag)
 
 
+@pytest.mark.slow   # ~35 s on 2 cores
 def test_fit_dln2_tiny(tiny):
     g, tr, records = fit("dln2", tiny, pool_size=2, num_h_samples=2)
     trained = check(g, tr, records)

@@ -11,7 +11,6 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import pytest
 
 from conftest import REPO
 from dlc import errors
@@ -101,11 +100,7 @@ def test_each_code_is_raised_with_its_registered_class():
     _, raised, _ = _scan()
     wrong = sorted((code, cls, where) for code, sites in raised.items() for cls, where in sites
                    if code in CODES and not issubclass(getattr(errors, cls), CODES[code].cls))
-    # known and owned elsewhere: the FitConfig gate reuses the checker's E311/E314 with DlcFitError
-    pending = {("E311", "DlcFitError"), ("E314", "DlcFitError")}
-    if wrong and all((c, k) in pending and w.startswith("dlc/fit/config.py:") for c, k, w in wrong):
-        pytest.xfail(f"dlc/fit/config.py raises E311/E314 as DlcFitError, registered as DlcSemanticError: {wrong}")
-    assert wrong == []
+    assert wrong == [], "a code is raised with a class other than its registered one"
 
 
 def test_readme_tables_list_every_registered_code_once():

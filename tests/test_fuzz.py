@@ -3,7 +3,6 @@ clean DlcErrors that render — never another exception."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -11,7 +10,9 @@ from dlc import ir
 from dlc.lang.compiler import compile_source
 from dlc.errors import DlcError
 
-GRAPHS = sorted((Path(__file__).resolve().parents[1] / "graphs").glob("*.dln"))
+from conftest import GRAPHS as GRAPHS_DIR
+
+GRAPHS = sorted(GRAPHS_DIR.glob("*.dln"))
 EXAMPLES = [p.read_text(encoding="utf-8") for p in GRAPHS]
 DLN2 = next(p for p in GRAPHS if p.stem == "dln2").read_text(encoding="utf-8")
 TOKENS = ["input", "layer", "output", "model", "network", "data", "fit", "backward", "x", "h", "y", "(", ")",

@@ -14,7 +14,9 @@ from dlc.artifacts.identity import config_identity, graph_identity
 from dlc.lang.compiler import compile_file, compile_source, rewrite_prompts
 from dlc.errors import DlcArtifactError, DlcUsageError
 
-GRAPHS = sorted((Path(__file__).resolve().parents[1] / "graphs").glob("*.dln"))
+from conftest import GRAPHS as GRAPHS_DIR
+
+GRAPHS = sorted(GRAPHS_DIR.glob("*.dln"))
 
 
 @pytest.mark.parametrize("path", GRAPHS, ids=[p.stem for p in GRAPHS])

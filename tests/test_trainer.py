@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +16,7 @@ from dlc.fit.evaluation import evaluate
 from dlc.fit.plan import plan
 from dlc.fit.trainer import Trainer, TrainState
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import REPO as ROOT
 TRUTH = ("subjective", "objective")
 
 

@@ -10,7 +10,7 @@ from dlc.report import viz
 from dlc.lang.compiler import compile_file
 from dlc.errors import DlcUsageError
 
-GRAPHS = Path(__file__).resolve().parents[1] / "graphs"
+from conftest import GRAPHS
 
 
 @pytest.fixture(scope="module")
