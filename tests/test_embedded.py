@@ -8,7 +8,8 @@ import pytest
 
 from dlc.errors import DlcLMError
 from dlc.lm.base import LM, ChatPrompt, GenerateRequest, PrefixTrie, ScoreRequest
-from dlc.lm.embedded import EmbeddedLM, _find_stop, _sample, render_chat_template
+from dlc.lm.embedded import EmbeddedLM, render_chat_template
+from dlc.lm.embedded.generation import _find_stop, _sample
 from dlc.lm.models import TINY_SHA256
 
 SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"

@@ -11,7 +11,7 @@ import pytest
 from dlc.errors import DlcLMError
 from dlc.lm.base import ChatPrompt, GenerateRequest, ScoreRequest
 from dlc.lm.openai_backend import OpenAILM, align_continuation
-from dlc.lm.probe import MalformedResponse
+from dlc.lm.openai_backend.probe import MalformedResponse
 from dlc.server.app import Server, bind_socket, create_app
 from tests.faultproxy import FaultProxy, ScriptedServable
 

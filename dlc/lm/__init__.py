@@ -1,5 +1,7 @@
-"""LLM access: one interface (`dlc.lm.base.LM`), an embedded llama.cpp backend, an OpenAI-compatible backend,
-a disk cache and usage accounting. Nothing outside this package talks to a model."""
+"""LLM access: one interface (`dlc.lm.base.LM`), the backends — `embedded/` (llama.cpp in-process),
+`openai_backend/` (OpenAI-compatible servers), `scripted` (deterministic, for tests) — opened by `registry` from a
+`ModelConfig` (the only module here that imports the IR), a disk cache and usage accounting. Nothing outside this
+package talks to a model."""
 from dlc.lm.base import (LM, Capabilities, ChatPrompt, GenerateRequest, GenerateResult, Prompt, ScoreRequest,
                          ScoreResult, Usage)
 
