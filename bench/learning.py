@@ -38,7 +38,7 @@ PAPER_SELECTION = "validation = accuracy  accept = best  max_prompt_words = 0  c
 NEW_SELECTION = "validation = loglik  accept = paired"
 FIT = {
     "0shot": "iters = 0",
-    "0shot_cal": "iters = 0",
+    "0shot_cal": f"iters = 0  {NEW_SELECTION}",
     "dln1": f"{DLN}  {PAPER_SELECTION}",
     "dln1_cal": f"{DLN}  {PAPER_SELECTION}",
     "default": f"{DLN}  {NEW_SELECTION}",

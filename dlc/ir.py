@@ -204,8 +204,8 @@ class FitConfig:
     label_agg: LabelAgg = "logsumexp"         # verbalizers -> label score: "logsumexp" (label mass) | "max"
     calibration_sigma: float = 1.0         # prior std of a calibrated layer's offsets (MAP shrinkage towards 0)
     calibration_size: int = 64             # train examples the offsets are fitted on at each validation (-1: all)
-    validation: Validation = "accuracy"    # dev score that selects prompts: accuracy, or mean log p(target)
-    accept: Acceptance = "best"            # "paired": a new set must beat the best on the same dev examples
+    validation: Validation = "loglik"      # dev score that selects prompts: mean log p(target), or accuracy
+    accept: Acceptance = "paired"          # a new set must beat the best on the same dev examples (t-test)
     accept_level: float = 0.1              # one-sided paired t-test level of accept = "paired"
     max_prompt_words: int = 150            # a proposal longer than this is rejected (0: no cap)
     copy_ngram: int = 8                    # a proposal sharing this many consecutive words with a shown input

@@ -39,6 +39,13 @@ output y
 """
 
 
+def paper(g):
+    """The paper's engine: no calibration offsets, selection by dev accuracy with the strictly-better rule (these
+    tests pin the DLN arithmetic and call order; tests/test_calibration.py and test_selection.py cover the rest)."""
+    layers = {n: dataclasses.replace(lay, calibration="none") for n, lay in g.layers.items()}
+    return dataclasses.replace(g, layers=layers, fit=dataclasses.replace(g.fit, validation="accuracy", accept="best"))
+
+
 def ex(n: int) -> list[Example]:
     return [Example({"x": f"e{i}"}, ("yes", "no")[i % 2], f"e{i}") for i in range(n)]
 
@@ -60,7 +67,7 @@ def test_dedupe_and_clean():
 
 
 def test_proposals_round_robin_bases_messages_and_held_out_half():
-    g = compile_source(ONE)
+    g = paper(compile_source(ONE))
     texts = iter(["new one", "new two", "new one", "P0"])
     lm = right_lm(generate_fn=lambda p, r, i: next(texts))
     c = dataclasses.replace(g.fit, num_p_samples=5, held_out_prompt_ranking=True, bwd_temp=0.7)
@@ -80,7 +87,7 @@ def test_proposals_round_robin_bases_messages_and_held_out_half():
 
 
 def test_output_elbo_hand_computed_and_argmax_selection():
-    g = compile_source(ONE)
+    g = paper(compile_source(ONE))
     lm = right_lm(generate_fn=lambda p, r, i: "GOOD prompt")
     c = dataclasses.replace(g.fit, num_p_samples=2, use_memory=0)
     tr = forward(g, g.prompts(), {"default": lm}, ex(2))
@@ -93,7 +100,7 @@ def test_output_elbo_hand_computed_and_argmax_selection():
 
 
 def test_ties_keep_the_current_prompt():
-    g = compile_source(ONE)
+    g = paper(compile_source(ONE))
     lm = ScriptedLM(generate_fn=lambda p, r, i: "other", score_fn=lambda p, c: -1.0)
     c = dataclasses.replace(g.fit, num_p_samples=3)
     tr = forward(g, g.prompts(), {"default": lm}, ex(2))
@@ -102,7 +109,7 @@ def test_ties_keep_the_current_prompt():
 
 
 def test_trust_region_subtracts_kl_to_the_current_distribution():
-    g = compile_source(ONE)
+    g = paper(compile_source(ONE))
     lm = right_lm(generate_fn=lambda p, r, i: "GOOD prompt")
     c = dataclasses.replace(g.fit, num_p_samples=2, trust_factor=10.0)
     tr = forward(g, g.prompts(), {"default": lm}, ex(2))
@@ -120,7 +127,7 @@ def _posterior(samples, weights):
 
 
 def test_dln2_output_layer_scores_weighted_hidden_samples():
-    g = compile_source(TWO)
+    g = paper(compile_source(TWO))
     lm = ScriptedLM(generate_fn=lambda p, r, i: "h-hat",
                     score_fn=lambda p, c: {"yes": -1.0, "no": -2.0}.get(c, -0.5) + (-1.0 if "A" in p.split() else 0))
     tr = forward(g, g.prompts(), {"default": lm}, ex(1))
@@ -134,7 +141,7 @@ def test_dln2_output_layer_scores_weighted_hidden_samples():
 
 
 def test_hidden_layer_elbo_and_exploration_penalty():
-    g = compile_source(TWO)
+    g = paper(compile_source(TWO))
     # log p(h | x, pi): under "H1" sample "A" is likely and the forward h-hat unlikely
     def score(p, c):
         if c in ("yes", "no"):
@@ -154,7 +161,7 @@ def test_hidden_layer_elbo_and_exploration_penalty():
 
 
 def test_hidden_accuracy_scoring_runs_the_graph_with_each_candidate():
-    g = compile_source(TWO)
+    g = paper(compile_source(TWO))
     # h under "H1" writes "clue", and the output layer answers right only when it reads the clue
     lm = ScriptedLM(generate_fn=lambda p, r, i: "clue" if "H1" in p else "noise",
                     score_fn=lambda p, c: (-0.1 if ((c == "yes") == ("e0" in p)) == ("clue" in p) else -3.0))

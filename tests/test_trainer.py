@@ -21,7 +21,14 @@ TRUTH = ("subjective", "objective")
 
 
 def graph(name: str):
-    return compile_file(ROOT / "graphs" / f"{name}.dln")
+    return paper(compile_file(ROOT / "graphs" / f"{name}.dln"))
+
+
+def paper(g):
+    """The paper's engine: no calibration offsets, selection by dev accuracy with the strictly-better rule (these
+    tests pin the DLN arithmetic and call order; tests/test_calibration.py and test_selection.py cover the rest)."""
+    layers = {n: dataclasses.replace(lay, calibration="none") for n, lay in g.layers.items()}
+    return dataclasses.replace(g, layers=layers, fit=dataclasses.replace(g.fit, validation="accuracy", accept="best"))
 
 
 def examples(n: int, start: int = 0) -> list[Example]:

@@ -30,6 +30,9 @@ from dlc.lang.parse import encode_block_string, encode_long_string, parse, parse
 
 DEFAULT_POSTERIOR = (("prior_answer", 0.5), ("prior", 0.5))   # the paper's best mixture of q_pri+ and q_pri (§3)
 DEFAULT_PROMPT_TEMPLATE = "proposal"
+# A choice output layer learns calibration offsets unless told not to (bench/LEARNING.md: the default model's main
+# error is label bias; the offsets are kept only when they beat the raw layer on dev, see dlc/fit/trainer.py).
+DEFAULT_CALIBRATION = "fit"
 DEFAULT_BACKWARD_STOP = ("[END]",)   # prompt_proposal.j2 asks the model to end the new instruction with [END]
 
 
@@ -635,7 +638,9 @@ class _Lowering:
                         model=vals.get("model", "default"), backward_model=vals.get("backward_model", "default"),
                         format=vals.get("format", "chat"), system=vals.get("system"),
                         answer_prefix=vals.get("answer_prefix", ""),
-                        calibration=vals.get("calibration", "none"), offsets=offsets, span=d.span.to_json())
+                        calibration=vals.get("calibration", DEFAULT_CALIBRATION if is_output and out.kind == "choice"
+                                             else "none"),
+                        offsets=offsets, span=d.span.to_json())
 
     def offsets(self, vals: Mapping[str, Any], settings: Mapping[str, Any], out: Any, layer: str
                 ) -> tuple[tuple[str, float], ...]:
