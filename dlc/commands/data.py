@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 from dlc import ir
-from dlc.data import TASKS, fetch, load_splits
-from dlc.data.files import SUFFIXES, hf_spec
-from dlc.data.store import resolve_data_dir
+
+# dlc.data (and numpy with it) is imported by the subcommands that use it, not when the CLI parser is built
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -53,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from dlc.data import TASKS
+    from dlc.data.store import resolve_data_dir
+
     root, origin = resolve_data_dir(args.data_dir)
     rows = [("TASK", "KIND", "CLASSES", "METRIC", "TRAIN/DEV/TEST", "FILES")]
     for t in TASKS.values():
@@ -73,6 +75,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def _config_for(name: str, split: str, n: int) -> ir.DataConfig:
+    from dlc.data import TASKS
+    from dlc.data.files import SUFFIXES, hf_spec
+
     size = max(n, 0)
     sizes = {"train_size": -1, "dev_size": -1, "test_size": -1}
     if name in TASKS and TASKS[name].kind == "generated":
@@ -85,6 +90,8 @@ def _config_for(name: str, split: str, n: int) -> ir.DataConfig:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from dlc.data import load_splits
+
     cfg = _config_for(args.task, args.split, args.n)
     splits = load_splits(cfg, ("input",), seed=args.seed, data_dir=args.data_dir)
     examples = splits.split(args.split)[: max(args.n, 0)]
@@ -113,6 +120,9 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
+    from dlc.data import fetch
+    from dlc.data.store import resolve_data_dir
+
     root, origin = resolve_data_dir(args.data_dir)
     got = fetch(args.task, root, force=args.force, log=lambda m: print(m, file=sys.stderr))
     if not got:

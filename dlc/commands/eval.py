@@ -4,10 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from dlc import app as api
-from dlc.app.evaluate import EvalReport
 from dlc.report.stats import ClassReport, format_class_report
+
+if TYPE_CHECKING:  # dlc.app.evaluate loads the data and fit layers (numpy): not at CLI start-up
+    from dlc.app.evaluate import EvalReport
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,8 +57,7 @@ def format_eval(rep: EvalReport) -> str:
         blocks = [rows] if all(r["report"] == rows[0]["report"] for r in rows) else [[r] for r in rows]
         for b in blocks:
             r = b[0]["report"]
-            cr = ClassReport(accuracy=r["accuracy"], n=r["n"], labels=tuple(r["labels"]), per_class=r["per_class"],
-                             confusion=r["confusion"])
+            cr = ClassReport.from_json(r)
             seeds = ", ".join(str(x["seed"]) for x in b)
             same = " (identical)" if len(b) > 1 else ""
             parts.append(format_class_report(cr, title=f"== {target}  split {rep.split}  seed{'s' if len(b) > 1 else ''}"
