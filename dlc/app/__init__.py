@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 _WHERE = {
     "EvalReport": "evaluate", "evaluate_targets": "evaluate",
     "FitOutcome": "training", "fit": "training", "load_data": "training",
-    "run_inference": "infer",
+    "run_inference": "infer", "predict": "infer",
     "close_lms": "models", "open_lms": "models", "usage_totals": "models",
     "list_runs": "runs",
     "Network": "targets", "graph_of_run": "targets", "load_network": "targets", "parse_seeds": "targets",
@@ -23,7 +23,7 @@ __all__ = sorted(_WHERE)
 if TYPE_CHECKING:
     from dlc.app.evaluate import EvalReport, evaluate_targets
     from dlc.app.training import FitOutcome, fit, load_data
-    from dlc.app.infer import run_inference
+    from dlc.app.infer import predict, run_inference
     from dlc.app.models import close_lms, open_lms, usage_totals
     from dlc.app.runs import list_runs
     from dlc.app.targets import Network, graph_of_run, load_network, parse_seeds, parse_sets, with_prompts

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TextIO
+from typing import Any, Iterable, Mapping, Sequence, TextIO
 
 from dlc.app.models import close_lms, open_lms
 from dlc.app.targets import load_network
 from dlc.engine import forward as engine
 from dlc.errors import DlcUsageError
-from dlc.ir import Example
+from dlc.ir import Example, Graph
+from dlc.lm.base import LM
 
 
 def run_inference(target: str, stdin: TextIO, stdout: TextIO, *, no_cache: bool = False,
@@ -17,7 +18,6 @@ def run_inference(target: str, stdin: TextIO, stdout: TextIO, *, no_cache: bool 
     one JSON line per example: {"output": prediction, "layers": {layer: text}} plus the example's "id" if any.
     Lines are processed in batches of `batch` so output streams. Returns the number of examples."""
     graph = load_network(target).graph
-    field_of = dict(graph.data.fields)          # input name -> dataset field
     lms = open_lms(graph, no_cache=no_cache, cache_dir=cache_dir)
     n = 0
     pending: list[tuple[Example, dict[str, Any]]] = []
@@ -25,14 +25,7 @@ def run_inference(target: str, stdin: TextIO, stdout: TextIO, *, no_cache: bool 
     def flush() -> None:
         if not pending:
             return
-        tr = engine.forward(graph, graph.prompts(), lms, [e for e, _ in pending])
-        for i, (e, row) in enumerate(pending):
-            o: dict[str, Any] = {}
-            if "id" in row:
-                o["id"] = row["id"]
-            o["output"] = tr.predictions[i]
-            if hidden:
-                o["layers"] = {name: tr.texts[name][i] for name in graph.order}
+        for o in _outputs(graph, lms, pending, hidden):
             stdout.write(json.dumps(o, ensure_ascii=False) + "\n")
         stdout.flush()
         pending.clear()
@@ -48,14 +41,7 @@ def run_inference(target: str, stdin: TextIO, stdout: TextIO, *, no_cache: bool 
                                     hint='one object per line, e.g. {"x": "text"}') from None
             if not isinstance(row, dict):
                 raise DlcUsageError(f"stdin line {lineno} is not a JSON object", code="E122")
-            inputs = {}
-            for name in graph.inputs:
-                key = name if name in row else field_of.get(name)
-                if key is None or key not in row:
-                    raise DlcUsageError(f"stdin line {lineno} has no field '{name}'", code="E123",
-                                        hint=f"the network's inputs are: {', '.join(graph.inputs)}")
-                inputs[name] = str(row[key])
-            pending.append((Example(inputs=inputs, target="", id=str(row.get("id", lineno))), row))
+            pending.append((_example(graph, row, lineno, f"stdin line {lineno}"), row))
             n += 1
             if len(pending) >= batch:
                 flush()
@@ -64,3 +50,47 @@ def run_inference(target: str, stdin: TextIO, stdout: TextIO, *, no_cache: bool 
         close_lms(lms)
     return n
 
+
+
+def predict(target: str, rows: Iterable[Mapping[str, Any]], *, no_cache: bool = False, cache_dir: str | None = None,
+            batch: int = 16, hidden: bool = True) -> list[dict[str, Any]]:
+    """The Python form of `dlc run`: each row (a mapping with the network's inputs, by input name or dataset field
+    name, and an optional "id") -> {"id"?, "output", "layers"?}, in order, with the target's learned parameters."""
+    graph = load_network(target).graph
+    lms = open_lms(graph, no_cache=no_cache, cache_dir=cache_dir)
+    out: list[dict[str, Any]] = []
+    try:
+        items = [(_example(graph, row, i, f"row {i}"), row) for i, row in enumerate(rows, 1)]
+        for s in range(0, len(items), max(1, batch)):
+            out += _outputs(graph, lms, items[s:s + batch], hidden)
+    finally:
+        close_lms(lms)
+    return out
+
+
+def _example(graph: Graph, row: Mapping[str, Any], index: int, where: str) -> Example:
+    field_of = dict(graph.data.fields)          # input name -> dataset field
+    inputs = {}
+    for name in graph.inputs:
+        key = name if name in row else field_of.get(name)
+        if key is None or key not in row:
+            raise DlcUsageError(f"{where} has no field '{name}'", code="E123",
+                                hint=f"the network's inputs are: {', '.join(graph.inputs)}")
+        inputs[name] = str(row[key])
+    return Example(inputs=inputs, target="", id=str(row.get("id", index)))
+
+
+def _outputs(graph: Graph, lms: Mapping[str, LM], items: Sequence[tuple[Example, Mapping[str, Any]]],
+             hidden: bool) -> list[dict[str, Any]]:
+    """One forward pass over a batch (the graph's prompts and calibration offsets) -> one output object per row."""
+    tr = engine.forward(graph, graph.prompts(), lms, [e for e, _ in items])
+    outs = []
+    for i, (_e, row) in enumerate(items):
+        o: dict[str, Any] = {}
+        if "id" in row:
+            o["id"] = row["id"]
+        o["output"] = tr.predictions[i]
+        if hidden:
+            o["layers"] = {name: tr.texts[name][i] for name in graph.order}
+        outs.append(o)
+    return outs
