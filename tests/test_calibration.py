@@ -16,7 +16,8 @@ from dlc.errors import CompileFailed
 from dlc.fit.evaluation import evaluate
 from dlc.fit.trainer import Trainer, calibration_set
 from dlc.ir import Example
-from dlc.lang.compiler import compile_file, compile_source, rewrite_prompts
+from dlc.lang.compiler import compile_file, compile_source
+from dlc.lang.rewrite import rewrite_prompts
 from dlc.lm.scripted import ScriptedLM
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from dlc import ir
-from dlc.lang.compiler import compile_file, compile_source, rewrite_prompts
+from dlc.lang.compiler import compile_file, compile_source
+from dlc.lang.rewrite import rewrite_prompts
 from dlc.errors import CompileFailed
 
 from conftest import GRAPHS as GRAPHS_DIR

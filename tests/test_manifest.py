@@ -11,7 +11,8 @@ import pytest
 from dlc import ir
 from dlc.artifacts import manifest
 from dlc.artifacts.identity import config_identity, graph_identity
-from dlc.lang.compiler import compile_file, compile_source, rewrite_prompts
+from dlc.lang.compiler import compile_file, compile_source
+from dlc.lang.rewrite import rewrite_prompts
 from dlc.errors import DlcArtifactError, DlcUsageError
 
 from conftest import GRAPHS as GRAPHS_DIR

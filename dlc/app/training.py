@@ -27,7 +27,7 @@ from dlc.fit import trainer as tr
 from dlc.fit.evaluation import EvalResult, evaluate
 from dlc.fit.plan import plan as fit_plan
 from dlc.ir import Example, Graph
-from dlc.lang import compiler
+from dlc.lang import compiler, rewrite
 from dlc.lm.base import LM
 from dlc.report.progress import FitProgress
 from dlc.report.stats import classification_report
@@ -302,8 +302,8 @@ def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[s
     fit_dln = None
     if net.source_text is not None:
         changed = {k: v for k, v in best.items() if v != initial.get(k)}   # untouched prompts keep their quoting
-        text = compiler.rewrite_prompts(net.source_text, net.source_path or f"{net.name}.dln", changed,
-                                        offsets_by_label(graph, best_offsets))
+        text = rewrite.rewrite_prompts(net.source_text, net.source_path or f"{net.name}.dln", changed,
+                                       offsets_by_label(graph, best_offsets))
         fit_dln = run.path / f"{net.name}.fit.dln"
         run.write_text(fit_dln.name, text)
     usage = totals()

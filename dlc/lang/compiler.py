@@ -3,9 +3,11 @@ templates and models, build the networkx DAG, and freeze the result in a determi
 
 Pipeline (each stage pure; only `compile_file` reads the .dln and template files are read while resolving them):
 
-    parse.parse(text)            -> syntax.Program            (E2xx, first syntax error)
-    apply_overrides(program, kv) -> syntax.Program            (E1xx: unknown override keys, did-you-mean)
-    _Lowering(program).run()     -> ir.Graph                  (E3xx/E35x/E4xx: *all* errors, then CompileFailed)
+    parse.parse(text)                      -> syntax.Program   (E2xx, first syntax error)
+    overrides.apply_overrides(program, kv) -> syntax.Program   (E1xx: unknown override keys, did-you-mean)
+    _Lowering(program).run()               -> ir.Graph         (E3xx/E35x/E4xx: *all* errors, then CompileFailed)
+
+Writing a trained network back as `.fit.dln` (prompts and offsets spliced into the source) is `dlc.lang.rewrite`.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from dlc.lang.check import (FORWARD_VARS, IMPLICIT_MODELS, INVALID, POSTERIOR_VA
                        GraphNode, backward_schema, data_schema, fit_schema, graph_checks, layer_schema,
                        model_schema, output_kind, output_schema, template_variables)
 from dlc.errors import CompileFailed, DlcError, DlcGraphError, DlcUsageError, SourceSpan, did_you_mean
-from dlc.lang.parse import encode_block_string, encode_long_string, parse, parse_value
+from dlc.lang.overrides import apply_overrides
+from dlc.lang.parse import parse
 
 DEFAULT_POSTERIOR = (("prior_answer", 0.5), ("prior", 0.5))   # the paper's best mixture of q_pri+ and q_pri (§3)
 DEFAULT_PROMPT_TEMPLATE = "proposal"
@@ -60,235 +63,6 @@ def compile_source(text: str, path: str = "<string>", overrides: Mapping[str, st
     program = parse(text, path)
     program, errors, sources = apply_overrides(program, overrides or {})
     return _Lowering(program, errors, sources).run()
-
-
-def rewrite_prompts(source_text: str, path: str, prompts: Mapping[str, str],
-                    offsets: Mapping[str, Mapping[str, float]] | None = None) -> str:
-    """The same .dln text with each named layer's prompt replaced by a triple-quoted literal (added when the layer
-    had none) and, for calibrated layers, its `offsets = { label: b, ... }` set (replaced or added). Comments and
-    layout elsewhere are kept; used to write `<net>.fit.dln` after training."""
-    program = parse(source_text, path)
-    layers = {d.name.name: d for d in program.of_type(S.LayerDecl)}
-    unknown = [n for n in list(prompts) + list(offsets or {}) if n not in layers]
-    if unknown:
-        raise DlcUsageError(f"no layer named '{unknown[0]}' in {path}", code="E102",
-                            hint=did_you_mean(unknown[0], layers))
-    lines = source_text.splitlines(keepends=True)
-    line_start = [0]
-    for ln in lines:
-        line_start.append(line_start[-1] + len(ln))
-
-    def off(line: int, col: int) -> int:
-        return line_start[line - 1] + col - 1
-
-    def indent_of(line: int) -> str:
-        ln = lines[line - 1] if line - 1 < len(lines) else ""
-        return ln[: len(ln) - len(ln.lstrip(" \t"))]
-
-    settings: dict[str, list[tuple[str, str]]] = {}
-    for name, new in prompts.items():
-        settings.setdefault(name, []).append(("prompt", new))
-    for name, offs in (offsets or {}).items():
-        literal = "{ " + ", ".join(f"{k}: {float(v):.6g}" for k, v in offs.items()) + " }"
-        settings.setdefault(name, []).append(("offsets", literal))
-
-    edits: list[tuple[int, int, str]] = []
-    for name, items in settings.items():
-        decl = layers[name]
-        inserts = []
-        for key, new in items:
-            literal = encode_long_string(new) if key == "prompt" else new
-            setting = None
-            if decl.body is not None:
-                setting = next((s for s in decl.body.items if isinstance(s, S.Setting) and s.key == key), None)
-            if setting is not None:
-                v = setting.value.span
-                key_indent = indent_of(setting.key_span.line)
-                if key == "prompt" and setting.key_span.col == len(key_indent) + 1:   # block style reads best
-                    literal = encode_block_string(new, key_indent) or literal
-                edits.append((off(v.line, v.col), off(v.end_line or v.line, v.end_col or v.col), literal))
-            else:
-                inserts.append(f"{key} = {literal}")
-        if not inserts:
-            continue
-        first = next((s for s in decl.body.items if isinstance(s, S.Setting)), None) if decl.body else None
-        if first is not None and first.key_span.line > decl.body.span.line:   # type: ignore[union-attr]
-            # a multi-line body: new settings go on their own lines, indented like the first setting
-            ind = indent_of(first.key_span.line)
-            start = off(first.key_span.line, 1)
-            edits.append((start, start, "".join(f"{ind}{s}\n" for s in inserts)))
-        elif decl.body is not None:
-            b = decl.body.span              # insert right after the opening brace
-            start = off(b.line, b.col) + 1
-            edits.append((start, start, "".join(f" {s}\n " for s in inserts)))
-        else:
-            end = off(decl.span.end_line or decl.span.line, decl.span.end_col or decl.span.col)
-            # the header ends at the layer name; skip the "(...)" parent list
-            close = source_text.index(")", end) + 1
-            edits.append((close, close, " { " + "  ".join(inserts) + " }"))
-    out = source_text
-    for start, end, rep in sorted(edits, reverse=True):
-        out = out[:start] + rep + out[end:]
-    return out
-
-
-# ====================================================================================================== overrides
-def apply_overrides(program: S.Program, overrides: Mapping[str, str]
-                    ) -> tuple[S.Program, list[DlcError], dict[str, str]]:
-    """Apply `--set key=value` overrides to the syntax tree (before checking, so they get the same errors).
-
-    Keys: `fit.K`, `data.K`, `output.K`, `layer.NAME.K`, `layer.NAME.backward.K`, `model.NAME.K` (an implicit
-    model — tiny, small, default — is created by its first override). A value is parsed as a .dln value; text that is
-    not a valid value (e.g. `Think step by step.`) is taken as a string."""
-    errors: list[DlcError] = []
-    sources: dict[str, str] = {}
-    stmts = list(program.statements)
-    ck = Checker(program.path, program.text)
-    schemas = {"fit": fit_schema(ck), "data": data_schema(ck), "output": output_schema(ck),
-               "layer": layer_schema(ck), "backward": backward_schema(ck), "model": model_schema(ck)}
-    for key, raw in overrides.items():
-        text = f"{key}={raw}"
-        opath = f"--set {key}"
-        sources[opath] = text
-        src_span = SourceSpan(opath, 1, 1, 1, len(key) + 1)
-
-        def bad(msg: str, hint: str | None = None, code: str = "E102") -> None:
-            errors.append(DlcUsageError(msg, code=code, span=src_span, hint=hint, source=text))
-
-        parts = key.split(".")
-        value = _override_value(raw, len(key) + 2, opath)
-        if parts[0] in ("fit", "data", "output") and len(parts) == 2:
-            kind, k = parts
-            if k not in schemas[kind]:
-                bad(f"unknown override key '{key}'",
-                    hint=_dym(k, schemas[kind], prefix=f"{kind}.") or f"keys of {kind}: {', '.join(schemas[kind])}")
-                continue
-            stmts = _set_in_config(stmts, kind, k, value, src_span)
-        elif parts[0] == "layer" and len(parts) in (3, 4):
-            names = [d.name.name for d in stmts if isinstance(d, S.LayerDecl)]
-            if parts[1] not in names:
-                bad(f"--set {key}: no layer named '{parts[1]}'",
-                    hint=did_you_mean(parts[1], names) or f"layers: {', '.join(names)}")
-                continue
-            if len(parts) == 4 and parts[2] != "backward":
-                bad(f"unknown override key '{key}'", hint=f"did you mean 'layer.{parts[1]}.backward.{parts[3]}'?")
-                continue
-            schema = schemas["backward"] if len(parts) == 4 else schemas["layer"]
-            k = parts[-1]
-            if k not in schema:
-                pre = f"layer.{parts[1]}." + ("backward." if len(parts) == 4 else "")
-                bad(f"unknown override key '{key}'", hint=_dym(k, schema, prefix=pre))
-                continue
-            stmts = _set_in_layer(stmts, parts[1], k, value, src_span, backward=len(parts) == 4)
-        elif parts[0] == "model" and len(parts) == 3:
-            names = [d.name.name for d in stmts if isinstance(d, S.ModelDecl)]
-            if parts[1] not in names and parts[1] not in IMPLICIT_MODELS:
-                bad(f"--set {key}: no model named '{parts[1]}'",
-                    hint=did_you_mean(parts[1], list(names) + list(IMPLICIT_MODELS)))
-                continue
-            if parts[2] not in schemas["model"]:
-                bad(f"unknown override key '{key}'", hint=_dym(parts[2], schemas["model"], prefix=f"model.{parts[1]}."))
-                continue
-            stmts = _set_in_model(stmts, parts[1], parts[2], value, src_span)
-        else:
-            first = parts[0]
-            hint = "keys look like fit.iters, data.task, output.metric, layer.NAME.prompt, model.NAME.model"
-            if first not in ("fit", "data", "output", "layer", "model"):
-                d = did_you_mean(first, ("fit", "data", "output", "layer", "model"))
-                if d:
-                    hint = d
-            bad(f"unknown override key '{key}'", hint=hint)
-    return replace(program, statements=tuple(stmts)), errors, sources
-
-
-def _dym(k: str, schema: Mapping[str, Any], prefix: str) -> str | None:
-    m = did_you_mean(k, schema)
-    return m.replace("'", f"'{prefix}", 1) if m else None
-
-
-def _override_value(raw: str, col: int, path: str) -> S.Value:
-    try:
-        v = parse_value(raw, path)
-    except (DlcError, CompileFailed):
-        v = None
-    span = SourceSpan(path, 1, col, 1, col + max(1, len(raw)))
-    if v is None or (isinstance(v, S.Ident) and v.name != raw.strip()):
-        return S.Str(raw, span)
-    return _respan(v, col - 1)
-
-
-def _respan(v: S.Value, shift: int) -> S.Value:
-    """Shift the columns of a parsed override value so errors point into `key=value`."""
-    def sp(s: SourceSpan) -> SourceSpan:
-        return SourceSpan(s.path, 1, s.col + shift, 1, (s.end_col or s.col + 1) + shift)
-
-    if isinstance(v, S.ListV):
-        return S.ListV(tuple(_respan(i, shift) for i in v.items), sp(v.span))
-    if isinstance(v, S.Alt):
-        return S.Alt(tuple(_respan(i, shift) for i in v.options), sp(v.span))
-    if isinstance(v, S.MapV):
-        return S.MapV(tuple(S.Entry(e.key, sp(e.key_span), _respan(e.value, shift)) for e in v.entries), sp(v.span))
-    if isinstance(v, S.Tagged):
-        m = _respan(v.map, shift)
-        assert isinstance(m, S.MapV)
-        return S.Tagged(S.Ident(v.tag.name, sp(v.tag.span)), m, sp(v.span))
-    if isinstance(v, S.FileRef):
-        p = _respan(v.path, shift)
-        assert isinstance(p, S.Str)
-        return S.FileRef(p, sp(v.span))
-    return replace(v, span=sp(v.span))  # type: ignore[type-var]
-
-
-def _put(block: S.Block | None, key: str, value: S.Value, span: SourceSpan, nested: str | None = None) -> S.Block:
-    """The block with `key` set to `value` (replacing an existing setting, or appended)."""
-    items = list(block.items) if block is not None else []
-    if nested is not None:
-        for i, it in enumerate(items):
-            if isinstance(it, S.Nested) and it.name == nested:
-                items[i] = S.Nested(it.name, it.name_span, _put(it.body, key, value, span))
-                break
-        else:
-            items.append(S.Nested(nested, span, _put(None, key, value, span)))
-        return S.Block(tuple(items), block.span if block is not None else span)
-    new = S.Setting(key, span, value, span)
-    for i, it in enumerate(items):
-        if isinstance(it, S.Setting) and it.key == key:
-            items[i] = new
-            break
-    else:
-        items.append(new)
-    return S.Block(tuple(items), block.span if block is not None else span)
-
-
-def _set_in_config(stmts: list[S.Statement], kind: str, key: str, value: S.Value, span: SourceSpan) -> list:
-    for i, s in enumerate(stmts):
-        if kind == "output" and isinstance(s, S.OutputDecl):
-            stmts[i] = replace(s, body=_put(s.body, key, value, span))
-            return stmts
-        if isinstance(s, S.ConfigDecl) and s.kind == kind:
-            stmts[i] = replace(s, body=_put(s.body, key, value, span))
-            return stmts
-    if kind == "output":   # no output statement: the checker reports E403; the override has nowhere to go
-        return stmts
-    stmts.append(S.ConfigDecl(kind, _put(None, key, value, span), span))
-    return stmts
-
-
-def _set_in_layer(stmts: list[S.Statement], layer: str, key: str, value: S.Value, span: SourceSpan,
-                  backward: bool) -> list:
-    for i, s in enumerate(stmts):
-        if isinstance(s, S.LayerDecl) and s.name.name == layer:
-            stmts[i] = replace(s, body=_put(s.body, key, value, span, nested="backward" if backward else None))
-    return stmts
-
-
-def _set_in_model(stmts: list[S.Statement], model: str, key: str, value: S.Value, span: SourceSpan) -> list:
-    for i, s in enumerate(stmts):
-        if isinstance(s, S.ModelDecl) and s.name.name == model:
-            stmts[i] = replace(s, body=_put(s.body, key, value, span))
-            return stmts
-    stmts.append(S.ModelDecl(S.Name(model, span), _put(None, key, value, span), span))
-    return stmts
 
 
 # ====================================================================================================== templates
@@ -768,4 +542,4 @@ class _Lowering:
         return _Resolved(ref, s.span, parse_path=str(full))
 
 
-__all__ = ["compile_file", "compile_source", "rewrite_prompts", "apply_overrides", "builtin_template"]
+__all__ = ["compile_file", "compile_source", "builtin_template"]
