@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from dlc.artifacts.records import IterationRecord
 from dlc.report.stats import (classification_report, format_class_report, format_learning_curve, learning_curve,
                         mean_ci, plot_learning_curve, t_critical)
 
@@ -59,7 +60,7 @@ def test_learning_curve_reads_engine_records(tmp_path):
     trace = [{"iteration": 0, "dev": 0.5, "elbo": -3.0, "train_acc": 0.4, "tokens": 100},
              {"iteration": 1, "dev": None, "elbo": -2.0, "tokens": 200},
              {"iteration": 2, "dev": 0.75, "elbo": None, "tokens": 300}]
-    pts = learning_curve(trace)
+    pts = learning_curve([IterationRecord.from_json(r) for r in trace])
     assert [p.dev_accuracy for p in pts] == [0.5, None, 0.75]
     assert [p.elbo for p in pts] == [-3.0, -2.0, None]
     assert pts[0].train_accuracy == 0.4 and pts[2].tokens == 300

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from dlc.errors import DlcArtifactError, DlcUsageError
+from dlc.artifacts.records import Checkpoint, IterationRecord
 from dlc.artifacts.rundir import (CHECKPOINT, CONFIG, CONFIG_SCHEMA, GRAPH, TRACE, RunDir, atomic_write_json,
                         canonical_sha256, check_resumable, iter_runs, run_name)
 
@@ -67,12 +68,12 @@ def test_explicit_run_dir_never_reuses_a_nonempty_dir(tmp_path):
 def test_trace_truncation_drops_the_iteration_in_flight(tmp_path):
     run = RunDir.create("n", explicit=tmp_path / "r")
     for i in range(3):
-        run.append_trace({"iteration": i})
+        run.append_trace(IterationRecord(iteration=i))
     with open(run.file(TRACE), "a") as f:
         f.write('{"iteration": 3, "torn')           # killed mid-write
-    assert [r["iteration"] for r in run.trace()] == [0, 1, 2]
+    assert [r.iteration for r in run.trace()] == [0, 1, 2]
     assert run.truncate_trace(2) == 1
-    assert [r["iteration"] for r in run.trace()] == [0, 1]
+    assert [r.iteration for r in run.trace()] == [0, 1]
     assert run.file(TRACE).read_text().endswith("}\n")
 
 
@@ -88,10 +89,10 @@ def test_checkpoint_roundtrip_and_corruption(tmp_path):
     run = RunDir.create("n", explicit=tmp_path / "r")
     _config(run)
     assert run.checkpoint() is None
-    run.write_checkpoint(iteration=2, state={"iteration": 2}, usage={"calls": 5}, trace_records=2,
-                         graph_sha256="g" * 64, config_sha256="c" * 64)
+    run.write_checkpoint(Checkpoint(iteration=2, state={"iteration": 2}, usage={"calls": 5}, trace_records=2,
+                                    graph_sha256="g" * 64, config_sha256="c" * 64))
     ck = run.checkpoint()
-    assert ck["iteration"] == 2 and ck["trace_records"] == 2 and ck["usage"] == {"calls": 5}
+    assert ck.iteration == 2 and ck.trace_records == 2 and ck.usage == {"calls": 5}
     run.file(CHECKPOINT).write_text(run.file(CHECKPOINT).read_text()[:40])
     with pytest.raises(DlcArtifactError) as e:
         run.checkpoint()
@@ -111,7 +112,7 @@ def test_open_rejects_non_run_dirs(tmp_path):
 def test_check_resumable(tmp_path):
     run = RunDir.create("n", explicit=tmp_path / "r")
     _config(run)
-    assert check_resumable(run, graph_sha256="g" * 64, config_sha256="c" * 64)["net"] == "n"
+    assert check_resumable(run, graph_sha256="g" * 64, config_sha256="c" * 64).net == "n"
     with pytest.raises(DlcArtifactError) as e:
         check_resumable(run, graph_sha256="x" * 64, config_sha256="c" * 64)
     assert e.value.code == "E503" and "graph changed" in e.value.message
@@ -119,8 +120,8 @@ def test_check_resumable(tmp_path):
         check_resumable(run, graph_sha256="g" * 64, config_sha256="x" * 64)
     assert e.value.code == "E504"
     # a checkpoint from another graph in this directory is corruption
-    run.write_checkpoint(iteration=1, state={}, usage={}, trace_records=1, graph_sha256="z" * 64,
-                         config_sha256="c" * 64)
+    run.write_checkpoint(Checkpoint(iteration=1, state={}, usage={}, trace_records=1, graph_sha256="z" * 64,
+                                    config_sha256="c" * 64))
     with pytest.raises(DlcArtifactError) as e:
         check_resumable(run, graph_sha256=None, config_sha256=None)
     assert e.value.code == "E502"

@@ -5,12 +5,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from dlc.app.training import _evaluate, load_data
+from dlc.app.training import _evaluate, class_report, load_data
 from dlc.app.models import close_lms, open_lms
 from dlc.app.targets import load_network
 from dlc.artifacts.rundir import RunDir
 from dlc.errors import DlcUsageError
-from dlc.report.stats import classification_report, mean_ci
+from dlc.report.stats import mean_ci
 
 
 @dataclass
@@ -42,7 +42,7 @@ def evaluate_targets(targets: Sequence[str], *, split: str = "test", seeds: Sequ
         run_data_dir = None
         if p.is_dir():
             run = RunDir.open(p)
-            run_data_dir = run.config().get("data_dir")
+            run_data_dir = run.config().data_dir
         net = load_network(t, overrides)
         graph = net.graph
         splits = load_data(graph, data_dir or run_data_dir)
@@ -58,8 +58,7 @@ def evaluate_targets(targets: Sequence[str], *, split: str = "test", seeds: Sequ
                 if key not in cache:
                     cache[key] = _evaluate(graph, graph.prompts(), lms, examples, shots_from=splits.train, seed=s)
                 r = cache[key]
-                cr = classification_report(list(r.targets), list(r.predictions),
-                                           graph.layers[graph.output].output.label_names)
+                cr = class_report(r, graph.layers[graph.output].output.label_names)
                 rep.rows.append({"target": t, "seed": s, "accuracy": float(r.accuracy), "n": len(examples),
                                  "report": cr.to_json()})
         finally:

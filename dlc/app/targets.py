@@ -80,9 +80,9 @@ def load_network(target: str | None, overrides: Mapping[str, str] | None = None)
                 raise DlcUsageError(f"--set needs the run's .dln source, and {run.path} has none", code="E103")
             learned = graph.prompts()
             offsets = {n: dict(lay.offsets) for n, lay in graph.layers.items() if lay.offsets}
-            graph = with_prompts(compiler.compile_source(source, cfg.get("source_path") or str(run.file(SOURCE)),
+            graph = with_prompts(compiler.compile_source(source, cfg.source_path or str(run.file(SOURCE)),
                                                          overrides), learned, offsets)
-        return Network(graph, cfg.get("net") or graph.name, source, cfg.get("source_path"), None)
+        return Network(graph, cfg.net or graph.name, source, cfg.source_path, None)
     if not p.exists():
         raise DlcUsageError(f"{target}: no such file", code="E104",
                             hint="pass a .dln file, a compiled .json artifact or a run directory")
@@ -104,18 +104,21 @@ def graph_of_run(run: RunDir, *, prompts: str = "learned") -> Graph:
         graph = manifest.from_json(run.graph_json())
     except DlcError as e:
         raise DlcArtifactError(f"corrupted run directory: {run.path / GRAPH}: {e.message}", code="E502") from None
-    if graph_identity(graph) != cfg.get("graph_sha256"):
+    if graph_identity(graph) != cfg.graph_sha256:
         raise DlcArtifactError(f"corrupted run directory: {run.path / GRAPH} does not match the hash in {CONFIG}",
                                code="E502", hint="the artifact was edited; start a new run with `dlc fit`")
     if prompts == "learned":
         res = run.result()
-        learned = (res or {}).get("prompts")
-        offsets = (res or {}).get("offsets") or {}
-        if learned is None:
-            state = (run.checkpoint() or {}).get("state") or {}
-            learned = state.get("best_prompts") or None
-            offsets = {n: dict(zip(graph.layers[n].output.label_names, v))
-                       for n, v in (state.get("best_offsets") or {}).items() if n in graph.layers and v}
+        learned: Mapping[str, str] | None = None
+        offsets: Mapping[str, Mapping[str, float]] = {}
+        if res is not None:
+            learned, offsets = res.prompts, res.offsets
+        else:
+            ck = run.checkpoint()
+            if ck is not None:
+                learned = ck.best_prompts
+                offsets = {n: dict(zip(graph.layers[n].output.label_names, v))
+                           for n, v in ck.best_offsets.items() if n in graph.layers and v}
         if learned:
             graph = with_prompts(graph, learned, offsets)
     return graph

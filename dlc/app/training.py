@@ -7,6 +7,7 @@ before anything in the run directory is touched — so a user mistake never leav
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import sys
 import time
@@ -19,8 +20,9 @@ from dlc.app.models import close_lms, open_lms, usage_totals, backend_info
 from dlc.app.targets import Network, graph_of_run, load_network
 from dlc.artifacts import manifest
 from dlc.artifacts.identity import config_identity, data_identity, graph_identity, resolved_config
-from dlc.artifacts.rundir import (BACKEND, CONFIG, CONFIG_SCHEMA, GRAPH, RESULT, RESULT_SCHEMA, SOURCE, RunDir,
-                                  check_resumable)
+from dlc.artifacts.records import (Baseline, Checkpoint, ClassReport, FitResult, IterationRecord, RunConfig,
+                                   SplitPredictions, total_tokens)
+from dlc.artifacts.rundir import BACKEND, GRAPH, RESULT, SOURCE, RunDir, check_resumable
 from dlc.data import Splits, load_splits
 from dlc.errors import DlcArtifactError, DlcUsageError
 from dlc.fit import trainer as tr
@@ -30,7 +32,7 @@ from dlc.ir import Example, Graph
 from dlc.lang import compiler, rewrite
 from dlc.lm.base import LM
 from dlc.report.progress import FitProgress
-from dlc.report.stats import classification_report
+from dlc.report.stats import classification_report, report_from_counts
 
 
 def load_data(graph: Graph, data_dir: str | None) -> Splits:
@@ -41,7 +43,7 @@ def load_data(graph: Graph, data_dir: str | None) -> Splits:
 @dataclass
 class FitOutcome:
     run_dir: Path | None
-    result: dict[str, Any] | None
+    result: FitResult | None
     plan: dict[str, Any]
     fit_dln: Path | None = None
     interrupted: bool = False
@@ -94,7 +96,7 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
     Raises DlcError for user mistakes and KeyboardInterrupt (after the last clean checkpoint) on Ctrl-C."""
     overrides = dict(overrides or {})
     run: RunDir | None = None
-    ck: dict[str, Any] | None = None
+    ck: Checkpoint | None = None
     if resume is not None:
         if run_dir is not None:
             raise DlcUsageError("--resume and --run-dir cannot be combined", code="E112",
@@ -109,28 +111,28 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
             src = run.source_text()
             if src is None:
                 raise DlcUsageError(f"--set needs the run's .dln source, and {run.path} has none", code="E103")
-            merged = {**(base_cfg.get("overrides") or {}), **overrides}
-            g = compiler.compile_source(src, base_cfg.get("source_path") or str(run.file(SOURCE)), merged)
-            given = Network(g, base_cfg.get("net") or g.name, src, base_cfg.get("source_path"))
+            merged = {**base_cfg.overrides, **overrides}
+            g = compiler.compile_source(src, base_cfg.source_path or str(run.file(SOURCE)), merged)
+            given = Network(g, base_cfg.net or g.name, src, base_cfg.source_path)
         if given is not None:
             # what the user named must be the run's network and config (compare before anything is written)
             check_resumable(run, graph_sha256=graph_identity(given.graph),
                             config_sha256=config_identity(given.graph))
         cfg = check_resumable(run, graph_sha256=None, config_sha256=None)
         graph = graph_of_run(run, prompts="initial")
-        if config_identity(graph) != cfg["config_sha256"]:
+        if config_identity(graph) != cfg.config_sha256:
             raise DlcArtifactError(f"corrupted run directory: {run.path / GRAPH} does not match the config hash",
                                    code="E502")
-        net = Network(graph, base_cfg.get("net") or graph.name, run.source_text(), base_cfg.get("source_path"))
+        net = Network(graph, base_cfg.net or graph.name, run.source_text(), base_cfg.source_path)
         ck = run.checkpoint()
-        data_dir = data_dir or base_cfg.get("data_dir")
+        data_dir = data_dir or base_cfg.data_dir
     else:
         net = load_network(target, overrides)
         graph = net.graph
     splits = load_data(graph, data_dir)
     if resume is not None and run is not None:
         now = data_identity(splits)
-        if now != run.config().get("data_identity"):
+        if now != run.config().data_identity:
             raise DlcArtifactError(f"cannot resume {run.path}: the dataset splits differ from the ones the run "
                                    "started with", code="E509",
                                    hint="pass the --data-dir the run used, or start a new run")
@@ -145,7 +147,8 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
 
     if run is not None and run.is_finished():
         res = run.result()
-        _print(out, f"{run.path} already finished: dev {res.get('dev_accuracy')}, test {res.get('test_accuracy')}")
+        assert res is not None
+        _print(out, f"{run.path} already finished: dev {res.dev_accuracy}, test {res.test_accuracy}")
         return FitOutcome(run.path, res, plan)
 
     lms = open_lms(graph, no_cache=no_cache, cache_dir=cache_dir)
@@ -155,7 +158,7 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
             _start_run(run, net, graph, splits, lms, overrides, data_dir, argv)
             _print(out, f"run directory: {run.path}")
         else:
-            _print(out, f"resuming {run.path} after iteration {ck['iteration'] if ck else 0}")
+            _print(out, f"resuming {run.path} after iteration {ck.iteration if ck else 0}")
         with run.lock():
             return _train(run, net, graph, splits, lms, ck, plan, out=out, err=err, progress=progress)
     finally:
@@ -169,31 +172,26 @@ def _start_run(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mappin
     run.write_json(GRAPH, manifest.to_json(graph))
     run.write_json(BACKEND, backend_info(graph, lms))
     info = getattr(getattr(splits, "info", None), "name", None)
-    run.write_json(CONFIG, {
-        "schema": CONFIG_SCHEMA, "net": net.name, "graph_name": graph.name, "dlc_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source_path": net.source_path, "artifact_path": net.artifact_path, "overrides": dict(overrides),
-        "seed": graph.fit.seed, "data_dir": str(data_dir) if data_dir else None, "argv": list(argv),
-        "graph_sha256": graph_identity(graph), "config_sha256": config_identity(graph),
-        "data_identity": data_identity(splits), "task": info, **resolved_config(graph),
-    })
-
-
-def _dev_of(rec: Mapping[str, Any]) -> float | None:
-    v = rec.get("dev", rec.get("dev_accuracy"))
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    blocks = resolved_config(graph)
+    run.write_config(RunConfig(
+        net=net.name, graph_sha256=graph_identity(graph), config_sha256=config_identity(graph), seed=graph.fit.seed,
+        fit=blocks["fit"], data=blocks["data"], models=blocks["models"], overrides=dict(overrides),
+        data_identity=data_identity(splits), data_dir=str(data_dir) if data_dir else None, task=info,
+        graph_name=graph.name, source_path=net.source_path, artifact_path=net.artifact_path,
+        dlc_version=__version__, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        argv=tuple(argv)))
 
 
 def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[str, LM],
-           ck: dict[str, Any] | None, plan: Mapping[str, Any], *, out: TextIO | None, err: TextIO | None,
+           ck: Checkpoint | None, plan: Mapping[str, Any], *, out: TextIO | None, err: TextIO | None,
            progress: bool | None) -> FitOutcome:
     cfg = run.config()
     state = None
-    base_usage: dict[str, Any] = {}
+    base_usage: Mapping[str, Any] = {}
     if ck is not None:
-        run.truncate_trace(ck["trace_records"])
-        state = tr.TrainState.from_json(ck["state"])
-        base_usage = ck.get("usage") or {}
+        run.truncate_trace(ck.trace_records)
+        state = tr.TrainState.from_json(ck.state)
+        base_usage = ck.usage
     else:
         run.truncate_trace(0)
     trainer = tr.Trainer(graph, lms, splits.train, splits.dev, graph.fit, state=state)
@@ -205,41 +203,39 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
         u["wall_seconds"] = round(base_wall + time.perf_counter() - t_start, 3)
         return u
 
-    n_records = len(run.trace())
+    trace = run.trace()
+    n_records = len(trace)
     total = graph.fit.iters + 1          # iterations 0..iters; the last one only validates (trainer.py)
-    best = None
-    for rec in run.trace():
-        d = _dev_of(rec)
-        if d is not None:
-            best = d if best is None else max(best, d)
+    devs = [r.dev for r in trace if r.dev is not None]
+    best = max(devs) if devs else None
     live = progress if progress is not None else None
     try:
         with FitProgress(total, completed=len(trainer.state.history), description=net.name,
                          stream=err, live=live) as bar:
             while not trainer.finished():
-                rec = trainer.step()
+                rec = IterationRecord.from_json(trainer.step(), source="the trainer's iteration record")
                 usage = totals()
-                rec = dict(rec)
-                rec.setdefault("tokens", usage["prompt_tokens"] + usage["completion_tokens"])
+                if rec.tokens is None:
+                    rec = dataclasses.replace(rec, tokens=total_tokens(usage))
                 run.append_trace(rec)
                 n_records += 1
-                run.write_checkpoint(iteration=trainer.state.iteration, state=trainer.state.to_json(),
-                                     usage=usage, trace_records=n_records, graph_sha256=cfg["graph_sha256"],
-                                     config_sha256=cfg["config_sha256"])
-                d = _dev_of(rec)
-                if d is not None:
-                    best = d if best is None else max(best, d)
-                bar.update(len(trainer.state.history), dev_accuracy=d, best_dev=best,
-                           tokens=usage["prompt_tokens"] + usage["completion_tokens"])
+                run.write_checkpoint(Checkpoint(
+                    iteration=trainer.state.iteration, state=trainer.state.to_json(), usage=usage,
+                    trace_records=n_records, graph_sha256=cfg.graph_sha256, config_sha256=cfg.config_sha256,
+                    written_at=time.time()))
+                if rec.dev is not None:
+                    best = rec.dev if best is None else max(best, rec.dev)
+                bar.update(len(trainer.state.history), dev_accuracy=rec.dev, best_dev=best,
+                           tokens=total_tokens(usage))
     except KeyboardInterrupt:
         _print(err, f"\ninterrupted: the last checkpoint ({run.path / 'checkpoint.json'}) is intact; "
                     f"continue with `dlc fit --resume {run.path}`")
         raise
     result = _finish(run, net, graph, splits, lms, trainer, totals)
     fit_dln = run.path / f"{net.name}.fit.dln"
-    _print(out, f"dev accuracy  {_fmt(result['baseline']['dev_accuracy'])} -> {_fmt(result['dev_accuracy'])}")
-    _print(out, f"test accuracy {_fmt(result['baseline']['test_accuracy'])} -> {_fmt(result['test_accuracy'])}")
-    u = result["usage"]
+    _print(out, f"dev accuracy  {_fmt(result.baseline.dev_accuracy)} -> {_fmt(result.dev_accuracy)}")
+    _print(out, f"test accuracy {_fmt(result.baseline.test_accuracy)} -> {_fmt(result.test_accuracy)}")
+    u = result.usage
     _print(out, f"usage: {u['calls']:,} calls, {u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} "
                 f"completion tokens, {u['cache_hits']:,} cache hits")
     _print(out, f"result: {run.path / RESULT}")
@@ -261,14 +257,23 @@ def _evaluate(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], e
                     shots_from=tuple(shots_from), seed=seed, offsets=offsets)
 
 
+def class_report(r: EvalResult, labels: Sequence[str]) -> ClassReport:
+    """The per-class accuracy and confusion an evaluation already computed (a choice output), laid out over the
+    graph's label names. A generated output has none: its exact-match statistics are computed from the predictions
+    (so for a metric other than exact match, e.g. number_presence, the report's accuracy can differ from the run's)."""
+    if r.confusion:
+        return report_from_counts(r.confusion, labels, accuracy=float(r.accuracy), per_class=r.per_class)
+    return classification_report(list(r.targets), list(r.predictions), labels)
+
+
 def offsets_by_label(graph: Graph, offsets: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
     """{layer: [b...]} in label order -> {layer: {label: b}} (result.json, `.fit.dln`); empty vectors dropped."""
     return {n: dict(zip(graph.layers[n].output.label_names, (float(x) for x in v)))
             for n, v in sorted(offsets.items()) if v}
 
 
-def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[str, LM], trainer: Any,
-            totals: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[str, LM], trainer: tr.Trainer,
+            totals: Callable[[], dict[str, Any]]) -> FitResult:
     """Final evaluation with the best prompts (and, for the gain, the initial ones), `.fit.dln`, result.json."""
     state = trainer.state
     best = dict(state.best_prompts or state.prompts)
@@ -285,19 +290,17 @@ def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[s
         r = evals[(tag, split)]
         return None if r is None else float(r.accuracy)
 
-    def details(split: str) -> dict[str, Any] | None:
+    def details(split: str) -> ClassReport | None:
         r = evals[("final", split)]
-        if r is None:
-            return None
-        return classification_report(list(r.targets), list(r.predictions), labels).to_json()
+        return None if r is None else class_report(r, labels)
 
-    def predictions(split: str) -> dict[str, Any] | None:
+    def predictions(split: str) -> SplitPredictions | None:
         """Per example, before and after training: a paired comparison needs the same ids on both sides."""
         b, f = evals[("baseline", split)], evals[("final", split)]
         if b is None or f is None:
             return None
-        return {"ids": list(f.ids), "targets": list(f.targets), "baseline": list(b.predictions),
-                "final": list(f.predictions)}
+        return SplitPredictions(ids=tuple(f.ids), targets=tuple(f.targets), baseline=tuple(b.predictions),
+                                final=tuple(f.predictions))
 
     fit_dln = None
     if net.source_text is not None:
@@ -306,19 +309,15 @@ def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[s
                                        offsets_by_label(graph, best_offsets))
         fit_dln = run.path / f"{net.name}.fit.dln"
         run.write_text(fit_dln.name, text)
-    usage = totals()
-    result = {
-        "schema": RESULT_SCHEMA, "net": net.name, "seed": graph.fit.seed,
-        "dev_accuracy": acc("final", "dev"), "test_accuracy": acc("final", "test"),
-        "baseline": {"dev_accuracy": acc("baseline", "dev"), "test_accuracy": acc("baseline", "test"),
-                     "prompts": initial},
-        "prompts": best, "offsets": offsets_by_label(graph, best_offsets), "iterations": state.iteration,
-        "best_dev_during_training": getattr(state, "best_dev", None),
-        "usage": usage, "dev": details("dev"), "test": details("test"),
-        "predictions": {"dev": predictions("dev"), "test": predictions("test")},
-        "fit_dln": str(fit_dln) if fit_dln else None,
-        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    run.write_json(RESULT, result)
+    result = FitResult(
+        net=net.name, seed=graph.fit.seed, dev_accuracy=acc("final", "dev"), test_accuracy=acc("final", "test"),
+        baseline=Baseline(dev_accuracy=acc("baseline", "dev"), test_accuracy=acc("baseline", "test"),
+                          prompts=initial),
+        prompts=best, offsets=offsets_by_label(graph, best_offsets), iterations=state.iteration,
+        best_dev_during_training=state.best_dev, usage=totals(), dev=details("dev"), test=details("test"),
+        predictions={"dev": predictions("dev"), "test": predictions("test")},
+        fit_dln=str(fit_dln) if fit_dln else None,
+        finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    run.write_result(result)
     return result
 

@@ -5,35 +5,37 @@ Layout of `runs/<net>-<YYYYmmdd-HHMMSS>/` (every JSON file is written atomically
     graph.json        the compiled artifact the run trains (dlc.artifacts.manifest JSON)
     source.dln        the `.dln` text it was compiled from (when known), so `<net>.fit.dln` can always be written
     config.json       resolved config: fit/data/models blocks, overrides, seed, graph and config sha256, dlc version
+                      (records.RunConfig)
     backend.json      per model: backend, model id, capabilities (probed once)
     trace.jsonl       one JSON record per finished iteration (appended and fsynced before the checkpoint)
-    checkpoint.json   the trainer state after the last finished iteration, plus usage so far
-    result.json       at the end: dev/test accuracy, prompts, usage (the contract scripts rely on)
+                      (records.IterationRecord)
+    checkpoint.json   the trainer state after the last finished iteration, plus usage so far (records.Checkpoint)
+    result.json       at the end: dev/test accuracy, prompts, usage (the contract scripts rely on) (records.FitResult)
     <net>.fit.dln     the source with the learned prompts written back
 
 Resume contract: a run killed at any instant (even `kill -9`) has a checkpoint that is either the previous one or the
 new one, never a torn file; the trace may hold one record more than the checkpoint (killed between the two writes)
 and that record is dropped on resume, so the resumed run replays the iteration in flight exactly (dlc.rng derives
 every choice from the seed and a path, and the LLM cache returns the same samples).
+
+The typed files are read and written only through their types in dlc.artifacts.records (`config()` returns a
+RunConfig, `write_checkpoint` takes a Checkpoint, ...); graph.json has its own codec (dlc.artifacts.manifest).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
-from dlc.artifacts.canonical import canonical_sha256, json_line, pretty_json
+from dlc.artifacts.canonical import canonical_sha256, json_line, pretty_json  # noqa: F401 (canonical_sha256: API)
+from dlc.artifacts.records import (CHECKPOINT_SCHEMA, CONFIG_SCHEMA, RESULT_SCHEMA, Checkpoint,  # noqa: F401
+                                   FitResult, IterationRecord, RunConfig)
 from dlc.errors import DlcArtifactError, DlcUsageError
 from dlc.fsutil import atomic_write_text  # noqa: F401 (part of this module's API)
-
-CHECKPOINT_SCHEMA = "dlc/checkpoint/v1"
-CONFIG_SCHEMA = "dlc/run-config/v1"
-RESULT_SCHEMA = "dlc/result/v1"
 
 GRAPH = "graph.json"
 SOURCE = "source.dln"
@@ -143,12 +145,11 @@ class RunDir:
     def read_json(self, name: str) -> Any:
         return read_json(self.path / name, name)
 
-    def config(self) -> dict[str, Any]:
-        cfg = self.read_json(CONFIG)
-        if not isinstance(cfg, dict) or cfg.get("schema") != CONFIG_SCHEMA:
-            raise DlcArtifactError(f"corrupted run directory: {self.path / CONFIG} has no '{CONFIG_SCHEMA}' schema",
-                                   code="E502")
-        return cfg
+    def config(self) -> RunConfig:
+        return RunConfig.from_json(self.read_json(CONFIG), source=str(self.path / CONFIG))
+
+    def write_config(self, cfg: RunConfig) -> None:
+        self.write_json(CONFIG, cfg.to_json())
 
     def graph_json(self) -> dict[str, Any]:
         g = self.read_json(GRAPH)
@@ -161,20 +162,21 @@ class RunDir:
         return p.read_text(encoding="utf-8") if p.exists() else None
 
     # -- trace ----------------------------------------------------------------------------------------------------
-    def append_trace(self, record: Mapping[str, Any]) -> None:
+    def append_trace(self, record: IterationRecord) -> None:
         """Append one iteration record and fsync it (before the checkpoint that counts it is written)."""
-        line = json_line(record)
+        line = json_line(record.to_json())
         with open(self.path / TRACE, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
 
-    def trace(self) -> list[dict[str, Any]]:
-        """The iteration records; a torn last line (killed mid-write) is ignored, any other damage is E502."""
+    def _trace_lines(self) -> list[tuple[str, Any]]:
+        """(line, parsed JSON) of each complete record; a torn last line (killed mid-write) is left out, any other
+        damage is E502."""
         p = self.path / TRACE
         if not p.exists():
             return []
-        out: list[dict[str, Any]] = []
+        out: list[tuple[str, Any]] = []
         try:
             raw = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
@@ -184,10 +186,7 @@ class RunDir:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict):
-                    raise json.JSONDecodeError("not an object", line, 0)
-                out.append(rec)
+                out.append((line, json.loads(line)))
             except json.JSONDecodeError:
                 if i == len(lines) - 1:
                     break  # torn final line (no newline yet): the iteration in flight
@@ -195,45 +194,40 @@ class RunDir:
                                        code="E502") from None
         return out
 
+    def trace(self) -> list[IterationRecord]:
+        """The iteration records; a torn last line (killed mid-write) is ignored, any other damage is E502."""
+        p = self.path / TRACE
+        return [IterationRecord.from_json(rec, source=f"{p} record {i + 1}")
+                for i, (_, rec) in enumerate(self._trace_lines())]
+
     def truncate_trace(self, n_records: int) -> int:
-        """Keep the first `n_records` records (those the checkpoint counts); returns how many were dropped."""
-        records = self.trace()
-        dropped = max(0, len(records) - n_records)
+        """Keep the first `n_records` records (those the checkpoint counts), byte for byte; returns how many were
+        dropped."""
+        lines = self._trace_lines()
+        dropped = max(0, len(lines) - n_records)
         raw = (self.path / TRACE).read_text(encoding="utf-8") if (self.path / TRACE).exists() else ""
         if dropped or (raw and not raw.endswith("\n")):
-            text = "".join(json_line(r) + "\n"
-                           for r in records[:n_records])
-            atomic_write_text(self.path / TRACE, text)
+            atomic_write_text(self.path / TRACE, "".join(line + "\n" for line, _ in lines[:n_records]))
         return dropped
 
     # -- checkpoint -----------------------------------------------------------------------------------------------
-    def write_checkpoint(self, *, iteration: int, state: Mapping[str, Any], usage: Mapping[str, Any],
-                         trace_records: int, graph_sha256: str, config_sha256: str) -> None:
-        self.write_json(CHECKPOINT, {
-            "schema": CHECKPOINT_SCHEMA, "iteration": iteration, "state": dict(state), "usage": dict(usage),
-            "trace_records": trace_records, "graph_sha256": graph_sha256, "config_sha256": config_sha256,
-            "written_at": time.time(),
-        })
+    def write_checkpoint(self, ck: Checkpoint) -> None:
+        self.write_json(CHECKPOINT, ck.to_json())
 
-    def checkpoint(self) -> dict[str, Any] | None:
+    def checkpoint(self) -> Checkpoint | None:
         """The last checkpoint (None before the first iteration finished); E502 when damaged."""
         if not (self.path / CHECKPOINT).exists():
             return None
-        ck = self.read_json(CHECKPOINT)
-        if (not isinstance(ck, dict) or ck.get("schema") != CHECKPOINT_SCHEMA
-                or not isinstance(ck.get("state"), dict) or not isinstance(ck.get("trace_records"), int)):
-            raise DlcArtifactError(f"corrupted run directory: {self.path / CHECKPOINT} is not a dlc checkpoint",
-                                   code="E502", hint="start a new run with `dlc fit`")
-        return ck
+        return Checkpoint.from_json(self.read_json(CHECKPOINT), source=str(self.path / CHECKPOINT))
 
     # -- result ---------------------------------------------------------------------------------------------------
-    def result(self) -> dict[str, Any] | None:
+    def write_result(self, res: FitResult) -> None:
+        self.write_json(RESULT, res.to_json())
+
+    def result(self) -> FitResult | None:
         if not (self.path / RESULT).exists():
             return None
-        res = self.read_json(RESULT)
-        if not isinstance(res, dict):
-            raise DlcArtifactError(f"corrupted run directory: {self.path / RESULT} is not an object", code="E502")
-        return res
+        return FitResult.from_json(self.read_json(RESULT), source=str(self.path / RESULT))
 
     def is_finished(self) -> bool:
         return (self.path / RESULT).exists()
@@ -280,27 +274,23 @@ def iter_runs(root: str | os.PathLike[str] = "runs") -> Iterator[RunDir]:
             yield RunDir(p)
 
 
-def check_resumable(run: RunDir, *, graph_sha256: str | None, config_sha256: str | None) -> dict[str, Any]:
+def check_resumable(run: RunDir, *, graph_sha256: str | None, config_sha256: str | None) -> RunConfig:
     """Validate a run for `--resume` before anything is written: the config file is intact, the stored artifact
     still hashes to what the run started with, and (when the user named a network/overrides) they are unchanged.
     Returns the run's config."""
-    cfg = run.config()
-    for key in ("graph_sha256", "config_sha256"):
-        if not isinstance(cfg.get(key), str):
-            raise DlcArtifactError(f"corrupted run directory: {run.path / CONFIG} lacks {key}", code="E502")
-    if graph_sha256 is not None and graph_sha256 != cfg["graph_sha256"]:
+    cfg = run.config()      # E502 when it lacks the hashes
+    if graph_sha256 is not None and graph_sha256 != cfg.graph_sha256:
         raise DlcArtifactError(
             f"cannot resume {run.path}: the graph changed since the run started "
-            f"(was {cfg['graph_sha256'][:12]}, now {graph_sha256[:12]})", code="E503",
+            f"(was {cfg.graph_sha256[:12]}, now {graph_sha256[:12]})", code="E503",
             hint="resume without naming the network to continue the original, or start a new run")
-    if config_sha256 is not None and config_sha256 != cfg["config_sha256"]:
+    if config_sha256 is not None and config_sha256 != cfg.config_sha256:
         raise DlcArtifactError(
             f"cannot resume {run.path}: the fit/data/model config changed since the run started "
-            f"(was {cfg['config_sha256'][:12]}, now {config_sha256[:12]})", code="E504",
+            f"(was {cfg.config_sha256[:12]}, now {config_sha256[:12]})", code="E504",
             hint="drop the --set overrides to continue the original, or start a new run")
     ck = run.checkpoint()
-    if ck is not None and (ck.get("graph_sha256") != cfg["graph_sha256"]
-                           or ck.get("config_sha256") != cfg["config_sha256"]):
+    if ck is not None and (ck.graph_sha256 != cfg.graph_sha256 or ck.config_sha256 != cfg.config_sha256):
         raise DlcArtifactError(f"corrupted run directory: {run.path / CHECKPOINT} belongs to another graph/config",
                                code="E502")
     return cfg

@@ -57,8 +57,7 @@ def format_eval(rep: EvalReport) -> str:
         blocks = [rows] if all(r["report"] == rows[0]["report"] for r in rows) else [[r] for r in rows]
         for b in blocks:
             r = b[0]["report"]
-            cr = ClassReport(accuracy=r["accuracy"], n=r["n"], labels=tuple(r["labels"]), per_class=r["per_class"],
-                             confusion=r["confusion"])
+            cr = ClassReport.from_json(r)
             seeds = ", ".join(str(x["seed"]) for x in b)
             same = " (identical)" if len(b) > 1 else ""
             parts.append(format_class_report(cr, title=f"== {target}  split {rep.split}  seed{'s' if len(b) > 1 else ''}"

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from dlc.artifacts.records import ClassReport, IterationRecord, total_tokens
+
+if TYPE_CHECKING:
+    from dlc.artifacts.rundir import RunDir
 
 # Two-sided 95% Student-t critical values t_{0.975, df}, df = 1..30 (standard table values, 4 decimals).
 _T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
@@ -67,40 +72,42 @@ def mean_ci(values: Sequence[float]) -> MeanCI:
 
 # ------------------------------------------------------------------------------------------------ classification
 
-@dataclass(frozen=True)
-class ClassReport:
-    """Accuracy, per-class accuracy (recall of each true class) and a confusion matrix confusion[true][pred]."""
+# ClassReport (the per-split report of result.json and `dlc eval`) lives with the run files it is part of:
+# dlc.artifacts.records; it is imported above so `from dlc.report.stats import ClassReport` keeps working.
 
-    accuracy: float
-    n: int
-    labels: tuple[str, ...]
-    per_class: dict[str, dict[str, float]] = field(default_factory=dict)   # label -> {accuracy, n}
-    confusion: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "n": self.n, "labels": list(self.labels), "per_class": self.per_class,
-                "confusion": self.confusion}
+def report_from_counts(confusion: Mapping[str, Mapping[str, int]], labels: Sequence[str] = (), *,
+                       accuracy: float | None = None, per_class: Mapping[str, float] | None = None) -> ClassReport:
+    """A ClassReport from confusion counts confusion[true][pred] (e.g. those an evaluation already made,
+    dlc.fit.evaluation.EvalResult): rows and columns in `labels` order (the graph's label names), then any other
+    true class, then any other prediction (an unparseable generation gets its own column, so the matrix still sums
+    to n); zero cells filled in. `accuracy` and `per_class` (the evaluation's own, under the graph's metric) win
+    over the diagonal; a class without examples has accuracy NaN."""
+    order = list(dict.fromkeys(list(labels) + sorted(confusion)))
+    preds = {p for row in confusion.values() for p in row}
+    cols = list(dict.fromkeys(order + sorted(preds - set(order))))
+    conf: dict[str, dict[str, int]] = {t: {p: int((confusion.get(t) or {}).get(p, 0)) for p in cols} for t in order}
+    n = sum(sum(row.values()) for row in conf.values())
+    classes = {}
+    for t in order:
+        row_n = sum(conf[t].values())
+        acc = (per_class or {}).get(t, (conf[t][t] / row_n) if row_n else float("nan"))
+        classes[t] = {"accuracy": float(acc) if row_n else float("nan"), "n": row_n}
+    if accuracy is None:
+        accuracy = (sum(conf[t][t] for t in order) / n) if n else float("nan")
+    return ClassReport(accuracy=accuracy, n=n, labels=tuple(order), per_class=classes, confusion=conf)
 
 
 def classification_report(targets: Sequence[str], predictions: Sequence[str],
                           labels: Sequence[str] = ()) -> ClassReport:
-    """Exact-match statistics. `labels` fixes the row/column order (the graph's label names); predictions outside
-    it (an unparseable generation) get their own column so the matrix still sums to n."""
+    """Exact-match statistics of predictions against targets (see `report_from_counts` for the layout)."""
     if len(targets) != len(predictions):
         raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions")
-    order = list(dict.fromkeys(list(labels) + sorted(set(targets))))
-    cols = list(dict.fromkeys(order + sorted(set(predictions) - set(order))))
-    conf: dict[str, dict[str, int]] = {t: {p: 0 for p in cols} for t in order}
+    conf: dict[str, dict[str, int]] = {}
     for t, p in zip(targets, predictions):
+        conf.setdefault(t, {}).setdefault(p, 0)
         conf[t][p] += 1
-    n = len(targets)
-    correct = sum(1 for t, p in zip(targets, predictions) if t == p)
-    per_class = {}
-    for t in order:
-        row_n = sum(conf[t].values())
-        per_class[t] = {"accuracy": (conf[t][t] / row_n) if row_n else float("nan"), "n": row_n}
-    return ClassReport(accuracy=(correct / n) if n else float("nan"), n=n, labels=tuple(order),
-                       per_class=per_class, confusion=conf)
+    return report_from_counts(conf, labels)
 
 
 def format_class_report(rep: ClassReport, *, title: str = "") -> str:
@@ -127,32 +134,6 @@ def format_class_report(rep: ClassReport, *, title: str = "") -> str:
 
 # ------------------------------------------------------------------------------------------------ learning curves
 
-def _first(rec: Mapping[str, Any], *keys: str) -> Any:
-    for k in keys:
-        cur: Any = rec
-        for part in k.split("."):
-            if isinstance(cur, Mapping) and part in cur:
-                cur = cur[part]
-            else:
-                cur = None
-                break
-        if cur is not None:
-            return cur
-    return None
-
-
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or x is None:
-        return None
-    if isinstance(x, (int, float)):
-        return float(x)
-    if isinstance(x, Mapping):  # per-layer values: their sum (the ELBO of a DAG is the sum over layers)
-        vals = [_num(v) for v in x.values()]
-        vals = [v for v in vals if v is not None]
-        return math.fsum(vals) if vals else None
-    return None
-
-
 @dataclass(frozen=True)
 class CurvePoint:
     iteration: int
@@ -162,20 +143,10 @@ class CurvePoint:
     tokens: int | None
 
 
-def learning_curve(trace: Iterable[Mapping[str, Any]]) -> list[CurvePoint]:
-    """One point per trace record. Reads the engine's record keys (with a few tolerated spellings, so an old run
-    still shows)."""
-    pts = []
-    for i, rec in enumerate(trace):
-        it = _first(rec, "iteration", "iter")
-        pts.append(CurvePoint(
-            iteration=int(it) if isinstance(it, (int, float)) else i,
-            dev_accuracy=_num(_first(rec, "dev", "dev_accuracy", "dev_acc")),
-            elbo=_num(_first(rec, "elbo", "train_elbo")),
-            train_accuracy=_num(_first(rec, "train_accuracy", "batch_accuracy", "train_acc")),
-            tokens=(lambda t: int(t) if t is not None else None)(_num(_first(rec, "tokens", "usage.tokens"))),
-        ))
-    return pts
+def learning_curve(trace: Iterable[IterationRecord]) -> list[CurvePoint]:
+    """One point per trace record (RunDir.trace())."""
+    return [CurvePoint(iteration=rec.iteration, dev_accuracy=rec.dev, elbo=rec.elbo, train_accuracy=rec.train_acc,
+                       tokens=rec.tokens) for rec in trace]
 
 
 def _bar(value: float, lo: float, hi: float, width: int) -> str:
@@ -246,37 +217,35 @@ def plot_learning_curve(points: Sequence[CurvePoint], path: str | os.PathLike[st
 
 # ------------------------------------------------------------------------------------------------ runs
 
-def run_summary(run: Any) -> dict[str, Any]:
+def run_summary(run: "RunDir") -> dict[str, Any]:
     """A row of `dlc runs`: name, status, progress, scores, tokens (from the run's files, never re-computed)."""
     row: dict[str, Any] = {"run": str(run.path), "name": run.path.name}
     try:
         cfg = run.config()
-        row["net"] = cfg.get("net", "")
-        row["iters"] = (cfg.get("fit") or {}).get("iters")
-        row["seed"] = cfg.get("seed")
-        row["created"] = cfg.get("created", "")
+        row["net"] = cfg.net
+        row["iters"] = cfg.iters
+        row["seed"] = cfg.seed
+        row["created"] = cfg.created or ""
         ck = run.checkpoint()
         res = run.result()
     except Exception as e:  # a damaged run still gets a row, it is not a reason to hide the others
         row["status"] = "corrupted"
         row["error"] = str(e)
         return row
+    usage: Mapping[str, Any] = {}
     if res is not None:
         row["status"] = "done"
-        row["dev_accuracy"] = res.get("dev_accuracy")
-        row["test_accuracy"] = res.get("test_accuracy")
-        base = res.get("baseline") or {}
-        row["baseline_test_accuracy"] = base.get("test_accuracy")
-        u = res.get("usage") or {}
+        row["dev_accuracy"] = res.dev_accuracy
+        row["test_accuracy"] = res.test_accuracy
+        row["baseline_test_accuracy"] = res.baseline.test_accuracy
+        usage = res.usage
     else:
         row["status"] = "incomplete"
-        u = (ck or {}).get("usage") or {}
-        state = (ck or {}).get("state") or {}
-        bd = state.get("best_dev")
-        row["dev_accuracy"] = bd if isinstance(bd, (int, float)) and not isinstance(bd, bool) else None
-    row["done_iters"] = (ck or {}).get("iteration", 0) if ck else 0
-    row["tokens"] = int(u.get("prompt_tokens", 0) or 0) + int(u.get("completion_tokens", 0) or 0)
-    row["calls"] = u.get("calls")
+        row["dev_accuracy"] = ck.best_dev if ck else None
+        usage = ck.usage if ck else {}
+    row["done_iters"] = ck.iteration if ck else 0
+    row["tokens"] = total_tokens(usage)
+    row["calls"] = usage.get("calls")
     return row
 
 
@@ -289,21 +258,22 @@ def show_run(path: str | os.PathLike[str], args: Any = None) -> int:
     cfg = run.config()
     res = run.result()
     ck = run.checkpoint()
-    points = learning_curve(run.trace())
-    lines = [f"run      {run.path}", f"network  {cfg.get('net', '?')}   seed {cfg.get('seed')}   "
-             f"iterations {ck['iteration'] if ck else 0}/{(cfg.get('fit') or {}).get('iters', '?')}"]
+    trace = run.trace()
+    points = learning_curve(trace)
+    iters = "?" if cfg.iters is None else cfg.iters
+    lines = [f"run      {run.path}", f"network  {cfg.net}   seed {cfg.seed}   "
+             f"iterations {ck.iteration if ck else 0}/{iters}"]
     if res is not None:
-        lines.append(f"result   dev {_fmt(res.get('dev_accuracy'))}   test {_fmt(res.get('test_accuracy'))}"
-                     + (f"   (before training: dev {_fmt((res.get('baseline') or {}).get('dev_accuracy'))}, "
-                        f"test {_fmt((res.get('baseline') or {}).get('test_accuracy'))})" if res.get("baseline")
-                        else ""))
-        for node, text in (res.get("prompts") or {}).items():
+        lines.append(f"result   dev {_fmt(res.dev_accuracy)}   test {_fmt(res.test_accuracy)}"
+                     f"   (before training: dev {_fmt(res.baseline.dev_accuracy)}, "
+                     f"test {_fmt(res.baseline.test_accuracy)})")
+        for node, text in res.prompts.items():
             lines.append(f"prompt   {node}: {text!r}")
-        for node, offs in (res.get("offsets") or {}).items():
+        for node, offs in res.offsets.items():
             lines.append(f"offsets  {node}: " + ", ".join(f"{k} {v:+.3f}" for k, v in offs.items()))
     else:
         lines.append("result   (not finished: `dlc fit --resume " + str(run.path) + "` continues it)")
-    made, rejected = proposal_counts(run.trace())
+    made, rejected = proposal_counts(trace)
     if made:
         why = ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "none"
         lines.append(f"proposals {made} made, {sum(rejected.values())} rejected before scoring ({why})")
@@ -312,16 +282,16 @@ def show_run(path: str | os.PathLike[str], args: Any = None) -> int:
     print(format_learning_curve(points))
     out = getattr(args, "output", None) or getattr(args, "png", None) or (run.path / "learning_curve.png")
     if points and not getattr(args, "no_plot", False):
-        png = plot_learning_curve(points, out, title=f"{cfg.get('net', '')} — {run.path.name}")
+        png = plot_learning_curve(points, out, title=f"{cfg.net} — {run.path.name}")
         print(f"\nplot written to {png}")
     return 0
 
 
-def proposal_counts(trace: Sequence[Mapping[str, Any]]) -> tuple[int, dict[str, int]]:
+def proposal_counts(trace: Sequence[IterationRecord]) -> tuple[int, dict[str, int]]:
     """Proposals made over a run and how many were rejected before scoring, by reason (trace records)."""
     made, rejected = 0, {}  # type: int, dict[str, int]
     for rec in trace:
-        for upd in (rec.get("layers") or {}).values():
+        for upd in rec.layers.values():
             for u in (upd if isinstance(upd, list) else [upd]):
                 made += len(u.get("proposals") or [])
                 for k, v in (u.get("rejected") or {}).items():
