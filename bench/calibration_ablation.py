@@ -26,9 +26,9 @@ from dlc.app.models import close_lms, open_lms  # noqa: E402
 from dlc.data import load_splits  # noqa: E402
 from dlc.engine.calibration import fit_offsets  # noqa: E402
 from dlc.engine.forward import resolve_targets  # noqa: E402
-from dlc.fit.evaluation import EvalResult, evaluate, recalibrate  # noqa: E402
-from dlc.fit.selection import compare  # noqa: E402
-from dlc.fit.trainer import calibration_set  # noqa: E402
+from dlc.train.evaluation import EvalResult, evaluate, recalibrate  # noqa: E402
+from dlc.train.selection import compare  # noqa: E402
+from dlc.train.trainer import calibration_set  # noqa: E402
 from dlc.lang.compiler import compile_source  # noqa: E402
 
 SIGMAS = (0.25, 0.5, 1.0, 2.0, 4.0, 1e6)

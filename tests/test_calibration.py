@@ -13,8 +13,8 @@ import pytest
 from dlc.app.training import offsets_by_label
 from dlc.engine.calibration import apply_offsets, fit_offsets, map_objective
 from dlc.errors import CompileFailed
-from dlc.fit.evaluation import evaluate
-from dlc.fit.trainer import Trainer, calibration_set
+from dlc.train.evaluation import evaluate
+from dlc.train.trainer import Trainer, calibration_set
 from dlc.ir import Example
 from dlc.lang.compiler import compile_file, compile_source
 from dlc.lang.rewrite import rewrite_prompts
@@ -179,3 +179,76 @@ def test_calibration_needs_a_choice_layer(tmp_path):
     with pytest.raises(CompileFailed) as e:
         compile_file(p)
     assert "E329" in {err.code for err in e.value.errors}
+
+
+# ---------------------------------------------------------------------------------------------------- end to end
+def test_offsets_reach_every_place_the_network_runs(tmp_path, monkeypatch, capsys):
+    """`dlc fit` (scripted backend) -> result.json offsets == `<net>.fit.dln` offsets == what `dlc eval RUN`,
+    `dlc eval NET.fit.dln` and `dlc run` apply; `dlc show RUN` prints them; and a run without offsets has none anywhere."""
+    import json as _json
+
+    from conftest import DATA, REPO
+    from dlc.cli import main
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    net = tmp_path / "dln1.dln"
+    src = (REPO / "graphs" / "dln1.dln").read_text()
+    src = src.replace('data { task = "subj"  train_size = 400  dev_size = 60 }',
+                      'data { task = "subj"  train_size = 24  dev_size = 12  test_size = 12 }')
+    assert "test_size = 12" in src      # the sizes live in the file, so its .fit.dln evaluates the same examples
+    net.write_text(src + "\nmodel default { backend = scripted }\n")
+    small = ["--set", "fit.iters=0", "--set", "fit.validation=loglik", "--set", "fit.accept=best",
+             "--data-dir", str(DATA), "--no-progress"]
+    kept_any = dropped_any = False
+    # seeds 1-2: calibrated (dev log-likelihood keeps offsets that fit); seed 3: calibration off, no offsets
+    for seed, extra in ((1, []), (2, []), (3, ["--set", "layer.y.calibration=none"])):
+        run = tmp_path / f"run{seed}"
+        assert main(["fit", str(net), *small, *extra, "--set", f"fit.seed={seed}", "--run-dir", str(run)]) == 0
+        capsys.readouterr()
+        res = _json.loads((run / "result.json").read_text())
+        fit_dln = (run / "dln1.fit.dln").read_text()
+        kept = bool(res["offsets"])
+        kept_any |= kept
+        dropped_any |= not kept
+        assert ("offsets = {" in fit_dln) == kept
+        if kept:
+            g = compile_file(run / "dln1.fit.dln")
+            assert dict(g.layers["y"].offsets) == pytest.approx(res["offsets"]["y"], abs=1e-5)
+        for target in (str(run), str(run / "dln1.fit.dln")):
+            assert main(["eval", target, "--data-dir", str(DATA), "--json", "-"]) == 0
+            rep = _json.loads(capsys.readouterr().out)
+            assert rep["rows"][0]["accuracy"] == pytest.approx(res["test_accuracy"])
+        assert main(["show", str(run)]) == 0
+        assert ("offsets  y:" in capsys.readouterr().out) == kept
+        # `dlc run` / dlc.predict on the test inputs reproduces the run's final test predictions
+        from dlc.app.targets import load_network
+        from dlc.app.training import load_data
+        from dlc.app.infer import predict
+        test = load_data(load_network(str(run)).graph, str(DATA)).test
+        outs = predict(str(run), [dict(e.inputs) for e in test], hidden=False)
+        assert [o["output"] for o in outs] == res["predictions"]["test"]["final"]
+    assert kept_any and dropped_any
+
+
+def test_posterior_weights_use_the_calibrated_child():
+    """A hidden layer feeding a calibrated choice layer weighs its samples by the child's calibrated
+    log p(target | h): the same hand-computed numbers as tests/test_backward.py, shifted by the offsets."""
+    from dlc.engine.forward import forward
+    from dlc.engine.hidden import infer_hidden
+    from dlc.rng import Rng
+    from test_backward import examples as bexamples, graph as bgraph, only, reasoning_lm
+
+    g = only(bgraph("dln2"), "h", "prior_answer")
+    c = dataclasses.replace(g.fit, num_h_samples=2)
+    lm = reasoning_lm()
+    ex = bexamples(2)                                      # targets: subjective, objective
+    b = [0.7, -0.7]                                        # offsets of y: subjective +0.7, objective -0.7
+    tr = forward(g, g.prompts(), {"default": lm}, ex)
+    post = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(c.seed), 0, offsets={"y": b})["h"]
+    for i, (bt, bo) in enumerate(((b[0], b[1]), (b[1], b[0]))):
+        # good reasoning: the target's verbalizers score -0.2, the other label's -4.0 (both verbalizers alike)
+        want = (-0.2 + bt) - math.log(math.exp(-0.2 + bt) + math.exp(-4.0 + bo))
+        assert post.logp_children[i] == pytest.approx([want, want])
+    raw = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(c.seed), 0)["h"]
+    assert raw.logp_children[0] == pytest.approx([-math.log1p(math.exp(-3.8))] * 2)

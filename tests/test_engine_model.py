@@ -10,8 +10,8 @@ import pytest
 
 from dlc.lang.compiler import compile_file
 from dlc.data.loader import load_splits
-from dlc.fit.evaluation import evaluate
-from dlc.fit.trainer import Trainer
+from dlc.train.evaluation import evaluate
+from dlc.train.trainer import Trainer
 
 from conftest import DATA, REPO as ROOT
 

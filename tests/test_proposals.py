@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dlc.engine.proposals import clean_proposal, rejection_reason, template_lines
-from dlc.fit.trainer import Trainer
+from dlc.train.trainer import Trainer
 from dlc.ir import Example
 from dlc.lang.compiler import compile_file
 from dlc.lang.templates import builtin_path

@@ -14,7 +14,7 @@ from dlc.artifacts.records import (CHECKPOINT_SCHEMA, CONFIG_SCHEMA, RESULT_SCHE
                                    FitResult, IterationRecord, RunConfig, SplitPredictions)
 from dlc.artifacts.rundir import CHECKPOINT, CONFIG, GRAPH, RESULT, TRACE, RunDir
 from dlc.errors import DlcArtifactError
-from dlc.fit.evaluation import EvalResult
+from dlc.train.evaluation import EvalResult
 from dlc.report.stats import classification_report, learning_curve, report_from_counts
 
 from conftest import DATA, REPO

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from dlc.fit.selection import compare, t_sf
-from dlc.fit.trainer import Trainer
+from dlc.train.selection import compare, t_sf
+from dlc.train.trainer import Trainer
 from dlc.ir import Example
 from dlc.lang.compiler import compile_file
 from dlc.lm.scripted import ScriptedLM

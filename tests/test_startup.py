@@ -13,7 +13,7 @@ from conftest import GRAPHS, REPO
 
 BACKENDS = ("llama_cpp", "fastapi", "uvicorn", "openai")
 # what `dlc compile` / `dlc show` of a .dln must not load either: the engine, trainer, data loaders and LLM layer
-HEAVY = BACKENDS + ("numpy", "dlc.engine", "dlc.fit", "dlc.lm", "dlc.server", "dlc.app.training", "dlc.data.loader")
+HEAVY = BACKENDS + ("numpy", "dlc.engine", "dlc.train", "dlc.lm", "dlc.server", "dlc.app.training", "dlc.data.loader")
 
 
 def _loaded(code: str, cwd: str) -> list[str]:

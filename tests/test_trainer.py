@@ -12,9 +12,9 @@ from dlc.lang.compiler import compile_file
 from dlc.errors import DlcError
 from dlc.ir import Example
 from dlc.lm.scripted import ScriptedLM
-from dlc.fit.evaluation import evaluate
-from dlc.fit.plan import plan
-from dlc.fit.trainer import Trainer, TrainState
+from dlc.train.evaluation import evaluate
+from dlc.train.plan import plan
+from dlc.train.trainer import Trainer, TrainState
 
 from conftest import REPO as ROOT
 TRUTH = ("subjective", "objective")

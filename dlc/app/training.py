@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import io
 import sys
 import time
 from dataclasses import dataclass
@@ -25,9 +26,9 @@ from dlc.artifacts.records import (Baseline, Checkpoint, ClassReport, FitResult,
 from dlc.artifacts.rundir import BACKEND, GRAPH, RESULT, SOURCE, RunDir, check_resumable
 from dlc.data import Splits, load_splits
 from dlc.errors import DlcArtifactError, DlcUsageError
-from dlc.fit import trainer as tr
-from dlc.fit.evaluation import EvalResult, evaluate
-from dlc.fit.plan import plan as fit_plan
+from dlc.train import trainer as tr
+from dlc.train.evaluation import EvalResult, evaluate
+from dlc.train.plan import plan as fit_plan
 from dlc.ir import Example, Graph
 from dlc.lang import compiler, rewrite
 from dlc.lm.base import LM
@@ -55,7 +56,7 @@ def _print(out: TextIO | None, *args: Any) -> None:
 
 
 def format_plan(plan: Mapping[str, Any], indent: int = 0) -> str:
-    """The engine's cost plan (dlc.fit.trainer.plan) as the table `dlc fit` prints before starting."""
+    """The engine's cost plan (dlc.train.trainer.plan) as the table `dlc fit` prints before starting."""
     pad = "  " * indent
     if "per_iteration" not in plan:   # an unknown shape: plain nested key: value lines
         lines = []
@@ -211,7 +212,7 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
     live = progress if progress is not None else None
     try:
         with FitProgress(total, completed=len(trainer.state.history), description=net.name,
-                         stream=err, live=live) as bar:
+                         stream=err if err is not None else io.StringIO(), live=live) as bar:
             while not trainer.finished():
                 rec = IterationRecord.from_json(trainer.step(), source="the trainer's iteration record")
                 usage = totals()

@@ -168,7 +168,7 @@ def total_tokens(usage: Mapping[str, Any]) -> int:
 @dataclass(frozen=True)
 class Checkpoint:
     """checkpoint.json: the trainer's state after the last finished iteration (`state` is
-    `dlc.fit.trainer.TrainState.to_json()`, decoded by `TrainState.from_json`), the usage so far, how many trace
+    `dlc.train.trainer.TrainState.to_json()`, decoded by `TrainState.from_json`), the usage so far, how many trace
     records it counts, and the identities of the graph and config it belongs to."""
 
     SCHEMA: ClassVar[str] = CHECKPOINT_SCHEMA
@@ -232,7 +232,7 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class IterationRecord:
-    """One line of trace.jsonl: what dlc.fit.trainer.Trainer.step() reported for an iteration.
+    """One line of trace.jsonl: what dlc.train.trainer.Trainer.step() reported for an iteration.
 
     The typed core is what readers use (progress, `dlc show`, learning curves, resume); everything else the engine
     records (batch, forward, hidden, layers, calibration, comparison, logp_penalty, ...) is kept in `details` as

@@ -34,7 +34,7 @@ from dlc.lang.parse import parse
 DEFAULT_POSTERIOR = (("prior_answer", 0.5), ("prior", 0.5))   # the paper's best mixture of q_pri+ and q_pri (§3)
 DEFAULT_PROMPT_TEMPLATE = "proposal"
 # A choice output layer learns calibration offsets unless told not to (bench/LEARNING.md: the default model's main
-# error is label bias; the offsets are kept only when they beat the raw layer on dev, see dlc/fit/trainer.py).
+# error is label bias; the offsets are kept only when they beat the raw layer on dev, see dlc/train/trainer.py).
 DEFAULT_CALIBRATION = "fit"
 DEFAULT_BACKWARD_STOP = ("[END]",)   # prompt_proposal.j2 asks the model to end the new instruction with [END]
 

@@ -79,7 +79,7 @@ def mean_ci(values: Sequence[float]) -> MeanCI:
 def report_from_counts(confusion: Mapping[str, Mapping[str, int]], labels: Sequence[str] = (), *,
                        accuracy: float | None = None, per_class: Mapping[str, float] | None = None) -> ClassReport:
     """A ClassReport from confusion counts confusion[true][pred] (e.g. those an evaluation already made,
-    dlc.fit.evaluation.EvalResult): rows and columns in `labels` order (the graph's label names), then any other
+    dlc.train.evaluation.EvalResult): rows and columns in `labels` order (the graph's label names), then any other
     true class, then any other prediction (an unparseable generation gets its own column, so the matrix still sums
     to n); zero cells filled in. `accuracy` and `per_class` (the evaluation's own, under the graph's metric) win
     over the diagonal; a class without examples has accuracy NaN."""

@@ -39,6 +39,14 @@ class EvalResult:
         d.pop("raw_logdists")
         return d
 
+    def to_state(self) -> dict[str, Any]:
+        """Everything, raw distributions included (the trainer's checkpointed memo of dev evaluations)."""
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, d: Mapping[str, Any]) -> "EvalResult":
+        return cls(**d)
+
     def scores(self, validation: str) -> list[float]:
         """Per-example validation scores: 0/1 correctness, or log p(target) (falls back to accuracy for outputs
         without a label distribution)."""

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from dlc.engine.labels import verbalizers
-from dlc.fit.config import check_config
+from dlc.train.config import check_config
 from dlc.ir import FitConfig, Graph
 
 

@@ -1,7 +1,7 @@
 """The outer training loop (dln-reference §1.3 step 6, paper Alg. 1-3) and its resumable state.
 
 Iteration t = 0..iters: validate on dev when t % val_freq == 0 (t = 0 only with do_first_eval) and at t = iters;
-keep the best parameter set (prompts + calibration offsets) by the selection rule of `dlc.fit.selection`, push it
+keep the best parameter set (prompts + calibration offsets) by the selection rule of `dlc.train.selection`, push it
 into a memory of the M best prompt sets, and backtrack to the best set after `tolerance` non-improving validations.
 Then (t < iters) train on a batch: forward, hidden inference (`dlc.engine.hidden`), and one prompt update per trained
 layer (`dlc.engine.prompts`), all from the same samples. The last iteration only validates; the final parameters are
@@ -27,9 +27,9 @@ from dlc.engine.hidden import infer_hidden, score_opts
 from dlc.engine.prompts import calibrated, update_layer
 from dlc.engine.vi import decayed_penalty
 from dlc.errors import DlcArtifactError, DlcDataError, DlcFitError
-from dlc.fit.config import check_config
-from dlc.fit.evaluation import EvalResult, _balanced_order, evaluate, recalibrate
-from dlc.fit.selection import compare
+from dlc.train.config import check_config
+from dlc.train.evaluation import EvalResult, _balanced_order, evaluate, recalibrate
+from dlc.train.selection import compare
 from dlc.ir import Example, FitConfig, Graph
 from dlc.lm.base import LM
 from dlc.rng import Rng
@@ -60,6 +60,8 @@ class TrainState:
     offsets: dict[str, list[float]] = field(default_factory=dict)       # calibrated layers: current b ([]: none)
     best_offsets: dict[str, list[float]] = field(default_factory=dict)
     best_scores: list[float] | None = None               # per-dev-example validation scores of the best set
+    dev_memo: dict[str, dict] = field(default_factory=dict)   # dev evaluations by parameter set: a resumed run
+                                                              # does not re-evaluate (and re-count) a set it saw
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -105,7 +107,6 @@ class Trainer:
         self.rng = Rng(self.config.seed)
         self.calibrated = tuple(n for n in graph.order if calibrated(graph.layers[n]))
         self.calibration_set = calibration_set(self.train, self.config) if self.calibrated else []
-        self._dev_cache: dict[str, EvalResult] = {}
         self._usage0 = self._tokens_now()
 
     # -- helpers
@@ -124,15 +125,13 @@ class Trainer:
     def dev_eval(self, prompts: Mapping[str, str], offsets: Mapping[str, Sequence[float]]) -> EvalResult:
         """The dev evaluation of a parameter set (memoised: a backtracked set is not evaluated twice)."""
         key = json.dumps([prompts, offsets], sort_keys=True)
-        if key not in self._dev_cache:
+        memo = self.state.dev_memo
+        if key not in memo:
             # an n-shot baseline validates with the same demonstrations a test run would use
-            self._dev_cache[key] = evaluate(self.graph, prompts, self.lms, self.dev, config=self.config,
-                                            n_shots=self.config.n_shots, shots_from=self.train,
-                                            seed=self.config.seed, offsets=offsets)
-        return self._dev_cache[key]
-
-    def dev_accuracy(self, prompts: Mapping[str, str]) -> float:
-        return self.dev_eval(prompts, self.state.offsets).accuracy if self.dev else 0.0
+            memo[key] = evaluate(self.graph, prompts, self.lms, self.dev, config=self.config,
+                                 n_shots=self.config.n_shots, shots_from=self.train, seed=self.config.seed,
+                                 offsets=offsets).to_state()
+        return EvalResult.from_state(memo[key])
 
     def fit_output_offsets(self, prompts: Mapping[str, str]) -> list[float] | None:
         """MAP offsets of the calibrated output layer on the calibration set under `prompts` (None: nothing to fit
