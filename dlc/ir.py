@@ -41,6 +41,7 @@ Calibration = Literal["none", "fit"]
 Backend = Literal["embedded", "openai", "scripted"]   # dlc.lm.registry.open_backend opens each
 Validation = Literal["accuracy", "loglik"]
 Acceptance = Literal["best", "paired"]
+CalibrationKeep = Literal["accuracy", "selection"]
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,8 @@ class FitConfig:
     label_agg: LabelAgg = "logsumexp"         # verbalizers -> label score: "logsumexp" (label mass) | "max"
     calibration_sigma: float = 1.0         # prior std of a calibrated layer's offsets (MAP shrinkage towards 0)
     calibration_size: int = 64             # train examples the offsets are fitted on at each validation (-1: all)
+    calibration_keep: CalibrationKeep = "accuracy"   # offsets are kept if they raise dev accuracy ("selection":
+                                           # by the validation/accept rule of prompts) — bench/CALIBRATION.md
     validation: Validation = "loglik"      # dev score that selects prompts: mean log p(target), or accuracy
     accept: Acceptance = "paired"          # a new set must beat the best on the same dev examples (t-test)
     accept_level: float = 0.1              # one-sided paired t-test level of accept = "paired"

@@ -199,6 +199,7 @@ def test_offsets_reach_every_place_the_network_runs(tmp_path, monkeypatch, capsy
     assert "test_size = 12" in src      # the sizes live in the file, so its .fit.dln evaluates the same examples
     net.write_text(src + "\nmodel default { backend = scripted }\n")
     small = ["--set", "fit.iters=0", "--set", "fit.validation=loglik", "--set", "fit.accept=best",
+             "--set", "fit.calibration_keep=selection",
              "--data-dir", str(DATA), "--no-progress"]
     kept_any = dropped_any = False
     # seeds 1-2: calibrated (dev log-likelihood keeps offsets that fit); seed 3: calibration off, no offsets

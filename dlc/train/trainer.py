@@ -10,8 +10,9 @@ the best ones. Every random choice comes from Rng(seed).derive("iter", t, ...), 
 
 Calibrated output layer (`calibration = fit`, engine/calibration.py): at every validation its offsets are refitted
 (MAP) on the label distributions of `calibration_size` training examples (drawn with the seed) under the current
-prompts, and
-kept only if they beat the uncalibrated layer on dev by the selection rule — so calibration cannot cost dev score.
+prompts, and kept only if they raise dev accuracy over the uncalibrated layer (`calibration_keep = accuracy`; the
+offsets are fitted out of sample and there are two options, so the strictly-better rule is enough) or win by the
+prompts' selection rule (`calibration_keep = selection`) — so calibration cannot cost dev accuracy.
 During a training step each candidate prompt is scored with its own offsets fitted on the batch (prompts.py).
 """
 from __future__ import annotations
@@ -177,8 +178,11 @@ class Trainer:
                 res, st.offsets[out] = raw, []
                 if b is not None:
                     cal = recalibrate(self.graph, raw, b)
-                    cmp = compare(cal.scores(cfg.validation), raw.scores(cfg.validation), rule=cfg.accept,
-                                  level=cfg.accept_level)
+                    if cfg.calibration_keep == "accuracy":    # two options, b fitted out of sample
+                        cmp = compare(cal.scores("accuracy"), raw.scores("accuracy"), rule="best")
+                    else:
+                        cmp = compare(cal.scores(cfg.validation), raw.scores(cfg.validation), rule=cfg.accept,
+                                      level=cfg.accept_level)
                     record["calibration"] = {"offsets": b, "dev_raw": raw.accuracy, "dev_calibrated": cal.accuracy,
                                              "kept": cmp.accepted, "comparison": cmp.to_json()}
                     if cmp.accepted:
