@@ -32,7 +32,7 @@ from typing import Any, Literal
 SCHEMA_VERSION = "dlc/manifest/v1"
 
 OutputKind = Literal["text", "choice", "number"]
-Metric = Literal["accuracy", "exact_match", "number_presence"]
+Metric = Literal["accuracy", "exact_match", "number_presence", "final_answer"]
 PromptFormat = Literal["chat", "raw"]
 ScoringFunction = Literal["logprobs", "accuracy"]
 LogpReduction = Literal["mean", "sum"]

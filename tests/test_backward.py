@@ -187,3 +187,45 @@ def test_several_children_sum_their_log_likelihoods():
         ctx_a = layer_context(g, g.layers["a"], "Summarise.", texts)
         lp_a = lm.score([__import__("dlc.lm.base", fromlist=["x"]).ScoreRequest(ctx_a, a_star)])[0].logp_mean
         assert h_post.logp_children[0][k] == pytest.approx(dist[ex[0].target == "objective"] + lp_a)
+
+
+MULTI_GEN = """
+network multigen
+input x
+layer h(x) { template = step_by_step  prompt = "" }
+layer a(h) { template = brief_analysis  prompt = "Summarise." }
+layer y(x, h, a) { template = residual  prompt = "Solve."  output = number }
+output y
+"""
+
+
+def test_accuracy_scoring_adds_a_generative_output_to_the_other_children():
+    """Issue 17, engine 3: with output_scoring = accuracy and a generative output, h's logit is log p(a* | h) + the
+    0/1 correctness of y given h: the output's term is added to the other child's, not written over it."""
+    from dlc.lm.base import ScoreRequest
+    g = compile_source(MULTI_GEN)
+    assert g.children("h") == ("a", "y") and g.layers["y"].output.kind == "number"
+    flip = iter(range(10**6))
+
+    def gen(prompt: str, req, i: int) -> str | None:
+        if req.tag.startswith("y/"):
+            return "Total: 1,234,000 units." if "good" in prompt else "Total: 5 units."
+        if req.tag == "h/posterior":
+            return f"good plan {next(flip)}" if next(flip) % 4 == 0 else f"bad plan {next(flip)}"
+        return None
+    lm = ScriptedLM(generate_fn=gen)
+    c = cfg(g, num_h_samples=4, output_scoring="accuracy", include_prior=False)
+    ex = [Example(inputs={"x": "q0 text"}, target="1234000", id="q0")]
+    tr = forward(g, g.prompts(), {"default": lm}, ex)
+    assert tr.correct == [False]
+    posts = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(5), 0)
+    h_post, a_star = posts["h"], posts["a"].best[0]
+    good = ["good" in h for h in h_post.samples[0]]
+    assert any(good) and not all(good)
+    for k, h in enumerate(h_post.samples[0]):
+        ctx_a = layer_context(g, g.layers["a"], "Summarise.", dict(tr.example_texts(0), h=h))
+        lp_a = lm.score([ScoreRequest(ctx_a, a_star)])[0].logp_mean
+        assert lp_a < -0.01
+        assert h_post.logp_children[0][k] == pytest.approx(lp_a + (1.0 if good[k] else 0.0))
+    # the generative output is judged by its answer, not scored: no y/posterior_weight score call
+    assert not [x for x in lm.calls if x.kind == "score" and x.tag == "y/posterior_weight"]

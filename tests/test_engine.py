@@ -112,3 +112,30 @@ def test_missing_input_is_a_fit_error():
     with pytest.raises(DlcFitError) as e:
         forward(g, g.prompts(), {"default": ScriptedLM()}, [Example({"q": "a"}, "objective")])
     assert e.value.code == "E703"
+
+
+NUMBER_NET = """
+input x
+layer y(x) {{ output = number }}
+output y {{ metric = {metric} }}
+"""
+
+
+@pytest.mark.parametrize("metric", ["number_presence", "final_answer"])
+def test_number_output_predictions_and_metrics(metric):
+    """GSM8K-style answers (issue 17, engine 1): the prediction is the final answer spelled exactly, and the two
+    number metrics judge the whole text."""
+    from dlc.lang.compiler import compile_source
+    g = compile_source(NUMBER_NET.format(metric=metric))
+    assert g.metric == metric
+    said = {"q0": "They made 1,234,000 dollars.", "q1": "The mean is 12345.67", "q2": "It is 72. Check: 3 apples",
+            "q3": "The temperature fell to -15 degrees, from 4.", "q4": "#### 2,500,000", "q5": "No idea."}
+    targets = {"q0": "1234000", "q1": "12345.67", "q2": "72", "q3": "-15", "q4": "2500000", "q5": "5"}
+    lm = ScriptedLM(generate_fn=lambda p, r, i: next(v for k, v in said.items() if k in p))
+    ex = [Example(inputs={"x": k}, target=t, id=k) for k, t in targets.items()]
+    tr = forward(g, g.prompts(), {"default": lm}, ex)
+    assert tr.predictions == ["1234000", "12345.67", "3", "4", "2500000", "No idea."]
+    if metric == "number_presence":
+        assert tr.correct == [True, True, True, True, True, False]
+    else:
+        assert tr.correct == [True, True, False, False, True, False]

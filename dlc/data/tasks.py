@@ -12,7 +12,7 @@ from typing import Literal
 from dlc.ir import Label, OutputKind
 
 TaskKind = Literal["paper", "generated"]
-TaskMetric = Literal["accuracy", "exact_match", "number_presence"]
+TaskMetric = Literal["accuracy", "exact_match", "number_presence", "final_answer"]
 
 
 @dataclass(frozen=True)

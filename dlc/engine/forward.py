@@ -16,7 +16,7 @@ from dlc.ir import Example, Graph, Layer
 from dlc.lm.base import LM, ChatPrompt, GenerateRequest, GenerateResult, Prompt, ScoreRequest, ScoreResult
 from dlc.engine.calibration import apply_offsets
 from dlc.engine.labels import label_logdist_from, label_requests, verbalizers
-from dlc.engine.metrics import is_correct, match_label, numbers_in
+from dlc.engine.metrics import final_number, format_number, is_correct, match_label
 from dlc.rng import Rng
 from dlc.engine.vi import argmax, reduce_logprobs
 
@@ -214,12 +214,21 @@ class Trace:
 
 
 def prediction_of(graph: Graph, text: str) -> str:
-    """The output layer's prediction from its output text: a label name, a number, or the text."""
+    """The output layer's prediction from its output text: a label name, the text, or for a number output its final
+    answer (`metrics.final_number`) spelled exactly ("1,234,000" -> "1234000", "12345.67" stays; the text itself
+    when it holds no number)."""
     out = graph.layers[graph.output].output
     if out.kind == "number":
-        nums = numbers_in(text)
-        return (f"{nums[-1]:g}" if nums else text.strip())
+        n = final_number(text)
+        return format_number(n) if n is not None else text.strip()
     return text
+
+
+def output_correct(graph: Graph, text: str, target: str) -> bool:
+    """Is the output layer's text right under the graph's metric? The one rule for the forward pass, posterior
+    weights and candidate scoring: `number_presence` and `final_answer` read the whole text, the other metrics
+    the prediction (`prediction_of`)."""
+    return is_correct(graph.metric, prediction_of(graph, text), target, output=text)
 
 
 def forward(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], examples: Sequence[Example], *,
@@ -279,7 +288,7 @@ def forward(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], exa
         texts[name] = list(nt.outputs)
         nodes[name] = nt
     preds = [prediction_of(graph, t) for t in texts[graph.output]]
-    correct = [is_correct(graph.metric, p, e.target) for p, e in zip(preds, examples)]
+    correct = [output_correct(graph, t, e.target) for t, e in zip(texts[graph.output], examples)]
     return Trace(examples=list(examples), texts=texts, nodes=nodes, predictions=preds, correct=correct)
 
 

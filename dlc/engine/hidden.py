@@ -16,11 +16,11 @@ from typing import Any, Mapping, Sequence
 
 from dlc.lang import templates
 from dlc.engine.forward import (ScoreOpts, Trace, as_backward_prompt, generate_batch, layer_context, layer_variables,
-                        lm_for, render_forward, score_batch, target_logp_from, target_logp_requests)
+                        lm_for, output_correct, render_forward, score_batch, target_logp_from, target_logp_requests)
 from dlc.errors import DlcError
 from dlc.ir import FitConfig, Graph
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
-from dlc.engine.metrics import is_correct, match_label
+from dlc.engine.metrics import match_label
 from dlc.rng import Rng
 from dlc.engine.vi import argmax, importance_weights, posterior_logits, reduce_logprobs
 
@@ -139,6 +139,9 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
             cl = graph.layers[c]
             c_lm = lm_for(lms, cl.model, c)
             tag = f"{c}/posterior_weight"
+            # a generative output in accuracy mode contributes the 0/1 correctness of its greedy answer (below),
+            # added to the other children's terms like a log-likelihood; it is not scored
+            gen_accuracy = accuracy_mode and c == graph.output and cl.output.kind != "choice"
             spans: list[tuple[int, int, int, int]] = []
             reqs: list[ScoreRequest] = []
             for i in range(B):
@@ -146,9 +149,10 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
                 for k, h in enumerate(samples[i]):
                     texts = dict(trace.example_texts(i), **{node: h})
                     ctx = layer_context(graph, cl, prompts[c], texts, strip_hidden_options=strip)
-                    rr = target_logp_requests(graph, cl, ctx, tgt, tag)
-                    spans.append((i, k, len(reqs), len(rr)))
-                    reqs.extend(rr)
+                    if not gen_accuracy:
+                        rr = target_logp_requests(graph, cl, ctx, tgt, tag)
+                        spans.append((i, k, len(reqs), len(rr)))
+                        reqs.extend(rr)
                     if logp_mi is not None:
                         bare = {p: "" for p in cl.parents}
                         bare[node] = h
@@ -166,7 +170,7 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
                 if accuracy_mode and c == graph.output and dist is not None:
                     lp = 1.0 if cl.output.label_names[argmax(dist)] == tgt else 0.0
                 logp_children[i][k] += lp
-            if accuracy_mode and c == graph.output and cl.output.kind != "choice":
+            if gen_accuracy:
                 # generative output in accuracy mode: 0/1 correctness of the greedy answer given h
                 g = cl.generation
                 greqs, pos = [], []
@@ -179,8 +183,8 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
                                                      tag=f"{c}/posterior_weight"))
                         pos.append((i, k))
                 for (i, k), gr in zip(pos, generate_batch(c_lm, greqs, c)):
-                    out = gr.texts[0] if gr.texts else ""
-                    logp_children[i][k] = 1.0 if is_correct(graph.metric, out, child_targets[c][i]) else 0.0  # type: ignore[index]
+                    out = gr.texts[0].strip() if gr.texts else ""
+                    logp_children[i][k] += 1.0 if output_correct(graph, out, child_targets[c][i]) else 0.0  # type: ignore[index]
 
         logp_prior = None
         if config.include_prior and not accuracy_mode:

@@ -18,14 +18,13 @@ from typing import Any, Mapping, Sequence
 from dlc.lang import templates
 from dlc.engine.hidden import Posterior, score_opts
 from dlc.engine.forward import (Trace, as_backward_prompt, forward, generate_batch, layer_context, layer_variables, lm_for,
-                        score_batch, target_logp_from, target_logp_requests)
+                        output_correct, score_batch, target_logp_from, target_logp_requests)
 from dlc.errors import DlcError
 from dlc.ir import FitConfig, Graph, Layer
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
 from dlc.engine.calibration import apply_offsets, fit_offsets
 from dlc.engine.proposals import clean_proposal, rejection_reason
 from dlc.engine.labels import label_logdist_from, label_requests
-from dlc.engine.metrics import is_correct
 from dlc.rng import Rng
 from dlc.engine.vi import argmax, elbo_score, exploration_penalty, nce_scores, trust_region_kl
 
@@ -229,8 +228,8 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
                                                  tag=f"{node}/score"))
                     keys.append((n_idx, i, a))
         for key, gr in zip(keys, generate_batch(lm, greqs, node)):
-            out = gr.texts[0] if gr.texts else ""
-            gen_acc[key] = 1.0 if is_correct(graph.metric, out, trace.examples[key[1]].target) else 0.0
+            out = gr.texts[0].strip() if gr.texts else ""
+            gen_acc[key] = 1.0 if output_correct(graph, out, trace.examples[key[1]].target) else 0.0
 
     # a calibrated choice layer scores each candidate with its own offsets, fitted (MAP) on this batch's label
     # distributions under that candidate: prompt search and calibration optimise one objective instead of fighting
