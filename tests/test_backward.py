@@ -229,3 +229,50 @@ def test_accuracy_scoring_adds_a_generative_output_to_the_other_children():
         assert h_post.logp_children[0][k] == pytest.approx(lp_a + (1.0 if good[k] else 0.0))
     # the generative output is judged by its answer, not scored: no y/posterior_weight score call
     assert not [x for x in lm.calls if x.kind == "score" and x.tag == "y/posterior_weight"]
+
+
+def empty_lm() -> ScriptedLM:
+    """The forward h is empty; posterior samples alternate empty / "some reasoning"; the output layer's label
+    log-probs do not depend on h; an empty continuation has no token (as on the real backends)."""
+    flip = iter(range(10**6))
+
+    def gen(prompt: str, req, i: int) -> str:
+        if req.tag == "h/posterior":
+            return "" if next(flip) % 2 == 0 else "some reasoning"
+        return ""
+
+    def score(prompt: str, cont: str):
+        if cont == "":
+            return []
+        if cont.lower() in TRUTH:
+            return -0.5 if cont.lower() == "subjective" else -1.5
+        return -1.0                                          # two tokens: mean -0.5
+    return ScriptedLM(generate_fn=gen, score_fn=score)
+
+
+@pytest.mark.parametrize("terms", [dict(include_prior=True), dict(include_prior=False, correct_weighting=True)])
+def test_empty_hidden_sample_is_excluded_not_the_most_likely(terms):
+    """Issue 17, engine 4: log p("") is not a mean over zero tokens (= 0, the highest prior there is): an empty
+    sample gets weight 0 when the logit has a log p(h) or log q(h) term, and is never scored."""
+    g = only(graph("dln2"), "h", "prior_answer")
+    lm = empty_lm()
+    c = cfg(g, num_h_samples=4, rewrite_loss_only=False, **terms)
+    tr = forward(g, g.prompts(), {"default": lm}, examples(1))
+    assert tr.texts["h"] == [""]
+    post = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(1), 0)["h"]
+    assert post.samples[0] == ["", "some reasoning", "", "some reasoning"]
+    assert post.best == ["some reasoning"]
+    assert post.weights[0] == pytest.approx([0.0, 0.5, 0.0, 0.5])
+    assert post.logits[0][0] == float("-inf")
+    if c.include_prior:
+        assert post.logp_prior[0] == pytest.approx([float("-inf"), -0.5, float("-inf"), -0.5])
+    assert not [x for x in lm.calls if x.kind == "score" and x.continuation == ""]
+
+
+def test_empty_hidden_sample_without_prior_is_weighted_by_its_children():
+    g = only(graph("dln2"), "h", "prior_answer")
+    lm = empty_lm()
+    c = cfg(g, num_h_samples=2, rewrite_loss_only=False, include_prior=False, correct_weighting=False)
+    tr = forward(g, g.prompts(), {"default": lm}, examples(1))
+    post = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(1), 0)["h"]
+    assert post.samples[0] == ["", "some reasoning"] and post.weights[0] == pytest.approx([0.5, 0.5])

@@ -171,3 +171,25 @@ def test_hidden_accuracy_scoring_runs_the_graph_with_each_candidate():
     c = dataclasses.replace(g.fit, hidden_scoring="accuracy")
     elbo, kl, pen, _ = score_candidates(g, "h", ["H0", "H1"], g.prompts(), {"default": lm}, tr, post, c, 0.0)
     assert elbo == [0.0, 1.0] and kl is None and pen is None
+
+
+def test_empty_hidden_texts_are_left_out_of_the_hidden_elbo_and_penalty():
+    """Issue 17, engine 4: an empty sample (or forward ĥ) has no log-probability to score; it adds nothing to any
+    candidate's ELBO or penalty instead of log p = 0 (a mean over zero tokens)."""
+    g = paper(compile_source(TWO))
+
+    def score(p, c):
+        if c == "":
+            return []                                     # no token, as on the real backends
+        if c in ("yes", "no"):
+            return -0.1 if c == "no" else -2.0            # always "no": example 0 (target yes) is wrong
+        return -0.2 if "H1" in p else -1.0
+    lm = ScriptedLM(generate_fn=lambda p, r, i: "", score_fn=score)
+    tr = forward(g, g.prompts(), {"default": lm}, ex(2))
+    assert tr.texts["h"] == ["", ""] and tr.correct == [False, True]
+    post = {"h": _posterior([["", "A"], ["A", ""]], [[0.5, 0.5], [0.25, 0.75]])}
+    c = dataclasses.replace(g.fit, hidden_logp="sum")
+    elbo, kl, pen, _ = score_candidates(g, "h", ["H0", "H1"], g.prompts(), {"default": lm}, tr, post, c, 0.5)
+    assert elbo == pytest.approx([(0.5 * -1.0 + 0.25 * -1.0) / 2, (0.5 * -0.2 + 0.25 * -0.2) / 2])
+    assert pen == pytest.approx([0.0, 0.0])
+    assert not [x for x in lm.calls if x.kind == "score" and x.continuation == ""]

@@ -22,6 +22,10 @@ def test_reductions_and_verbalizer_aggregation():
     assert vi.reduce_logprobs([-1.0, -2.0, -3.0], "mean") == -2.0
     with pytest.raises(ValueError):
         vi.reduce_logprobs([-1.0], "median")
+    # an empty text (no token) is excluded, not certain: a mean over zero tokens used to say log p = 0
+    assert vi.reduce_logprobs([], "mean") == float("-inf") and vi.reduce_logprobs((), "sum") == float("-inf")
+    with pytest.raises(ValueError):
+        vi.reduce_logprobs([], "median")
     assert vi.aggregate_verbalizers([math.log(0.2), math.log(0.3)], "logsumexp") == pytest.approx(math.log(0.5))
     assert vi.aggregate_verbalizers([math.log(0.2), math.log(0.3)], "max") == pytest.approx(math.log(0.3))
 

@@ -145,6 +145,15 @@ class ScoreOpts:
         return replace(self, offsets=tuple(sorted(d.items())))
 
 
+def is_empty_text(layer: Layer, text: str) -> bool:
+    """Is `text` an empty (or blank) output of a generative layer? Its log-probability as a whole output is
+    log p(end-of-text | context), which the LM interface cannot ask for (it scores continuations, and an empty one
+    has no token; a mean over zero tokens would say log p = 0, the most likely text of all). The engine leaves such
+    a text out wherever its log-probability is needed (hidden.infer_hidden, prompts.score_candidates); a choice
+    layer's label is never empty."""
+    return layer.output.kind != "choice" and not text.strip()
+
+
 def target_logp_requests(graph: Graph, layer: Layer, context: Prompt, target: str, tag: str) -> list[ScoreRequest]:
     """Requests needed for log p(target | context) at `layer`: every verbalizer for a choice layer (the target must
     be normalised over the label set), else the target text itself."""
@@ -170,7 +179,7 @@ def target_logp_from(graph: Graph, layer: Layer, results: Sequence[ScoreResult],
                               node=layer.name, hint=f"labels are: {', '.join(names)}")
         return dist[names.index(target)], dist
     reduction = opts.output_logp if layer.name == graph.output else opts.hidden_logp
-    return reduce_logprobs(results[0].logprobs, reduction), None
+    return reduce_logprobs(results[0].logprobs, reduction), None  # -inf for an empty text (see is_empty_text)
 
 
 # ---------------------------------------------------------------------------------------------------- forward

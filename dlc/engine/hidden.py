@@ -8,6 +8,12 @@ For every hidden layer n (children already visited, so their targets are known):
 3. h*_i = argmax_k w_ik becomes the target of n for its own parents (the greedy chain of Alg. 3).
 A node with several children sums their log-likelihoods; a node's other (hidden) parents stay at their forward
 outputs ĥ (their current best: they are visited after n). The output layer's target is the dataset label.
+
+Empty texts (forward.is_empty_text) have no log-probability the LM can give: an empty sample h_ik gets logit −inf
+(weight 0) whenever the logit has a term log p(h_ik | ·) (include_prior) or log q(h_ik) (correct_weighting), unless
+every sample of the example is empty (uniform weights); a child whose target is empty for example i adds nothing
+to that example's logits (a term that is the same for every k). Without those terms an empty h is an ordinary
+input and is weighted by its children like any other sample.
 """
 from __future__ import annotations
 
@@ -16,13 +22,14 @@ from typing import Any, Mapping, Sequence
 
 from dlc.lang import templates
 from dlc.engine.forward import (ScoreOpts, Trace, as_backward_prompt, generate_batch, layer_context, layer_variables,
-                        lm_for, output_correct, render_forward, score_batch, target_logp_from, target_logp_requests)
+                        is_empty_text, lm_for, output_correct, render_forward, score_batch, target_logp_from,
+                        target_logp_requests)
 from dlc.errors import DlcError
 from dlc.ir import FitConfig, Graph
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
 from dlc.engine.metrics import match_label
 from dlc.rng import Rng
-from dlc.engine.vi import argmax, importance_weights, posterior_logits, reduce_logprobs
+from dlc.engine.vi import NEG_INF, argmax, importance_weights, posterior_logits, reduce_logprobs
 
 
 @dataclass
@@ -149,6 +156,8 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
                 for k, h in enumerate(samples[i]):
                     texts = dict(trace.example_texts(i), **{node: h})
                     ctx = layer_context(graph, cl, prompts[c], texts, strip_hidden_options=strip)
+                    if is_empty_text(cl, tgt):
+                        continue                  # log p("" | h) is not measurable: no term (the same for every k)
                     if not gen_accuracy:
                         rr = target_logp_requests(graph, cl, ctx, tgt, tag)
                         spans.append((i, k, len(reqs), len(rr)))
@@ -193,11 +202,13 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
             for i in range(B):
                 ctx = trace.nodes[node].contexts[i]
                 for k, h in enumerate(samples[i]):
+                    if is_empty_text(layer, h):
+                        continue
                     rr = target_logp_requests(graph, layer, ctx, h, f"{node}/posterior_prior")
                     spans2.append((i, k, len(reqs), len(rr)))
                     reqs.extend(rr)
             res = score_batch(n_lm, reqs, node)
-            logp_prior = [[0.0] * len(samples[i]) for i in range(B)]
+            logp_prior = [[NEG_INF if is_empty_text(layer, h) else 0.0 for h in samples[i]] for i in range(B)]
             for i, k, start, n in spans2:
                 logp_prior[i][k] = target_logp_from(graph, layer, res[start:start + n], samples[i][k], opts)[0]
 
@@ -205,10 +216,12 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
         if config.correct_weighting and not accuracy_mode:
             reqs, pos = [], []
             for (i, k), p in q_prompts.items():
+                if is_empty_text(layer, samples[i][k]):
+                    continue
                 reqs.append(ScoreRequest(prompt=p, continuation=samples[i][k], tag=f"{node}/posterior_q"))
                 pos.append((i, k))
             res = score_batch(bwd_lm, reqs, node)
-            logq = [[0.0] * len(samples[i]) for i in range(B)]
+            logq = [[NEG_INF if is_empty_text(layer, h) else 0.0 for h in samples[i]] for i in range(B)]
             for (i, k), r in zip(pos, res):
                 logq[i][k] = reduce_logprobs(r.logprobs, config.hidden_logp)
 
@@ -216,6 +229,8 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
         for i in range(B):
             lg = posterior_logits(logp_children[i], logp_prior=logp_prior[i] if logp_prior else None,
                                   logq=logq[i] if logq else None, logp_mi=logp_mi[i] if logp_mi else None)
+            if logp_prior is not None or logq is not None:   # an empty sample has no log p(h) or log q(h)
+                lg = [NEG_INF if is_empty_text(layer, h) else v for h, v in zip(samples[i], lg)]
             w = importance_weights(lg, config.posterior_temp)
             logits.append(lg)
             weights.append(w)

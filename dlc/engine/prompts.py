@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from dlc.lang import templates
 from dlc.engine.hidden import Posterior, score_opts
 from dlc.engine.forward import (Trace, as_backward_prompt, forward, generate_batch, layer_context, layer_variables, lm_for,
-                        output_correct, score_batch, target_logp_from, target_logp_requests)
+                        is_empty_text, output_correct, score_batch, target_logp_from, target_logp_requests)
 from dlc.errors import DlcError
 from dlc.ir import FitConfig, Graph, Layer
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
@@ -154,7 +154,9 @@ def _configs(graph: Graph, node: str, i: int, trace: Trace, posteriors: Mapping[
         outs = [(trace.examples[i].target, 1.0)]
     else:
         outs = list(zip(posteriors[node].samples[i], posteriors[node].weights[i]))
-    return ins, outs
+    # an empty target text has no log-probability to score (forward.is_empty_text): it is left out, i.e. it adds
+    # the same (nothing) to every candidate's ELBO, and the other configurations keep their weights
+    return ins, [(t, w) for t, w in outs if not is_empty_text(layer, t)]
 
 
 def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts: Mapping[str, str],
@@ -198,7 +200,7 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
     if not is_out and penalty_weight != 0.0 and any(wrong):
         for n_idx, cand in enumerate(candidates):
             for i in range(B):
-                if not wrong[i]:
+                if not wrong[i] or is_empty_text(layer, trace.texts[node][i]):   # empty ĥ: no log p, no term
                     continue
                 ctx = layer_context(graph, layer, cand, trace.example_texts(i), strip_hidden_options=strip)
                 rr = target_logp_requests(graph, layer, ctx, trace.texts[node][i], f"{node}/penalty")

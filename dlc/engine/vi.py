@@ -41,7 +41,15 @@ def softmax(xs: Sequence[float]) -> list[float]:
 
 def reduce_logprobs(logprobs: Sequence[float], reduction: str) -> float:
     """Sequence log-probability from per-token log-probs: "sum" (a true log-likelihood) or "mean" (per token, the
-    paper's length normalisation for hidden texts, so long and short h are comparable)."""
+    paper's length normalisation for hidden texts, so long and short h are comparable).
+
+    No token (an empty text) gives -inf under both: the text's real log-probability, log p(end-of-text | ·), is not
+    among the scores, and 0 (the sum, or a mean over zero tokens) would make the empty text the most likely of all.
+    -inf excludes it; the engine does not even score empty texts (forward.is_empty_text)."""
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"unknown log-prob reduction {reduction!r}")
+    if not logprobs:
+        return NEG_INF
     if reduction == "sum":
         return math.fsum(logprobs)
     if reduction == "mean":
