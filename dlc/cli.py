@@ -13,7 +13,7 @@ import traceback
 from typing import Sequence
 
 from dlc import __version__
-from dlc.errors import DlcError, render_error
+from dlc.errors import DlcError, redact, render_error
 
 # Each name is a module `dlc.commands.<name>` defining `register(subparsers)`; the parser it adds sets
 # `func=run(args) -> int`. Modules that are not present are skipped.
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception:  # a bug: say so, with the traceback, and a distinct status
-        traceback.print_exc()
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)   # a bug's text may quote a URL or key
         print(f"dlc {__version__}: an unexpected error occurred (this is a bug in dlc)", file=sys.stderr)
         return 3
 

@@ -23,9 +23,67 @@ Code ranges:
 from __future__ import annotations
 
 import difflib
+import re
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
+
+
+# ------------------------------------------------------------------------------------------------ redaction
+# Secrets dlc holds (API keys, URL passwords) never reach a message: every DlcError's message and hint, every warning
+# and the CLI's bug traceback go through `redact`, and messages built from untrusted text (a server's error body,
+# a connection error) are redacted before they are cut to length (a cut key would no longer match).
+MASK = "***"
+_MIN_SECRET = 6            # shorter values would mask ordinary words; no real key or password is this short
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+# scheme://userinfo@host: the whole userinfo (user:password, or a token used as user name) is masked
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@'\"<>]*@")
+# an Authorization header or a bearer token echoed back by a server
+_AUTH_HEADER = re.compile(r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?)(?:(bearer|basic|token)\s+)?[^\s\"',;}]+")
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]{12,}")
+
+
+def add_secret(value: str | None) -> None:
+    """Register a secret dlc holds (an API key, a URL password) so that `redact` masks it wherever it appears."""
+    if value and len(value) >= _MIN_SECRET:
+        with _SECRETS_LOCK:
+            _SECRETS.add(value)
+
+
+def add_url_secrets(url: str) -> None:
+    """Register the password (and a token-like user name) of `scheme://user:password@host/...`, and the Basic
+    authorization value an HTTP client derives from them."""
+    import base64
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return
+    for v in (user if password is None else None, password):
+        if v:
+            add_secret(v)
+            add_secret(unquote(v))
+    if user is not None and password:
+        add_secret(base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode())
+
+
+def redact(text: str) -> str:
+    """`text` with URL credentials, Authorization values and every registered secret replaced by ***."""
+    if not text:
+        return text
+    out = _URL_USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
+    out = _AUTH_HEADER.sub(lambda m: m.group(1) + (m.group(2) + " " if m.group(2) else "") + MASK, out)
+    out = _BEARER.sub(lambda m: m.group(1) + " " + MASK, out)
+    with _SECRETS_LOCK:
+        secrets = sorted(_SECRETS, key=len, reverse=True)
+    for s in secrets:
+        if s in out:
+            out = out.replace(s, MASK)
+    return out
 
 
 @dataclass(frozen=True)
@@ -50,12 +108,13 @@ class DlcError(Exception):
 
     def __init__(self, message: str, *, code: str | None = None, span: SourceSpan | None = None,
                  hint: str | None = None, node: str | None = None, source: str | None = None) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.span = span
-        self.hint = hint
+        self.hint = redact(hint) if hint else hint
         self.node = node
         self.source = source  # full text of span.path when it is not readable from disk (inline/in-memory)
 
@@ -154,7 +213,7 @@ def render_error(err: DlcError, source_text: str | None = None) -> str:
     """Render an error as `path:line:col: error[Ennn]: message`, the source line with carets, and a hint."""
     if isinstance(err, CompileFailed):
         return err.render(source_text)
-    lines = [str(err)]
+    lines = [redact(str(err))]  # (a message may have been extended after construction)
     span = err.span
     if span is not None:
         text = source_text if source_text is not None else err.source
@@ -178,7 +237,7 @@ def render_error(err: DlcError, source_text: str | None = None) -> str:
     if err.node:
         lines.append(f"  in node {err.node}")
     if err.hint:
-        lines.append(f"hint: {err.hint}")
+        lines.append(f"hint: {redact(err.hint)}")
     return "\n".join(lines)
 
 
@@ -248,7 +307,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E312", "unknown key or block"),
         ("E313", "a key or block set twice"),
         ("E314", "a value that is not one of the allowed ones (including an unknown task or output kind)"),
-        ("E315", "a literal secret where an environment variable name belongs"),
+        ("E315", "a literal secret (key, token, URL) or an invalid name where an environment variable name belongs"),
         ("E320", "a label declared twice"),
         ("E321", "one verbalizer used by two labels"),
         ("E322", "an empty label or verbalizer, or a choice with fewer than two labels"),
@@ -310,6 +369,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E627", "malformed response after retries"),
         ("E628", "the server lacks a capability the algorithm needs"),
         ("E629", "`dlc serve` cannot listen (port taken)"),
+        ("E630", "the environment variable a model's `api_key_env` names is not set"),
         ("E640", "missing or failing chat template"),
         ("E641", "context too long for the embedded model"),
         ("E642", "llama_decode failed"),
@@ -361,4 +421,5 @@ __all__ = [
     "SourceSpan", "DlcError", "DlcUsageError", "DlcSyntaxError", "DlcSemanticError", "DlcTemplateError",
     "DlcGraphError", "DlcArtifactError", "DlcLMError", "DlcFitError", "DlcDataError", "CompileFailed",
     "ErrorCode", "REGISTRY", "CODES", "meaning", "did_you_mean", "render_error", "replace", "field",
+    "redact", "add_secret", "add_url_secrets", "MASK",
 ]

@@ -8,7 +8,7 @@ from dlc.artifacts.canonical import canonical_sha256
 from dlc.artifacts.identity import _jsonable
 from dlc.ir import Graph, ModelConfig
 from dlc.lm.base import LM, Usage
-from dlc.lm.registry import open_lm
+from dlc.lm.registry import check_env, open_lm
 
 USAGE_KEYS = ("calls", "prompt_tokens", "completion_tokens", "cache_hits")
 
@@ -26,12 +26,18 @@ def open_lms(graph: Graph, *, no_cache: bool = False, cache_dir: str | None = No
         {graph.layers[n].backward_model for n in graph.order}
     by_key: dict[str, LM] = {}
     lms: dict[str, LM] = {}
-    for name in sorted(names):
-        cfg = graph.models.get(name) or ModelConfig(name=name)
-        key = _model_key(cfg)
-        if key not in by_key:
-            by_key[key] = open_lm(cfg, cache_dir=cache_dir, no_cache=no_cache)
-        lms[name] = by_key[key]
+    cfgs = {name: graph.models.get(name) or ModelConfig(name=name) for name in sorted(names)}
+    for cfg in cfgs.values():     # every model's environment first: no model is loaded when another cannot open
+        check_env(cfg)
+    try:
+        for name, cfg in cfgs.items():
+            key = _model_key(cfg)
+            if key not in by_key:
+                by_key[key] = open_lm(cfg, cache_dir=cache_dir, no_cache=no_cache)
+            lms[name] = by_key[key]
+    except BaseException:
+        close_lms(by_key)
+        raise
     return lms
 
 

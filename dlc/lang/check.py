@@ -58,7 +58,7 @@ MISPLACED = {
     "task": "the dataset goes in the data block: data { task = \"subj\" }",
     "metric": "the metric is set on the output: output y { metric = accuracy }",
 }
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")   # \Z: "$" would accept a trailing newline
 
 
 class Checker:
@@ -258,16 +258,42 @@ def model_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
     }
 
 
+# Prefixes of API keys/tokens (OpenAI, Hugging Face, Groq, GitHub, Slack, AWS, Google, Replicate, NVIDIA, ...)
+KEY_PREFIXES = ("sk-", "sk_", "hf_", "gsk_", "ghp_", "gho_", "ghs_", "ghu_", "github_pat_", "glpat-", "xoxb-",
+                "xoxp-", "AKIA", "ASIA", "AIza", "pk_", "rk_", "r8_", "nvapi-", "pplx-", "key-", "api_")
+ENV_NAME_MAX = 128
+
+
+def looks_like_secret(word: str) -> bool:
+    """True for a value that is a key, token or URL rather than the name of the variable holding it: a URL, a known
+    key prefix followed by a token (a run of >= 12 letters/digits), or a random-looking run: a `_`-separated part of
+    >= 32 characters, or of >= 16 with digits in two or more places (names keep their digits together:
+    `MYSERVICE2024KEY`; tokens scatter them: `abcdEFGH1234ijkl5678`)."""
+    if "://" in word or word.startswith(("http:", "https:")):
+        return True
+    prefix = next((k for k in KEY_PREFIXES if word.startswith(k)), None)
+    if prefix is not None and max(map(len, re.split(r"[^A-Za-z0-9]", word[len(prefix):]))) >= 12:
+        return True
+    for part in re.split(r"[_\-.]", word):
+        if len(part) >= 32 or (len(part) >= 16 and len(re.findall(r"[0-9]+", part)) >= 2):
+            return True
+    return False
+
+
 def env_name(ck: Checker, v: S.Value, key: str) -> Any:
-    """The *name* of an environment variable; a literal key or URL is refused so secrets never enter a file."""
+    """The *name* of an environment variable ([A-Za-z_][A-Za-z0-9_]*, not longer than ENV_NAME_MAX); a value that
+    is not one, or that looks like a key or URL, is refused (E315) so secrets never enter a file."""
     word = v.name if isinstance(v, S.Ident) else v.value if isinstance(v, S.Str) else None
     if word is None:
         return ck.type_error(v, "the name of an environment variable", key)
-    if not ENV_NAME_RE.match(word):
-        looks_secret = word.startswith(("sk-", "http://", "https://")) or len(word) > 40
-        return ck.error("E315", f"'{key}' must name an environment variable, not hold its value", v.span,
-                        hint='write e.g. api_key_env = "OPENAI_API_KEY" and export the key in that variable'
-                        if looks_secret else "environment variable names are letters, digits and _")
+    secret = looks_like_secret(word)
+    if secret or not ENV_NAME_RE.match(word) or len(word) > ENV_NAME_MAX:
+        example = "OPENAI_BASE_URL" if key == "base_url_env" else "OPENAI_API_KEY"
+        what = "a URL" if "://" in word else "a key" if secret else "not an environment variable name"
+        return ck.error("E315", f"'{key}' must name an environment variable, not hold its value ({what})", v.span,
+                        hint=f'write e.g. {key} = "{example}" and export the value in that variable'
+                        if secret else "environment variable names are letters, digits and _, not starting with a "
+                                       "digit")
     return word
 
 

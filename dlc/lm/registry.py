@@ -18,8 +18,37 @@ DEFAULT_BASE_URL_ENV = "OPENAI_BASE_URL"
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 
 
+def check_env(cfg: ModelConfig) -> None:
+    """Fail before anything is opened or written when an openai model's environment is not usable: a variable name
+    that is not one (or is a key or URL: a ModelConfig built in Python skips the compiler's E315), the URL variable
+    unset (E620), or an `api_key_env` that names an unset or empty variable (E630). Without `api_key_env` the key is
+    optional ($OPENAI_API_KEY if set: local servers need none)."""
+    if cfg.backend != "openai":
+        return
+    from dlc.errors import DlcSemanticError
+    from dlc.lang.check import ENV_NAME_MAX, ENV_NAME_RE, looks_like_secret
+
+    for key in ("base_url_env", "api_key_env"):
+        name = getattr(cfg, key)
+        if name is not None and (not ENV_NAME_RE.match(name) or len(name) > ENV_NAME_MAX or looks_like_secret(name)):
+            raise DlcSemanticError(f"model '{cfg.name}': '{key}' must name an environment variable, not hold its "
+                                   "value", code="E315",
+                                   hint=f"set {key} to a variable name such as "
+                                        f"{DEFAULT_BASE_URL_ENV if key == 'base_url_env' else DEFAULT_API_KEY_ENV}")
+    url_env = cfg.base_url_env or DEFAULT_BASE_URL_ENV
+    if not [u for u in os.environ.get(url_env, "").split(",") if u.strip()]:
+        raise DlcLMError(f"model '{cfg.name}' needs a server URL in ${url_env}, which is not set", code="E620",
+                         hint=f"export {url_env}=http://127.0.0.1:8000/v1 (several replicas: comma-separated)")
+    if cfg.api_key_env is not None and not os.environ.get(cfg.api_key_env, "").strip():
+        raise DlcLMError(f"model '{cfg.name}' needs an API key in ${cfg.api_key_env} (its api_key_env), which is "
+                         "not set", code="E630",
+                         hint=f"export {cfg.api_key_env}=... before the run, or remove api_key_env if the server "
+                              "needs no key")
+
+
 def open_backend(cfg: ModelConfig) -> LM:
     """The raw backend (no cache, no accounting wrapper)."""
+    check_env(cfg)
     if cfg.backend == "embedded":
         from dlc.lm.embedded import EmbeddedLM
 
@@ -29,11 +58,7 @@ def open_backend(cfg: ModelConfig) -> LM:
 
         url_env = cfg.base_url_env or DEFAULT_BASE_URL_ENV
         key_env = cfg.api_key_env or DEFAULT_API_KEY_ENV
-        raw = os.environ.get(url_env, "")
-        urls = [u.strip() for u in raw.split(",") if u.strip()]
-        if not urls:
-            raise DlcLMError(f"model '{cfg.name}' needs a server URL in ${url_env}, which is not set", code="E620",
-                             hint=f"export {url_env}=http://127.0.0.1:8000/v1 (several replicas: comma-separated)")
+        urls = [u.strip() for u in os.environ.get(url_env, "").split(",") if u.strip()]   # check_env: not empty
         return OpenAILM(cfg.model, urls, os.environ.get(key_env), max_concurrency=cfg.max_concurrency,
                         timeout=cfg.timeout)
     if cfg.backend == "scripted":

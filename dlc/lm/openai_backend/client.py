@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Sequence
 
-from dlc.errors import DlcLMError
+from dlc.errors import DlcLMError, redact
 from dlc.lm.base import ChatPrompt, GenerateRequest, GenerateResult, Prompt, ScoreRequest, ScoreResult, Usage
 from dlc.lm.openai_backend.probe import MalformedResponse, check_choices
 from dlc.lm.openai_backend.transport import Transport
@@ -38,8 +38,8 @@ class OpenAILM(Transport):
         super().__init__(model, base_urls, api_key, max_concurrency=max_concurrency, timeout=timeout,
                          max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max, probe=probe)
 
-    def __repr__(self) -> str:  # never shows the key
-        return f"OpenAILM(model={self.model!r}, base_urls={list(self.base_urls)!r})"
+    def __repr__(self) -> str:  # never shows the key or a URL's credentials
+        return redact(f"OpenAILM(model={self.model!r}, base_urls={list(self.base_urls)!r})")
 
     def __enter__(self) -> "OpenAILM":
         return self

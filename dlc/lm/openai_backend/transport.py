@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from dlc.errors import DlcLMError
+from dlc.errors import DlcLMError, add_secret, add_url_secrets, redact
 from dlc.lm.base import Capabilities
 from dlc.lm.openai_backend.probe import Check, EndpointInfo, MalformedResponse, merge_infos, probe_endpoint
 from dlc.rng import derive_seed
@@ -83,7 +83,7 @@ def _server_message(e: openai.APIStatusError) -> str:
             msg = e.response.text
         except Exception:  # a streamed/closed body
             msg = str(e)
-    return " ".join(str(msg).split())[:500]
+    return redact(" ".join(str(msg).split()))[:500]   # redacted before the cut: a cut key would not match
 
 
 def _retry_after(e: openai.APIStatusError) -> float | None:
@@ -108,6 +108,9 @@ class Transport:
                  max_concurrency: int = 8, timeout: float = 120.0, max_retries: int = 6,
                  backoff_base: float = 0.5, backoff_max: float = 20.0, probe: bool = True) -> None:
         urls = [u.strip().rstrip("/") for u in base_urls if u and u.strip()]
+        for u in urls:              # before any message can mention them
+            add_url_secrets(u)
+        add_secret(api_key)
         if not urls:
             raise DlcLMError(f"no base URL given for model '{model}'", code="E620",
                              hint="set the environment variable named by base_url_env, e.g. "
@@ -170,7 +173,7 @@ class Transport:
 
     def endpoint_report(self) -> list[dict[str, Any]]:
         """Per replica: probe results, requests sent, health (for the run directory; no secrets)."""
-        return [{"base_url": ep.url, "requests": ep.requests, "failures": ep.failures, "excluded": ep.excluded,
+        return [{"base_url": redact(ep.url), "requests": ep.requests, "failures": ep.failures, "excluded": ep.excluded,
                  "info": ep.info.to_json() if ep.info else None} for ep in self._endpoints]
 
     # ------------------------------------------------------------------ transport with retries
@@ -201,7 +204,7 @@ class Transport:
 
     def _convert(self, e: BaseException, ep: _Endpoint, ctx: dict[str, Any]) -> DlcLMError:
         """Map a transport/protocol failure to a DlcLMError, and record the replica's health."""
-        where = f"{self.model} at {ep.url}"
+        where = f"{self.model} at {redact(ep.url)}"
         if isinstance(e, (openai.APITimeoutError, TimeoutError, asyncio.TimeoutError)):
             ep.fail()
             return DlcLMError(f"request to {where} timed out after {self.timeout:g} s", code="E621",
@@ -210,7 +213,8 @@ class Transport:
         if isinstance(e, openai.APIConnectionError):
             ep.fail()
             cause = e.__cause__ or e
-            return DlcLMError(f"cannot reach {where}: {type(cause).__name__}: {' '.join(str(cause).split())[:200]}",
+            return DlcLMError(f"cannot reach {where}: {type(cause).__name__}: "
+                              f"{redact(' '.join(str(cause).split()))[:200]}",
                               code="E621", retryable=True,
                               hint="is the server running? (dlc serve --model MODEL prints its URL)")
         if isinstance(e, MalformedResponse):
@@ -298,9 +302,9 @@ class Transport:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise MalformedResponse(f"invalid JSON ({e.msg}): {text[:60]!r}") from None
+            raise MalformedResponse(f"invalid JSON ({e.msg}): {redact(text)[:60]!r}") from None
         if isinstance(data, dict) and "error" in data and "choices" not in data and "data" not in data:
-            raise MalformedResponse(f"an error body with a success status: {str(data['error'])[:200]}")
+            raise MalformedResponse(f"an error body with a success status: {redact(str(data['error']))[:200]}")
         if check is not None:
             check(data)
         return data
@@ -324,7 +328,7 @@ class Transport:
         async def send(method: str, path: str, body: dict[str, Any] | None, check: Check | None) -> Any:
             return await self._send(path, body, check, ep=ep, method=method, retries=retries)
 
-        return await probe_endpoint(send, ep.url, self.model)
+        return await probe_endpoint(send, redact(ep.url), self.model)   # the URL it records has no credentials
 
     async def _probe_all(self) -> EndpointInfo:
         """Probe every replica once; unreachable ones are set aside (probed when they come back)."""
@@ -359,4 +363,4 @@ class Transport:
             lacking.append("render")
         if lacking:
             ep.excluded = f"lacks {', '.join(lacking)}"
-            print(f"dlc: warning: replica {ep.url} of {self.model} {ep.excluded}; not used", file=sys.stderr)
+            print(redact(f"dlc: warning: replica {ep.url} of {self.model} {ep.excluded}; not used"), file=sys.stderr)
