@@ -318,6 +318,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E327", "output labels that differ from the data task's"),
         ("E328", "calibration offsets name a label the layer does not have"),
         ("E329", "calibration needs a choice output"),
+        ("E330", "`n_shots` > 0 with `iters` > 0 (demonstrations are an evaluation baseline, not trained with)"),
         ("E355", "template file not found"),
     ),
     *_family(

@@ -193,3 +193,22 @@ def test_every_template_renders_with_the_contract_variables(path: Path) -> None:
         out = T.render(lay.backward.prompt_template.text, {"prompt": lay.prompt, "successes": [ex], "errors": [ex],
                                                            "message": pool[0]})
         assert out.rstrip().endswith(":") and "[END]" in out
+
+
+def test_n_shots_needs_iters_zero():
+    """Issue 17, engine 5: demonstrations are an evaluation baseline the trainer never uses, so n_shots > 0 with
+    iters > 0 (set or by default) is refused at compile time; the baseline (iters = 0) and training compile."""
+    from dlc.errors import CompileFailed
+    src = 'input x\nlayer y(x) { output = choice { yes: "yes", no: "no" } }\noutput y\nfit { %s }\n'
+    assert compile_source(src % "iters = 0  n_shots = 5").fit.n_shots == 5
+    assert compile_source(src % "iters = 3").fit.iters == 3
+    for body, default in (("iters = 3  n_shots = 2", False), ("n_shots = 2", True)):
+        with pytest.raises(CompileFailed) as ei:
+            compile_source(src % body)
+        [e] = ei.value.errors
+        assert e.code == "E330" and "iters = 0" in e.hint and ("the default" in e.message) == default
+        assert (e.span.line, e.span.col) == (4, 7 + body.index("n_shots"))
+    with pytest.raises(CompileFailed) as ei:                         # also through --set
+        compile_source(src % "iters = 0", overrides={"fit.n_shots": "2", "fit.iters": "1"})
+    assert [e.code for e in ei.value.errors] == ["E330"]
+    assert compile_source(src % "iters = 4", overrides={"fit.n_shots": "2", "fit.iters": "0"}).fit.iters == 0

@@ -246,3 +246,13 @@ def test_n_shot_baseline_validates_with_demonstrations():
     r = tr.step()
     assert tr.finished() and r["dev"] is not None
     assert all(c.prompt.count("Answer:") == 3 for c in lm.calls)
+
+
+def test_n_shots_with_training_is_refused():
+    """Issue 17, engine 5: validation would use demonstrations that training never sees (E330, as in the
+    compiler)."""
+    from dlc.errors import DlcSemanticError
+    g = graph("dln1")
+    with pytest.raises(DlcSemanticError) as ei:
+        Trainer(g, {"default": world()}, examples(6), examples(2, 100), dataclasses.replace(g.fit, iters=2, n_shots=2))
+    assert ei.value.code == "E330" and "iters = 0" in ei.value.hint

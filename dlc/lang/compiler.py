@@ -255,7 +255,7 @@ class _Lowering:
         decl = self._config("fit")
         if decl is None:
             return ir.FitConfig()
-        vals, _, _ = self.ck.settings(decl.body, fit_schema(self.ck), "fit")
+        vals, settings, _ = self.ck.settings(decl.body, fit_schema(self.ck), "fit")
         out = {}
         for k, v in vals.items():
             if v is INVALID:
@@ -270,7 +270,16 @@ class _Lowering:
                         names.append(n)
                 v = tuple(names)
             out[k] = v
-        return replace(ir.FitConfig(), **out)
+        fit = replace(ir.FitConfig(), **out)
+        if fit.n_shots > 0 and fit.iters > 0:
+            # the demonstrations are an evaluation baseline: the trainer's forward passes, posteriors and prompt
+            # scores never see them, so validating and testing with them would select prompts for another network
+            where = "" if "iters" in settings else " (the default; `iters` is not set)"
+            self.err("E330", f"n_shots = {fit.n_shots} with iters = {fit.iters}{where}: n-shot demonstrations are an "
+                     "evaluation baseline, and training would validate with them but train without them",
+                     settings["n_shots"].span, hint="set iters = 0 for the n-shot baseline, or n_shots = 0 to train "
+                     "prompts")
+        return fit
 
     # ------------------------------------------------------------------------------------------------ layers
     def layer_decls(self, inputs: Mapping[str, S.Name]) -> dict[str, S.LayerDecl]:

@@ -39,6 +39,11 @@ def check_config(graph: Graph, config: FitConfig) -> tuple[str, ...]:
             msg = _range_error(f.name, float(val), *FIT_RANGES[f.name])
             if msg:
                 raise DlcSemanticError(msg, code="E311", hint=f"the default is fit.{f.name} = {f.default}")
+    if config.n_shots > 0 and config.iters > 0:   # the compiler's E330, for a config built in Python
+        raise DlcSemanticError(f"fit.n_shots = {config.n_shots} with fit.iters = {config.iters}: n-shot demonstrations "
+                               "are an evaluation baseline, and training would validate with them but train without "
+                               "them", code="E330",
+                               hint="set iters = 0 for the n-shot baseline, or n_shots = 0 to train prompts")
     if config.train:
         for n in config.train:
             if n not in graph.layers:
