@@ -14,7 +14,8 @@ from typing import Protocol, Sequence, Union, runtime_checkable
 
 @dataclass(frozen=True)
 class ChatPrompt:
-    """A single-turn chat: rendered through the model's own chat template (special tokens parsed).
+    """A single-turn chat: rendered through the model's own chat template, whose markup alone produces special tokens
+    (text in `user`, `system` and `prefix` that spells one, e.g. `<|im_start|>`, stays plain text).
 
     `prefix` is the start of the assistant's reply (e.g. "The answer is ("): generation continues after it and
     scored continuations follow it. `system=None` keeps the chat template's default system message."""
@@ -24,7 +25,16 @@ class ChatPrompt:
     prefix: str = ""
 
 
-# A raw string is sent verbatim as a completion prompt (no chat template).
+class ModelText(str):
+    """A raw prompt already in the model's own format: special-token text in it (`<|im_start|>`) becomes control
+    tokens. Only `dlc serve`'s /v1/completions uses it (a completion prompt is model-ready text there, as in vLLM and
+    llama-server: clients score chat prompts on the /apply-template rendering). A plain `str` prompt, and every
+    part of a ChatPrompt, is text: only the chat template's own markup produces special tokens."""
+
+    __slots__ = ()
+
+
+# A raw string is sent verbatim as a completion prompt (no chat template; its text is tokenized as plain text).
 Prompt = Union[str, ChatPrompt]
 
 

@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from dlc.errors import DlcError, DlcLMError
-from dlc.lm.base import ChatPrompt, GenerateRequest, GenerateResult, Prompt
+from dlc.lm.base import ChatPrompt, GenerateRequest, GenerateResult, ModelText, Prompt
 
 EchoToken = tuple[str, int, Union[float, None]]
 
@@ -223,7 +223,7 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None) -> Fa
                 if mt == 0:
                     outs, reasons = [""] * body.n, ["length"] * body.n
                 else:
-                    res = generate(text, body, mt)
+                    res = generate(ModelText(text), body, mt)   # a completion prompt is model-ready text
                     outs, reasons = list(res.texts), list(res.finish_reasons) or ["stop"] * body.n
                     usage["completion_tokens"] += res.completion_tokens
                 for j, out in enumerate(outs):

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import os
+import re
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dlc.errors import DlcLMError
-from dlc.lm.base import BackendWork, Capabilities, PrefixTrie, Prompt, Usage
+from dlc.lm.base import BackendWork, Capabilities, ChatPrompt, ModelText, PrefixTrie, Prompt, Usage
 from dlc.lm.embedded.chat_template import render_chat_template
 from dlc.lm.models import ResolvedModel, resolve_model
 
@@ -114,6 +117,7 @@ class EmbeddedModel:
         eos = int(L.llama_vocab_eos(self._vocab))
         self._eos_text = self._token_text(eos) if eos >= 0 else ""
         self.chat_template = self._meta("tokenizer.chat_template")
+        self._special_re: re.Pattern[str] | None | bool = False   # computed on first use (_special_pattern)
         self.capabilities = Capabilities(prompt_logprobs=True, top_logprobs=0, n_per_request=True,
                                          batch_prompts=True, chat=self.chat_template is not None, seed=True)
         self._closed = False
@@ -143,8 +147,10 @@ class EmbeddedModel:
         return buf.raw[:n]
 
     def tokenize(self, text: str, *, special: bool = True, add_bos: bool | None = None) -> list[int]:
-        """Token ids of `text`. Prompts parse special tokens (`<|im_start|>` ...: without this, measured, SmolLM2's
-        sentiment accuracy drops 0.90 -> 0.50); the BOS token is added when the vocabulary asks for it."""
+        """Token ids of `text`; `special`: special-token text (`<|im_start|>` ...) becomes control tokens (the chat
+        template's markup needs it: without, measured, SmolLM2's sentiment accuracy drops 0.90 -> 0.50; prompts go
+        through `_prompt_tokens`, which keeps user text plain); the BOS token is added when the vocabulary asks for
+        it."""
         if add_bos is None:
             add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
         data = text.encode("utf-8")
@@ -175,8 +181,65 @@ class EmbeddedModel:
         return render_chat_template(self.chat_template, messages, bos_token=self._bos_text,
                                     eos_token=self._eos_text) + prompt.prefix
 
+    def _special_pattern(self) -> re.Pattern[str] | None:
+        """A regex of the texts of the control (and unknown) tokens: the ones llama.cpp turns into special tokens
+        only when asked to parse them. None when the vocabulary has none."""
+        if self._special_re is False:
+            L = self._L
+            mask = int(L.LLAMA_TOKEN_ATTR_CONTROL) | int(L.LLAMA_TOKEN_ATTR_UNKNOWN)
+            texts = {self._token_text(t) for t in range(self.n_vocab)
+                     if int(L.llama_vocab_get_attr(self._vocab, t)) & mask}
+            texts.discard("")
+            self._special_re = (re.compile("|".join(re.escape(t) for t in sorted(texts, key=len, reverse=True)))
+                                if texts else None)
+        return self._special_re  # type: ignore[return-value]
+
     def _prompt_tokens(self, prompt: Prompt) -> list[int]:
-        return self.tokenize(self.render(prompt), special=True)
+        """The prompt's token ids. Only a chat template's own markup produces special tokens: a raw string and the
+        text of a ChatPrompt (system, user, prefix) are tokenized as plain text, so data spelling `<|im_start|>`
+        cannot forge a turn. `ModelText` (dlc serve's completion prompts) is the model's own format."""
+        if isinstance(prompt, ModelText):
+            return self.tokenize(prompt, special=True)
+        if isinstance(prompt, str):
+            return self.tokenize(prompt, special=False, add_bos=self._add_bos)
+        return self._chat_tokens(prompt)
+
+    def _chat_tokens(self, prompt: ChatPrompt) -> list[int]:
+        pat = self._special_pattern()
+        parts = [prompt.system or "", prompt.user, prompt.prefix]
+        if pat is None or not any(pat.search(p) for p in parts):
+            return self.tokenize(self.render(prompt), special=True)   # the common case: one call, as ever
+        # Hide each special-token text of the message text behind a marker the data cannot contain (a random
+        # nonce), render, then tokenize the template's text with special tokens parsed and each hidden one as text.
+        nonce = secrets.token_hex(8)
+        hidden: list[str] = []
+
+        def hide(text: str) -> str:
+            def sub(m: re.Match[str]) -> str:
+                hidden.append(m.group(0))
+                return f"\U000F0000{nonce}:{len(hidden) - 1}\U000F0001"
+            return pat.sub(sub, text)
+
+        masked = dataclasses.replace(prompt, user=hide(prompt.user), prefix=hide(prompt.prefix),
+                                     system=None if prompt.system is None else hide(prompt.system))
+        text = self.render(masked)
+        marker = re.compile(f"\U000F0000{nonce}:(\\d+)\U000F0001")
+        found = [int(m.group(1)) for m in marker.finditer(text)]
+        if sorted(found) != list(range(len(hidden))):
+            raise DlcLMError(f"the chat template of {self.resolved.name} alters the message text, so text that spells "
+                             "a special token cannot be kept plain", code="E640",
+                             hint="remove special-token text (e.g. <|im_start|>) from the inputs, or use format = raw")
+        tokens: list[int] = []
+        pos = 0
+        for m in [*marker.finditer(text), None]:
+            piece = text[pos:m.start() if m else len(text)]
+            if piece:
+                tokens += self.tokenize(piece, special=True, add_bos=None if not tokens else False)
+            if m is not None:
+                tokens += self.tokenize(hidden[int(m.group(1))], special=False,
+                                        add_bos=self._add_bos if not tokens else False)
+                pos = m.end()
+        return tokens
 
     def _check_len(self, n: int, what: str) -> None:
         if n > self.n_ctx:
