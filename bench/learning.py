@@ -213,8 +213,9 @@ def report(out: Path = BENCH / "LEARNING.md") -> str:
                  + " |")
     lines += ["", "Calibration kept on dev (validations where the fitted offsets beat the uncalibrated layer), prompts "
               "changed, proposals rejected, and cost:", "",
-              "| method | task | seeds | calibration kept | prompt changed | proposals rejected / made | calls | "
-              "prompt tokens | completion tokens | wall s (mean) |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| method | task | seeds | calibration kept | prompt changed | proposals rejected / made | "
+              "LLM requests (of them cache hits) | prompt tokens computed | completion tokens computed | "
+              "wall s (mean) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m in methods:
         for t in tasks:
             cs = by.get((m, t), [])
@@ -226,10 +227,15 @@ def report(out: Path = BENCH / "LEARNING.md") -> str:
             made = sum(c["proposals"] for c in cs)
             lines.append(f"| {m} | {SHORT.get(t, t)} | {','.join(str(c['seed']) for c in cs)} | "
                          f"{kept}/{nval} | {sum(c['prompt_changed'] for c in cs)}/{len(cs)} | {rej}/{made} | "
-                         f"{sum(c['usage']['calls'] or 0 for c in cs):,} | "
+                         f"{sum((c['usage']['calls'] or 0) + (c['usage']['cache_hits'] or 0) for c in cs):,} "
+                         f"({sum(c['usage']['cache_hits'] or 0 for c in cs):,}) | "
                          f"{sum(c['usage']['prompt_tokens'] or 0 for c in cs):,} | "
                          f"{sum(c['usage']['completion_tokens'] or 0 for c in cs):,} | "
                          f"{sum(c['wall_seconds'] for c in cs) / len(cs):.0f} |")
+    lines += ["", "Requests are what the method asked for; the cells share one LLM cache (bench/out/cache), so tokens "
+              "and wall time count only what was not already cached by an earlier cell (a 0-shot + calibration cell "
+              "after the 0-shot cell pays only for its calibration set). Wall times were taken while other jobs ran "
+              "on the 2 cores (load average 3-4): they are not speed measurements.", ""]
     text = "\n".join(lines) + "\n"
     out.write_text(text)
     return text
