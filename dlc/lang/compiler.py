@@ -14,7 +14,9 @@ from __future__ import annotations
 import functools
 import math
 import importlib
+import os
 import re
+import stat
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -66,6 +68,8 @@ def compile_source(text: str, path: str = "<string>", overrides: Mapping[str, st
 
 
 # ====================================================================================================== templates
+TEMPLATE_FILE_MAX = 1 << 20     # bytes: a template file over this is E357 (prompt templates are a few KiB)
+
 @functools.lru_cache(maxsize=64)
 def builtin_template(kind: str, name: str) -> ir.TemplateRef:
     path = T.builtin_path(kind, name)
@@ -539,14 +543,46 @@ class _Lowering:
         return self.ck.type_error(v, 'a template name, file "path.j2" or an inline """string"""', key)
 
     def template_file(self, s: S.Str, kind: str, layer: str) -> Any:
+        """Read `file "path"`: a regular file of at most TEMPLATE_FILE_MAX bytes whose real path (symlinks and `..`
+        resolved) is inside the .dln's directory tree or a directory listed in $DLC_TEMPLATE_DIRS (E356, E357).
+        Opened without blocking and checked again once open, so a FIFO or a device never hangs or floods compile."""
         p = Path(s.value)
         full = p if p.is_absolute() else self.base_dir / p
+        looked = f"looked for {full}; paths are relative to the .dln file"
         try:
-            text = full.read_text(encoding="utf-8")
+            real = full.resolve(strict=True)
+        except (OSError, RuntimeError):      # missing, a dangling symlink, a symlink loop, a bad name
+            return self.err("E355", f"template file '{s.value}' not found", s.span, node=layer, hint=looked)
+        roots = [self.base_dir.resolve()] + [Path(d).expanduser().resolve()
+                                             for d in os.environ.get("DLC_TEMPLATE_DIRS", "").split(os.pathsep) if d]
+        if not any(real.is_relative_to(r) for r in roots):
+            return self.err("E356", f"template file '{s.value}' is outside the network's directory (it is {real})",
+                            s.span, node=layer,
+                            hint="keep template files in the .dln's directory or below it, or list their directory "
+                                 "in $DLC_TEMPLATE_DIRS (separated by ':')")
+        fd = -1
+        try:
+            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return self.err("E357", f"template file '{s.value}' is not a regular file", s.span, node=layer,
+                                hint="a template must be an ordinary text file (not a directory, device or FIFO)")
+            data = b""
+            while st.st_size <= TEMPLATE_FILE_MAX and len(data) <= TEMPLATE_FILE_MAX:   # (it may grow meanwhile)
+                more = os.read(fd, TEMPLATE_FILE_MAX + 1 - len(data))
+                if not more:
+                    break
+                data += more
+            if st.st_size > TEMPLATE_FILE_MAX or len(data) > TEMPLATE_FILE_MAX:
+                return self.err("E357", f"template file '{s.value}' is larger than {TEMPLATE_FILE_MAX // 1024} KiB",
+                                s.span, node=layer, hint="a prompt template is text of a few KiB")
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             why = "not found" if isinstance(e, FileNotFoundError) else "unreadable"
-            return self.err("E355", f"template file '{s.value}' {why}", s.span, node=layer,
-                            hint=f"looked for {full}; paths are relative to the .dln file")
+            return self.err("E355", f"template file '{s.value}' {why}", s.span, node=layer, hint=looked)
+        finally:
+            if fd >= 0:
+                os.close(fd)
         ref = ir.TemplateRef(name=s.value, kind="file", text=text, sha256=T.sha256_text(text), path=str(full))
         return _Resolved(ref, s.span, parse_path=str(full))
 
