@@ -181,8 +181,10 @@ def test_several_children_sum_their_log_likelihoods():
     tr = forward(g, g.prompts(), {"default": lm}, ex)
     posts = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(9), 0)
     h_post, a_star = posts["h"], posts["a"].best[0]
+    assert a_star != tr.texts["a"][0]
     for k, h in enumerate(h_post.samples[0]):
-        texts = dict(tr.example_texts(0), h=h)
+        # y reads h's sample and a's h* (a was visited first), as in the chain h -> a* -> y
+        texts = dict(tr.example_texts(0), h=h, a=a_star)
         [dist] = label_logdists(lm, [layer_context(g, g.layers["y"], "Decide.", texts)], g.layers["y"].output.labels)
         ctx_a = layer_context(g, g.layers["a"], "Summarise.", texts)
         lp_a = lm.score([__import__("dlc.lm.base", fromlist=["x"]).ScoreRequest(ctx_a, a_star)])[0].logp_mean

@@ -6,14 +6,17 @@ import math
 
 import pytest
 
-from dlc.engine.hidden import Posterior
-from dlc.lang.compiler import compile_source
-from dlc.engine.forward import forward
+from dlc.engine.hidden import Posterior, infer_hidden
+from dlc.engine.labels import label_logdists
+from dlc.lang.compiler import compile_file, compile_source
+from dlc.engine.forward import forward, layer_context
 from dlc.ir import Example
 from dlc.lm.scripted import ScriptedLM
 from dlc.engine.prompts import clean_proposal, dedupe, layer_view, propose, score_candidates, update_layer
 from dlc.rng import Rng
 from dlc.lang.templates import messages
+
+from conftest import GRAPHS
 
 ONE = """
 network one
@@ -193,3 +196,62 @@ def test_empty_hidden_texts_are_left_out_of_the_hidden_elbo_and_penalty():
     assert elbo == pytest.approx([(0.5 * -1.0 + 0.25 * -1.0) / 2, (0.5 * -0.2 + 0.25 * -0.2) / 2])
     assert pen == pytest.approx([0.0, 0.0])
     assert not [x for x in lm.calls if x.kind == "score" and x.continuation == ""]
+
+
+MULTI = """
+network multi
+input x
+layer h(x) { template = step_by_step  prompt = "H0" }
+layer a(h) { template = brief_analysis  prompt = "A0" }
+layer y(x, h, a) {
+  template = residual
+  prompt = "P0"
+  output = choice { yes: "yes", no: "no" }
+}
+output y
+"""
+
+
+def _two_parent_elbo(g, lm, tr, posts, first, second):
+    """The documented ELBO of the output layer under its current prompt, built by hand: `first` (visited first)
+    varies with `second` at its forward output ĥ; `second` varies with `first` at its h*; weights w / 2."""
+    y = g.layers[g.output]
+    total = 0.0
+    for i, e in enumerate(tr.examples):
+        target = y.output.label_names.index(e.target)
+        base = {n: tr.texts[n][i] for n in tr.texts}
+        for varied, fixed in ((first, {second: tr.texts[second][i]}), (second, {first: posts[first].best[i]})):
+            for h, w in zip(posts[varied].samples[i], posts[varied].weights[i]):
+                texts = dict(base, **fixed, **{varied: h})
+                [dist] = label_logdists(lm, [layer_context(g, y, g.prompts()[g.output], texts)], y.output.labels)
+                total += w / 2 * dist[target]
+    return total / len(tr.examples)
+
+
+@pytest.mark.parametrize("net", ["branched", "multi"])
+def test_two_hidden_parents_are_scored_with_the_posteriors_sibling_values(net):
+    """Issue 17, engine 2: the output layer's ELBO with two hidden parents is the documented mean of one-parent
+    expectations, each parent's samples with the other parent at the value its posterior was weighted with
+    (graphs/branched.dln: steps then brief; h -> a -> y with h -> y: a then h). Hash-derived log-probs: any
+    other sibling value changes the number."""
+    g = paper(compile_file(GRAPHS / "branched.dln") if net == "branched" else compile_source(MULTI))
+    first, second = ("steps", "brief") if net == "branched" else ("a", "h")
+    lm = ScriptedLM(generate_fn=lambda p, r, i: f"{r.tag} {r.seed % 7}" if r.tag.endswith("posterior") else None)
+    c = dataclasses.replace(g.fit, num_h_samples=3, rewrite_loss_only=False, posterior_temp=1.0)
+    exs = [Example({"x": f"e{i} text"}, g.layers["y"].output.label_names[i % 2], f"e{i}") for i in range(2)]
+    tr = forward(g, g.prompts(), {"default": lm}, exs)
+    posts = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(4), 0)
+    assert list(posts)[:2] == [first, second]
+    for i in range(2):                                   # the siblings differ: the choice matters
+        assert posts[first].best[i] != tr.texts[first][i] and posts[second].best[i] != tr.texts[second][i]
+        assert len(set(posts[first].weights[i])) > 1 and len(set(posts[second].weights[i])) > 1
+    elbo, _kl, _pen, _ = score_candidates(g, g.output, [g.prompts()[g.output]], g.prompts(), {"default": lm}, tr,
+                                          posts, c, 0.0)
+    assert elbo == pytest.approx([_two_parent_elbo(g, lm, tr, posts, first, second)], abs=1e-12)
+    if net == "branched":                                # and the weights: brief's samples with steps at its h*
+        y = g.layers["y"]
+        for i, e in enumerate(exs):
+            for k, b in enumerate(posts["brief"].samples[i]):
+                texts = dict(tr.example_texts(i), steps=posts["steps"].best[i], brief=b)
+                [dist] = label_logdists(lm, [layer_context(g, y, g.prompts()["y"], texts)], y.output.labels)
+                assert posts["brief"].logp_children[i][k] == pytest.approx(dist[y.output.label_names.index(e.target)])

@@ -139,10 +139,17 @@ def test_branched_output_layer_averages_over_both_hidden_parents():
     assert t.index("generate:steps/posterior") < t.index("generate:brief/posterior")   # reverse topological
     assert t[-6:] == ["generate:y/propose", "score:y/score", "generate:steps/propose", "score:steps/score",
                       "generate:brief/propose", "score:brief/score"]
-    # y is scored with one hidden parent varied at a time, the other at its h*
+    # y is scored with one hidden parent varied at a time, the other at the value that parent's posterior was
+    # weighted with (issue 17, engine 2): steps (visited first) with brief at its forward output, brief with steps
+    # at its h*. The current prompt is scored on exactly the configurations the posteriors weighed.
     ctxs = [c.prompt for c in lm.calls if c.tag == "y/score"]
     for s in r0["hidden"]["steps"]["samples"][0]:
-        assert any(s in p and r0["hidden"]["brief"]["best"][0] in p for p in ctxs)
+        assert any(s in p and "brief thought" in p for p in ctxs)
+    for s in r0["hidden"]["brief"]["samples"][0]:
+        assert any(s in p and r0["hidden"]["steps"]["best"][0] in p for p in ctxs)
+    weighed = {(c.prompt, c.continuation) for c in lm.calls if c.tag == "y/posterior_weight"}
+    scored = {(c.prompt, c.continuation) for c in lm.calls if c.tag == "y/score" and "GOOD" not in c.prompt}
+    assert scored == weighed and len(weighed) > 4
 
 
 def _strip(records):

@@ -6,8 +6,13 @@ For every hidden layer n (children already visited, so their targets are known):
 2. weight them: logit_ik = Σ_children log p(target_c,i | h_ik, the child's other inputs, π_c)
    [+ log p(h_ik | parents, π_n)] [− log q(h_ik)] [− Σ_c log p(target_c,i | h_ik alone, π_c)], w = softmax(logit/T);
 3. h*_i = argmax_k w_ik becomes the target of n for its own parents (the greedy chain of Alg. 3).
-A node with several children sums their log-likelihoods; a node's other (hidden) parents stay at their forward
-outputs ĥ (their current best: they are visited after n). The output layer's target is the dataset label.
+A node with several children sums their log-likelihoods. A child's other parents (n's siblings) take the best
+values known when n is visited: h* for a layer already visited (one that follows n in topological order: a child
+of n, as `a` in h -> a -> y with h -> y, or a later sibling, as `steps` when `brief` is visited in
+graphs/branched.dln), the forward output ĥ for one still to come (an earlier sibling: `brief` when `steps` is
+visited). `Posterior.context` records these values per example, and candidate scoring (prompts._configs) scores a
+child's prompt with exactly them, so weights and scores agree; prompts.py documents what this makes of the ELBO of
+a layer with several hidden parents. The output layer's target is the dataset label.
 
 Empty texts (forward.is_empty_text) have no log-probability the LM can give: an empty sample h_ik gets logit −inf
 (weight 0) whenever the logit has a term log p(h_ik | ·) (include_prior) or log q(h_ik) (correct_weighting), unless
@@ -47,6 +52,13 @@ class Posterior:
     logp_mi: list[list[float]] | None = None
     templates: list[list[str]] = field(default_factory=list)
     resampled: list[bool] = field(default_factory=list)
+    # per example, the text of every other node while the samples were weighted (h* of the layers visited before
+    # n, ĥ otherwise); empty when unknown (a hand-built posterior), which means the forward texts
+    context: list[dict[str, str]] = field(default_factory=list)
+
+    def context_of(self, trace: Trace, i: int) -> dict[str, str]:
+        """The other nodes' texts with which example i's samples were weighted."""
+        return dict(self.context[i]) if self.context else trace.example_texts(i)
 
     def to_json(self) -> dict[str, Any]:
         return {"samples": self.samples, "weights": self.weights, "logits": self.logits, "best": self.best,
@@ -98,6 +110,8 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
             continue
         layer = graph.layers[node]
         resample = [not (config.rewrite_loss_only and trace.correct[i]) for i in range(B)]
+        # the values of the other nodes while n's samples are weighted: h* of the layers visited so far, else ĥ
+        known = [dict(trace.example_texts(i), **{m: posteriors[m].best[i] for m in posteriors}) for i in range(B)]
 
         # 1. proposals from the posterior mixture
         comps = layer.backward.posterior
@@ -154,7 +168,7 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
             for i in range(B):
                 tgt = child_targets[c][i]  # type: ignore[index]
                 for k, h in enumerate(samples[i]):
-                    texts = dict(trace.example_texts(i), **{node: h})
+                    texts = dict(known[i], **{node: h})
                     ctx = layer_context(graph, cl, prompts[c], texts, strip_hidden_options=strip)
                     if is_empty_text(cl, tgt):
                         continue                  # log p("" | h) is not measurable: no term (the same for every k)
@@ -185,7 +199,7 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
                 greqs, pos = [], []
                 for i in range(B):
                     for k, h in enumerate(samples[i]):
-                        texts = dict(trace.example_texts(i), **{node: h})
+                        texts = dict(known[i], **{node: h})
                         greqs.append(GenerateRequest(prompt=layer_context(graph, cl, prompts[c], texts,
                                                                           strip_hidden_options=strip),
                                                      max_tokens=max(1, g.max_tokens), temperature=0.0, stop=g.stop,
@@ -237,7 +251,7 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
             best.append(samples[i][argmax(w)] if samples[i] else trace.texts[node][i])
         post = Posterior(node=node, samples=samples, weights=weights, logits=logits, best=best,
                          logp_children=logp_children, logp_prior=logp_prior, logq=logq, logp_mi=logp_mi,
-                         templates=used, resampled=resample)
+                         templates=used, resampled=resample, context=known)
         if config.use_h_argmax:
             post.samples = [[b] for b in best]
             post.weights = [[1.0] for _ in best]

@@ -3,11 +3,23 @@ posterior samples and weights.
 
 Score of candidate π_n for layer L (Alg. 3 generalised to DAGs):
     ELBO_n = (1/B) Σ_i Σ_(in,w_in) Σ_(out,w_out) w_in·w_out · log p(out | F_L(in, π_n))
-where the input configurations are the posterior samples of L's hidden parents (weight w / #hidden parents; the
-other hidden parents at their h*; plain inputs otherwise) and the output configurations are y (output layer) or L's
-own posterior samples. DLN-1, DLN-2 (π1 on samples h_ik with target y; π0 on x with targets h_ik) and Alg. 3's
-Σ_k Σ_k' q_l^k q_{l+1}^{k'} are special cases. Reward_n = ELBO_n − λ_T·KL_n (output layer trust region)
-− λ_t·penalty_n (hidden layers' exploration reward); the argmax wins and ties go to the current prompt.
+where the output configurations are y (output layer) or L's own posterior samples, and the input configurations
+are the posterior samples of L's hidden parents: parent p's sample h_pk has weight w_pk / m (m = the number of
+L's hidden parents with a posterior), with L's other parents at the values p's samples were weighted with
+(`Posterior.context`: h* of the layers visited before p, ĥ of the others; see engine/hidden.py), so a candidate is
+scored on exactly the configurations the posterior weighed. Plain inputs are the graph's.
+
+With one hidden parent this is the paper's expectation (DLN-1; DLN-2: π1 on samples h_ik with target y, π0 on x
+with targets h_ik; Alg. 3's Σ_k Σ_k' q_l^k q_{l+1}^{k'}). With m ≥ 2 hidden parents it is an approximation: the
+mean over parents of one-parent expectations, (1/m) Σ_p E_{q_p}[log p(out | h_p, the others fixed)], not the joint
+E_{q_1…q_m}[log p(out | h_1, …, h_m)] of the paper's eq. 2 under a factorised posterior (Σ_p K_p configurations per
+example instead of Π_p K_p). Each term holds the other parents at single values (h* or ĥ, as above) rather than
+averaging over their samples, and the first-visited parent's term holds the later ones at ĥ, not at their h*: so
+even with use_h_argmax it is ½·log p(out | ĥ_1, h*_2) + ½·log p(out | h*_1, h*_2) for two parents visited 2 then 1,
+not log p(out | h*_1, h*_2).
+
+Reward_n = ELBO_n − λ_T·KL_n (output layer trust region) − λ_t·penalty_n (hidden layers' exploration reward); the
+argmax wins and ties go to the current prompt.
 """
 from __future__ import annotations
 
@@ -139,7 +151,8 @@ def propose(graph: Graph, node: str, current: str, memory_prompts: Sequence[str]
 
 def _configs(graph: Graph, node: str, i: int, trace: Trace, posteriors: Mapping[str, Posterior]
              ) -> tuple[list[tuple[dict[str, str], float]], list[tuple[str, float]]]:
-    """(input configurations with weights, output configurations with weights) of layer `node` for example i."""
+    """(input configurations with weights, output configurations with weights) of layer `node` for example i: each
+    hidden parent's samples, the other parents at the values that parent's posterior was weighted with."""
     layer = graph.layers[node]
     base = trace.example_texts(i)
     hidden = [p for p in layer.parents if p in posteriors]
@@ -147,9 +160,11 @@ def _configs(graph: Graph, node: str, i: int, trace: Trace, posteriors: Mapping[
     if not hidden:
         ins = [(base, 1.0)]
     else:
-        fixed = dict(base, **{p: posteriors[p].best[i] for p in hidden})
-        ins = [(dict(fixed, **{p: h}), w / len(hidden))
-               for p in hidden for h, w in zip(posteriors[p].samples[i], posteriors[p].weights[i])]
+        ins = []
+        for p in hidden:
+            context = dict(base, **{q: t for q, t in posteriors[p].context_of(trace, i).items() if q in layer.parents})
+            ins.extend((dict(context, **{p: h}), w / len(hidden))
+                       for h, w in zip(posteriors[p].samples[i], posteriors[p].weights[i]))
     if node == graph.output:
         outs = [(trace.examples[i].target, 1.0)]
     else:
