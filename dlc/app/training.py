@@ -23,7 +23,7 @@ from dlc.artifacts import manifest
 from dlc.artifacts.identity import config_identity, data_identity, graph_identity, resolved_config
 from dlc.artifacts.records import (Baseline, Checkpoint, ClassReport, FitResult, IterationRecord, RunConfig,
                                    SplitPredictions, total_tokens)
-from dlc.artifacts.rundir import BACKEND, GRAPH, RESULT, SOURCE, RunDir, check_resumable
+from dlc.artifacts.rundir import BACKEND, GRAPH, RESULT, SOURCE, RunDir, check_new_run_dir, check_resumable
 from dlc.data import Splits, load_splits
 from dlc.errors import DlcArtifactError, DlcUsageError
 from dlc.train import trainer as tr
@@ -145,6 +145,8 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
     if dry_run:
         _print(out, "dry run: nothing was trained, no run directory was created")
         return FitOutcome(None, None, plan)
+    if run_dir is not None:
+        check_new_run_dir(Path(run_dir))      # E130 before any model is loaded (RunDir.create decides a race)
 
     if run is not None and run.is_finished():
         res = run.result()
@@ -155,8 +157,10 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
     lms = open_lms(graph, no_cache=no_cache, cache_dir=cache_dir)
     try:
         if run is None:
-            run = RunDir.create(net.name, root=runs_root, explicit=run_dir)
-            _start_run(run, net, graph, splits, lms, overrides, data_dir, argv)
+            # built under a temporary name with its lock held, then renamed into place: nothing is written where
+            # another run could see it, and the lock is still held when training starts (rundir.RunDir.create)
+            run = RunDir.create(net.name, root=runs_root, explicit=run_dir,
+                                populate=lambda r: _start_run(r, net, graph, splits, lms, overrides, data_dir, argv))
             _print(out, f"run directory: {run.path}")
         else:
             _print(out, f"resuming {run.path} after iteration {ck.iteration if ck else 0}")

@@ -23,19 +23,22 @@ RunConfig, `write_checkpoint` takes a Checkpoint, ...); graph.json has its own c
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import secrets
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from dlc.artifacts.canonical import canonical_sha256, json_line, pretty_json  # noqa: F401 (canonical_sha256: API)
 from dlc.artifacts.records import (CHECKPOINT_SCHEMA, CONFIG_SCHEMA, RESULT_SCHEMA, Checkpoint,  # noqa: F401
                                    FitResult, IterationRecord, RunConfig)
 from dlc.errors import DlcArtifactError, DlcUsageError
-from dlc.fsutil import atomic_write_text  # noqa: F401 (part of this module's API)
+from dlc.fsutil import atomic_write_text, fsync_dir  # noqa: F401 (atomic_write_text: this module's API)
 
 GRAPH = "graph.json"
 SOURCE = "source.dln"
@@ -93,32 +96,60 @@ class RunDir:
     """A run directory on disk. Construct with `create` (new run) or `open` (existing run, validated)."""
 
     path: Path
+    _held: "RunLock | None" = field(default=None, repr=False, compare=False)   # the lock `create` kept
 
     # -- creation -------------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, net: str, *, root: str | os.PathLike[str] = "runs", explicit: str | os.PathLike[str] | None = None,
-               when: float | None = None) -> "RunDir":
-        """Make a fresh run directory. `explicit` (--run-dir) is used as is and must not hold files already, so a
-        previous run is never overwritten; otherwise `<root>/<net>-<timestamp>` with a `-2`, `-3` ... suffix on a
-        same-second collision."""
+               when: float | None = None, populate: Callable[["RunDir"], None] | None = None) -> "RunDir":
+        """Make a fresh run directory, atomically: it is built under a hidden temporary name next to its final
+        place (`.<name>.creating-<pid>-<nonce>`), holding its lock from the start, filled by `populate` (the run's
+        first files), then renamed into place. So two runs started at once into one `--run-dir` never mix files
+        (the rename of the second fails: the target is no longer empty, E130), and a kill -9 during creation leaves
+        no half-made run under the final name (the temporary one is removed by a later `create` in that place).
+
+        `explicit` (--run-dir) is used as is and must not hold files already, so a previous run is never overwritten;
+        otherwise `<root>/<net>-<timestamp>` with a `-2`, `-3` ... suffix on a same-second collision. With `populate`
+        the returned run keeps holding its lock: the first `run.lock()` hands it over (so no other process can take
+        the run between its creation and its training); without, the lock is released when it is in place."""
         if explicit is not None:
             path = Path(explicit)
-            if path.exists() and (not path.is_dir() or any(path.iterdir())):
-                raise DlcUsageError(f"--run-dir {path} already exists and is not empty", code="E130",
-                                    hint="choose a new directory, or continue that run with `dlc fit --resume`")
-            path.mkdir(parents=True, exist_ok=True)
-            return cls(path)
-        root_p = Path(root)
-        root_p.mkdir(parents=True, exist_ok=True)
-        base = run_name(net, when)
-        for i in range(1, 1000):
-            path = root_p / (base if i == 1 else f"{base}-{i}")
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            return cls(path)
-        raise DlcUsageError(f"cannot create a run directory under {root_p}", code="E130")
+            check_new_run_dir(path)
+            parent, names = path.parent, [path.name]
+        else:
+            parent = Path(root)
+            base = run_name(net, when)
+            names = [base if i == 1 else f"{base}-{i}" for i in range(1, 1000)]
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DlcUsageError(f"cannot create a run directory under {parent}: {e.strerror or e}",
+                                code="E130") from None
+        _remove_abandoned(parent)
+        tmp = parent / f".{names[0]}{_CREATING}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+        except OSError as e:
+            raise DlcUsageError(f"cannot create a run directory under {parent}: {e.strerror or e}",
+                                code="E130") from None
+        lock = RunLock(tmp / LOCK)
+        try:
+            lock.acquire()
+            if populate is not None:
+                populate(cls(tmp))
+            fsync_dir(tmp)
+            final = _rename_into_place(tmp, parent, names, explicit is not None)
+            lock.path = final / LOCK
+        except BaseException:
+            lock.release()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        run = cls(final)
+        if populate is not None:
+            run._held = lock
+        else:
+            lock.release()
+        return run
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> "RunDir":
@@ -234,7 +265,9 @@ class RunDir:
 
     # -- single writer --------------------------------------------------------------------------------------------
     def lock(self) -> "RunLock":
-        return RunLock(self.path / LOCK)
+        """The run's lock, to use as `with run.lock():`; the one `create(populate=...)` kept, the first time."""
+        held, self._held = self._held, None
+        return held if held is not None else RunLock(self.path / LOCK)
 
 
 class RunLock:
@@ -245,23 +278,100 @@ class RunLock:
         self.path = path
         self._fd: int | None = None
 
-    def __enter__(self) -> "RunLock":
+    def acquire(self) -> None:
+        """Take the lock without waiting: E131 when another process (or another RunLock) holds it."""
         import fcntl
 
-        self._fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o644)
+        if self._fd is not None:
+            return
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise DlcArtifactError(f"corrupted run directory: cannot open its lock file {self.path}: "
+                                   f"{e.strerror or e}", code="E502",
+                                   hint="the lock file must be a plain file; remove what is there") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            os.close(self._fd)
-            self._fd = None
+            os.close(fd)
             raise DlcUsageError(f"{self.path.parent} is in use by another dlc process", code="E131",
                                 hint="wait for it to finish (or stop it) and resume again") from None
-        return self
+        self._fd = fd
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+_CREATING = ".creating-"
+_ABANDONED_AFTER = 60.0      # seconds: older temporary run directories whose lock is free belong to a dead process
+
+
+def check_new_run_dir(path: Path) -> None:
+    """E130 unless `path` (--run-dir) is absent or an empty directory (checked early, before anything is loaded;
+    the rename in `RunDir.create` decides a race)."""
+    try:
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise DlcUsageError(f"--run-dir {path} already exists and is not empty", code="E130",
+                                hint="choose a new directory, or continue that run with `dlc fit --resume`")
+    except OSError as e:
+        raise DlcUsageError(f"--run-dir {path} cannot be used: {e.strerror or e}", code="E130") from None
+
+
+def _rename_into_place(tmp: Path, parent: Path, names: list[str], explicit: bool) -> Path:
+    """Rename the built directory to the first free name. rename(2) onto an existing empty directory replaces it and
+    fails on a non-empty one (a built run directory always holds its lock file), so of several runs racing for one
+    name exactly one gets it."""
+    for name in names:
+        path = parent / name
+        if not explicit and path.exists():
+            continue
+        try:
+            os.rename(tmp, path)
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise DlcUsageError(f"cannot create the run directory {path}: {e.strerror or e}",
+                                    code="E130") from None
+            if explicit:
+                raise DlcUsageError(f"--run-dir {path} already exists and is not empty", code="E130",
+                                    hint="another run took it first; choose a new directory") from None
+            continue
+        fsync_dir(parent)
+        return path
+    raise DlcUsageError(f"cannot create a run directory under {parent}", code="E130")
+
+
+def _remove_abandoned(parent: Path) -> None:
+    """Remove temporary run directories of creations that died (kill -9) in `parent`: older than a minute and their
+    lock free (a live creator holds it from just after the mkdir)."""
+    try:
+        entries = [p for p in parent.iterdir() if p.name.startswith(".") and _CREATING in p.name]
+    except OSError:
+        return
+    now = time.time()
+    for p in entries:
+        try:
+            if not p.is_dir() or p.is_symlink() or now - p.stat().st_mtime < _ABANDONED_AFTER:
+                continue
+            lock = RunLock(p / LOCK)
+            lock.acquire()
+        except (OSError, DlcUsageError, DlcArtifactError):
+            continue
+        try:
+            shutil.rmtree(p, ignore_errors=True)
+        finally:
+            lock.release()
 
 
 def iter_runs(root: str | os.PathLike[str] = "runs") -> Iterator[RunDir]:
@@ -270,7 +380,7 @@ def iter_runs(root: str | os.PathLike[str] = "runs") -> Iterator[RunDir]:
     if not r.is_dir():
         return
     for p in sorted(r.iterdir(), key=lambda q: ((q / CONFIG).stat().st_mtime if (q / CONFIG).exists() else 0, q.name)):
-        if p.is_dir() and (p / CONFIG).exists():
+        if p.is_dir() and not p.name.startswith(".") and (p / CONFIG).exists():
             yield RunDir(p)
 
 
