@@ -1,0 +1,1 @@
+"""dlc serve: an OpenAI-compatible HTTP server over the embedded backend."""
