@@ -266,6 +266,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E104", "no such file, a directory where a file is expected, or an unreadable file"),
         ("E105", "a .dln file that is not UTF-8"),
         ("E106", "an image format needs Graphviz `dot`, which is missing or failed"),
+        ("E107", "a `--set` that is not valid text (undecodable bytes, a lone UTF-16 surrogate)"),
         ("E111", "bad `--seeds` (not a comma-separated list of distinct integers)"),
         ("E112", "`--resume` combined with `--run-dir`"),
         ("E113", "bad `--split` (train, dev or test)"),
@@ -294,6 +295,9 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E210", "`key =` without a value"),
         ("E211", "a layer without `(parents)`"),
         ("E212", "unquoted text with spaces"),
+        ("E213", "a lone UTF-16 surrogate (`\\uD800`-`\\uDFFF` not in a pair) in a string"),
+        ("E214", "a number literal longer than 100 characters"),
+        ("E215", "lists or maps nested more than 32 deep"),
     ),
     *_family(
         DlcSemanticError,
@@ -329,6 +333,8 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E352", "a template rendered without a variable it needs"),
         ("E353", "a template failed to render"),
         ("E354", "a template variable the layer cannot supply"),
+        ("E358", "a template construct dlc does not allow (include/import/extends, lipsum, the random filter)"),
+        ("E359", "a template went over a render bound (output size, steps, value size, recursion)"),
     ),
     *_family(
         DlcGraphError,

@@ -161,8 +161,15 @@ canonical = canonical_json
 # ---------------------------------------------------------------------------------------------------- files
 def write(graph: ir.Graph, path: str | Path) -> Path:
     p = Path(path)
+    text = json.dumps(to_json(graph), indent=2, ensure_ascii=False) + "\n"
+    bad = next((i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff"), None)
+    if bad is not None:      # a lone surrogate (from Python, or an undecodable argument): not UTF-8 text
+        line = text.count("\n", 0, bad) + 1
+        raise DlcArtifactError(f"cannot write {p}: the network holds text that is not valid Unicode (a lone UTF-16 "
+                               f"surrogate, line {line}: {text[max(0, bad - 30):bad + 1]!a})", code="E506",
+                               hint="prompts, labels and settings must be UTF-8 text") from None
     try:
-        atomic_write_text(p, json.dumps(to_json(graph), indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(p, text)
     except OSError as e:
         raise DlcArtifactError(f"cannot write {p}: {e.strerror}", code="E506",
                                hint="check the directory exists and is writable, or pass -o") from None

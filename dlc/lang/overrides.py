@@ -7,6 +7,7 @@ is the same prompt, and the same graph hash, under every command); the key is st
 """
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
@@ -47,6 +48,13 @@ def apply_overrides(program: S.Program, overrides: Mapping[str, str]
     schemas = {"fit": fit_schema(ck), "data": data_schema(ck), "output": output_schema(ck),
                "layer": layer_schema(ck), "backward": backward_schema(ck), "model": model_schema(ck)}
     for key, raw in overrides.items():
+        if _SURROGATE.search(key) or _SURROGATE.search(raw):
+            # an argument with bytes that are not UTF-8 (Python keeps them as lone surrogates) or a "\ud800" from
+            # Python: no file dlc writes could hold it (UTF-8), so it is refused here, before anything is written
+            errors.append(DlcUsageError(
+                f"--set {key!a}: the value is not valid text (undecodable bytes or a lone UTF-16 surrogate: "
+                f"{raw[:60]!a}{'...' if len(raw) > 60 else ''})", code="E107", hint="pass UTF-8 text (check the terminal's or the script's encoding)"))
+            continue
         text = f"{key}={raw}"
         opath = f"--set {key}"
         sources[opath] = text
@@ -104,6 +112,9 @@ def apply_overrides(program: S.Program, overrides: Mapping[str, str]
 def _dym(k: str, schema: Mapping[str, Any], prefix: str) -> str | None:
     m = did_you_mean(k, schema)
     return m.replace("'", f"'{prefix}", 1) if m else None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _override_value(raw: str, col: int, path: str) -> S.Value:

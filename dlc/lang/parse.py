@@ -32,6 +32,12 @@ E_ESCAPE = "E209"           # unknown escape sequence in a string
 E_MISSING_VALUE = "E210"    # `key =` with no value
 E_PARENTS = "E211"          # `layer h { ... }` without `(parents)`
 E_UNQUOTED = "E212"         # `prompt = two words` without quotes
+E_SURROGATE = "E213"        # a \uXXXX escape of a lone surrogate (U+D800..U+DFFF): not a character
+E_NUMBER = "E214"           # a number literal longer than MAX_NUMBER_CHARS
+E_NESTING = "E215"          # lists/maps nested deeper than MAX_NESTING
+
+MAX_NUMBER_CHARS = 100      # no setting needs more; int() refuses > 4300 digits with a ValueError
+MAX_NESTING = 32            # lists/maps inside lists/maps: the converter (and every later pass) recurses
 
 
 @functools.lru_cache(maxsize=1)
@@ -119,7 +125,13 @@ def decode_string(raw: str) -> tuple[str, int, list[tuple[int, str]]]:
             return chr(int(seq[1:], 16))
         return seq
 
-    return _ESCAPE_RE.sub(sub, body), offset, bad
+    text = _ESCAPE_RE.sub(sub, body)
+    if _SURROGATE_RE.search(text):        # a \uD83D\uDE00 pair written as two escapes is one character
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return text, offset, bad
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def _known_escape(seq: str) -> bool:
@@ -222,15 +234,26 @@ class _Converter:
                 items.append(S.Nested(str(key), self.tspan(key), self.body(c.children[1])))
         return S.Block(tuple(items), self.nspan(t))
 
-    def value(self, t: Tree | Token) -> S.Value:
+    def value(self, t: Tree | Token, depth: int = 0) -> S.Value:
         assert isinstance(t, Tree), t
         kind = t.data
         ch = t.children
         span = self.nspan(t)
+        if depth > MAX_NESTING:
+            self.errors.append(DlcSyntaxError(f"values nested more than {MAX_NESTING} deep", code=E_NESTING,
+                                              span=SourceSpan(span.path, span.line, span.col, span.line, span.col + 1),
+                                              hint="no setting needs lists or maps nested this deep"))
+            return S.ListV((), span)       # the value is not converted further (the parse fails with the error)
         if kind == "string":
             return self.string(ch[0])
         if kind == "number":
             txt = str(ch[0])
+            if len(txt) > MAX_NUMBER_CHARS:
+                self.errors.append(DlcSyntaxError(
+                    f"a number of {len(txt):,} characters (at most {MAX_NUMBER_CHARS})", code=E_NUMBER,
+                    span=SourceSpan(span.path, span.line, span.col, span.line, span.col + 1),
+                    hint="no setting takes a number this long"))
+                return S.Num(0, span, "0")
             num: int | float = float(txt) if re.search(r"[.eE]", txt) else int(txt)
             return S.Num(num, span, txt)
         if kind == "true":
@@ -241,15 +264,15 @@ class _Converter:
             return S.Ident(str(ch[0]), span)
         if kind == "tagged":
             tag = S.Ident(str(ch[0]), self.tspan(ch[0]))
-            m = self.value(ch[1])
+            m = self.value(ch[1], depth + 1)
             assert isinstance(m, S.MapV)
             return S.Tagged(tag, m, span)
         if kind == "file":
-            p = self.value(ch[0])
+            p = self.value(ch[0], depth + 1)
             assert isinstance(p, S.Str)
             return S.FileRef(p, span)
         if kind == "list":
-            return S.ListV(tuple(self.value(c) for c in ch), span)
+            return S.ListV(tuple(self.value(c, depth + 1) for c in ch), span)
         if kind == "map":
             entries = []
             for e in ch:
@@ -257,15 +280,24 @@ class _Converter:
                     continue
                 ktok, v = e.children
                 key = self.string(ktok).value if ktok.type == "STRING" else str(ktok)
-                entries.append(S.Entry(key, self.tspan(ktok), self.value(v)))
+                entries.append(S.Entry(key, self.tspan(ktok), self.value(v, depth + 1)))
             return S.MapV(tuple(entries), span)
         if kind == "alt":
-            return S.Alt(tuple(self.value(c) for c in ch), span)
+            return S.Alt(tuple(self.value(c, depth + 1) for c in ch), span)
         raise AssertionError(f"unknown value {kind}")
 
     def string(self, tok: Token) -> S.Str:
         raw = str(tok)
         text, offset, bad = decode_string(raw)
+        if _SURROGATE_RE.search(text):       # left after decode_string joined the escaped pairs: a lone one
+            at = next((m.start() for m in _ESCAPE_RE.finditer(raw) if m.group(1)[:2].lower() == "ud"
+                       and m.group(1)[2:3].lower() in "89abcdef" and len(m.group(1)) == 5), 0)
+            line, col = _advance(tok.line, tok.column, raw[:at])
+            self.errors.append(DlcSyntaxError(
+                "a lone UTF-16 surrogate (U+D800..U+DFFF) in a string: it is not a character", code=E_SURROGATE,
+                span=SourceSpan(self.path, line, col + self.col_shift, line, col + self.col_shift + 6),
+                hint="write the character itself, or a \\uXXXX pair (high \\uD800-\\uDBFF then low "
+                     "\\uDC00-\\uDFFF)"))
         for off, seq in bad:
             line, col = _advance(tok.line, tok.column, raw[:off])
             self.errors.append(DlcSyntaxError(

@@ -8,13 +8,15 @@ an identical request (a resumed fit, a re-run eval) is answered from disk. Accou
 
 WAL lets several processes (parallel fits, `dlc serve` + a fit) read while one writes; every write is one short
 transaction, so a crash loses at most the entry being written and never corrupts the file. Values are JSON, never
-pickle.
+pickle. A row that cannot be read back (not JSON, or not the shape its reader expects: `{not json`, `[1,2,3]`) is a
+miss, counted in `DiskCache.unreadable`: the model is asked again and the row rewritten; it never fails a run.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -48,6 +50,7 @@ class DiskCache:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self.unreadable = 0          # rows that could not be read back, answered as misses (unreadable_row)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             conn = self._conn()
@@ -80,7 +83,26 @@ class DiskCache:
         except sqlite3.Error as e:
             raise DlcArtifactError(f"the LLM cache {self.path} cannot be read: {e}", code="E531",
                                    hint="delete the file to start an empty cache, or pass --no-cache") from e
-        return None if row is None else json.loads(row[0])
+        if row is None:
+            return None
+        try:
+            value = json.loads(row[0])
+        except (ValueError, TypeError, RecursionError) as e:   # `{not json`, a blob, 100k-deep nesting
+            self.unreadable_row(key, f"not JSON ({type(e).__name__})")
+            return None
+        if value is None:                                       # dlc never stores null: it would read as a miss
+            self.unreadable_row(key, "null")
+        return value
+
+    def unreadable_row(self, key: str, why: str) -> None:
+        """Count a row that cannot be read back (damaged, or written by something else) as a miss: the caller asks
+        the model again and `put` replaces the row. Warns once per cache (stderr), never fails."""
+        with self._conns_lock:
+            self.unreadable += 1
+            first = self.unreadable == 1
+        if first:
+            print(f"dlc: warning: unreadable row in the LLM cache {self.path} ({why}, key {key[:12]}): treated as a "
+                  "miss and rewritten; further ones are counted", file=sys.stderr)
 
     def put(self, key: str, value: Any, *, kind: str = "", model: str = "") -> None:
         text = canonical_json(value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from dlc.errors import DlcFitError
 from dlc.lm.base import (LM, ChatPrompt, GenerateRequest, GenerateResult, Prompt, ScoreRequest, ScoreResult,
@@ -54,6 +54,47 @@ def prompt_payload(prompt: Prompt, rendered: str | None) -> dict[str, Any]:
     return d
 
 
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise TypeError("not a count")
+    return v
+
+
+def _strs(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise TypeError("not a list of strings")
+    return tuple(v)
+
+
+def _generate_hit(hit: Any, n: int) -> GenerateResult:
+    """A cached generate row as written by CachedLM.generate; TypeError/KeyError/ValueError when it is not one."""
+    texts = _strs(hit["texts"])
+    if len(texts) != n:
+        raise ValueError(f"{len(texts)} texts for n = {n}")
+    return GenerateResult(texts=texts, prompt_tokens=_int(hit["prompt_tokens"]),
+                          completion_tokens=_int(hit["completion_tokens"]),
+                          finish_reasons=_strs(hit["finish_reasons"]), cached=True)
+
+
+def _logprob(x: Any) -> float:
+    # canonical JSON stores a non-finite float as null: a log-probability that was -inf
+    if x is None:
+        return float("-inf")
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise TypeError("not a log-probability")
+    return float(x)
+
+
+def _score_hit(hit: Any, _: Any) -> ScoreResult:
+    """A cached score row as written by CachedLM.score; TypeError/KeyError/ValueError when it is not one."""
+    logprobs = hit["logprobs"]
+    if not isinstance(logprobs, list):
+        raise TypeError("logprobs is not a list")
+    tokens = _strs(hit["tokens"])
+    return ScoreResult(logprobs=tuple(_logprob(x) for x in logprobs), tokens=tokens,
+                       prompt_tokens=_int(hit["prompt_tokens"]), cached=True)
+
+
 class CachedLM:
     """An `LM` (the protocol) wrapping another: disk cache (optional), accounting per tag, budget (optional)."""
 
@@ -92,17 +133,30 @@ class CachedLM:
         d["continuation"] = r.continuation
         return request_key(d)
 
+    def _hit(self, key: str, decode: Callable[[Any, Any], Any], expect: Any) -> Any:
+        """The decoded cached result of `key`, or None: a miss, or a row of the wrong shape (counted by the cache as
+        unreadable; the request goes to the model and its row is rewritten)."""
+        if self.cache is None:
+            return None
+        raw = self.cache.get(key)
+        if raw is None:
+            return None
+        try:
+            return decode(raw, expect)
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            self.cache.unreadable_row(key, f"not a cached {decode.__name__.strip('_').split('_')[0]} result: "
+                                           f"{type(e).__name__}")
+            return None
+
     # ------------------------------------------------------------------------------------------------ LM API
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         keys = [self.generate_key(r) for r in requests] if self.cache is not None else [""] * len(requests)
         out: list[GenerateResult | None] = [None] * len(requests)
         misses: list[int] = []
         for i, k in enumerate(keys):
-            hit = self.cache.get(k) if self.cache is not None else None
+            hit = self._hit(k, _generate_hit, max(1, int(requests[i].n)))
             if hit is not None:
-                out[i] = GenerateResult(texts=tuple(hit["texts"]), prompt_tokens=int(hit["prompt_tokens"]),
-                                        completion_tokens=int(hit["completion_tokens"]),
-                                        finish_reasons=tuple(hit["finish_reasons"]), cached=True)
+                out[i] = hit
                 self._count(requests[i].tag, cache_hits=1)
             else:
                 misses.append(i)
@@ -126,10 +180,9 @@ class CachedLM:
         out: list[ScoreResult | None] = [None] * len(requests)
         misses: list[int] = []
         for i, k in enumerate(keys):
-            hit = self.cache.get(k) if self.cache is not None else None
+            hit = self._hit(k, _score_hit, None)
             if hit is not None:
-                out[i] = ScoreResult(logprobs=tuple(float(x) for x in hit["logprobs"]), tokens=tuple(hit["tokens"]),
-                                     prompt_tokens=int(hit["prompt_tokens"]), cached=True)
+                out[i] = hit
                 self._count(requests[i].tag, cache_hits=1)
             else:
                 misses.append(i)

@@ -10,6 +10,15 @@ from dlc.train.config import check_config
 from dlc.ir import FitConfig, Graph
 
 
+def validations(iters: int, val_freq: int, do_first_eval: bool) -> int:
+    """How many iterations t = 0..iters validate (trainer.py: t % val_freq == 0 or t == iters, and t = 0 only with
+    do_first_eval), in closed form: `dlc fit --set fit.iters=100000000000 --dry-run` answers at once."""
+    if iters <= 0:
+        return 1 if do_first_eval else 0
+    freq = max(1, val_freq)
+    return iters // freq + (1 if do_first_eval else 0) + (1 if iters % freq else 0)
+
+
 def plan(graph: Graph, config: FitConfig, n_train: int, n_dev: int) -> dict[str, Any]:
     """LLM requests per training iteration by kind (upper bounds: duplicate requests are sent once and a batch
     without errors skips the backward pass), validations and their cost, and a completion-token bound."""
@@ -74,8 +83,7 @@ def plan(graph: Graph, config: FitConfig, n_train: int, n_dev: int) -> dict[str,
                 per_val["calibration_score"] += n_cal * n_score(n)
             else:
                 per_val["calibration_generate"] += n_cal
-    vals = sum(1 for t in range(config.iters + 1)
-               if (t % config.val_freq == 0 or t == config.iters) and (t > 0 or config.do_first_eval))
+    vals = validations(config.iters, config.val_freq, config.do_first_eval)
     per_iter = dict(sorted(kinds.items()))
     return {"batch_size": B, "iterations": config.iters, "per_iteration": per_iter,
             "per_iteration_total": sum(per_iter.values()), "per_validation": dict(per_val), "validations": vals,
