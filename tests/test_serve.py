@@ -3,6 +3,7 @@ raw HTTP: exact echo log-probs equal the embedded scorer's, generation equals th
 through the fault-injecting proxy equal a clean run's."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from dlc.errors import DlcLMError
-from dlc.lm.base import ChatPrompt, GenerateRequest, ScoreRequest
+from dlc.lm.base import ChatPrompt, GenerateRequest, ModelText, ScoreRequest
 from dlc.lm.openai_backend import OpenAILM
 from tests.faultproxy import FaultProxy
 
@@ -120,3 +121,208 @@ def test_port_in_use_is_a_clear_error(serve):
     r = subprocess.run([sys.executable, "-m", "dlc", "serve", "--model", "tiny", "--port", port],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "E629" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------- issue 19: the completions contract of vLLM
+def _post(url: str, path: str, body: dict) -> dict:
+    r = httpx.post(url + path, json={"model": "tiny", **body}, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _exact(lm, prompt, token_text: str) -> float:
+    """dlc's exact scorer: log p(token | prompt), for a token whose text tokenizes as itself."""
+    r = lm.score([ScoreRequest(prompt, token_text)])[0]
+    assert r.tokens == (token_text,), (token_text, r.tokens)
+    return r.logprobs[0]
+
+
+def _check_top(top: dict, token: str, logprob: float, k: int) -> None:
+    """k most likely entries, most likely first, then the token itself when not among them."""
+    vals = list(top.values())
+    assert len(top) in (k, k + 1) and token in top and top[token] == logprob
+    assert vals[:k] == sorted(vals[:k], reverse=True) and all(v <= 0 for v in vals)
+    if len(top) == k + 1:                                       # the token is last and below the k-th
+        assert list(top)[-1] == token and vals[-1] <= vals[k - 1]
+    else:
+        assert logprob >= vals[-1]
+
+
+DLN_PROMPT = "Review: the plot was dull and the acting was worse.\nIs the review positive or negative?\nAnswer:"
+
+
+def test_dln_request_shape_logprobs_100(serve, embedded):
+    # gap 1: the DLN scorer's request; gap 2: 100 alternatives, sorted, the greedy token first
+    body = {"prompt": DLN_PROMPT + "\n", "echo": False, "logprobs": 100, "max_tokens": 1, "temperature": 0.0,
+            "seed": 7270}
+    ch = _post(serve, "/completions", body)["choices"][0]
+    lp = ch["logprobs"]
+    assert lp["tokens"] == [ch["text"]] and lp["text_offset"] == [len(body["prompt"])]
+    top = lp["top_logprobs"][0]
+    _check_top(top, ch["text"], lp["token_logprobs"][0], 100)
+    assert len(top) == 100 and list(top)[0] == ch["text"]       # greedy: the most likely token was sampled
+    # the numbers are dlc's exact scorer's (the first generated token reads the prompt's last logits)
+    prompt = ModelText(body["prompt"])
+    for tok in [t for t in list(top)[:8] if embedded.tokenize(t, special=False, add_bos=False).__len__() == 1][:5]:
+        assert abs(top[tok] - _exact(embedded, prompt, tok)) < 1e-6
+    r = httpx.post(serve + "/completions", json={**body, "logprobs": 101}, timeout=60)
+    assert r.status_code == 400 and "--max-logprobs" in r.json()["error"]["message"]
+
+
+def test_top_logprobs_of_samples_are_the_sampling_distribution(serve, embedded):
+    # n > 1 at temperature 1: each sample's tokens with their own log-probs, the sampled one always listed
+    prompt = "Once upon a time"
+    res = _post(serve, "/completions", {"prompt": prompt, "max_tokens": 5, "temperature": 1.0, "n": 3, "seed": 11,
+                                        "logprobs": 4})
+    assert len(res["choices"]) == 3
+    assert res["usage"]["completion_tokens"] == sum(len(c["logprobs"]["tokens"]) for c in res["choices"])
+    for ch in res["choices"]:
+        lp = ch["logprobs"]
+        assert "".join(lp["tokens"]) == ch["text"]
+        for tok, v, off, top in zip(lp["tokens"], lp["token_logprobs"], lp["text_offset"], lp["top_logprobs"]):
+            _check_top(top, tok, v, 4)
+            assert (prompt + ch["text"])[off:off + len(tok)] == tok
+        assert abs(lp["token_logprobs"][0] - _exact(embedded, ModelText(prompt), lp["tokens"][0])) < 1e-6
+    assert len({c["text"] for c in res["choices"]}) > 1          # the samples differ
+    # greedy: the log-probs are those the tokens were sampled from (the embedded backend's, in-process); after the
+    # first token they come from one-row decodes, which llama.cpp computes with other kernels than teacher forcing
+    # (a few 0.01 nats), so they are close to, not equal to, the exact scores of the text
+    prompt = ModelText("The capital of France is")
+    ch = _post(serve, "/completions", {"prompt": prompt, "max_tokens": 8, "temperature": 0, "logprobs": 2})
+    ch = ch["choices"][0]
+    res, toks = embedded.generate_logprobs(GenerateRequest(prompt, max_tokens=8), 2)
+    assert res.texts == (ch["text"],) and [t.logprob for t in toks[0]] == ch["logprobs"]["token_logprobs"]
+    assert [[(d, v) for d, _, v in t.top] for t in toks[0]] == [list(d.items()) for d in ch["logprobs"]["top_logprobs"]]
+    ref = embedded.score([ScoreRequest(prompt, ch["text"])])[0]
+    assert ref.tokens == tuple(ch["logprobs"]["tokens"]) and ref.logprobs[0] == ch["logprobs"]["token_logprobs"][0]
+    assert max(abs(a - b) for a, b in zip(ref.logprobs, ch["logprobs"]["token_logprobs"])) < 0.2
+
+
+def test_echo_top_logprobs_and_offsets(serve, embedded):
+    text = "The capital of France is Paris. Ça?"
+    want = embedded.echo(text)
+    for mt in (0, 1):
+        ch = _post(serve, "/completions", {"prompt": text, "echo": True, "logprobs": 5, "max_tokens": mt,
+                                           "temperature": 0})["choices"][0]
+        lp = ch["logprobs"]
+        n = len(want)
+        assert len(lp["tokens"]) == n + mt and ch["text"].startswith(text)
+        assert [(t, o) for t, o, _ in want] == list(zip(lp["tokens"], lp["text_offset"]))[:n]
+        assert "".join(lp["tokens"][:n]) == text
+        assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+        keys = [e.display for e in embedded.echo_logprobs(text, 5)]
+        for i in range(1, n):
+            assert abs(lp["token_logprobs"][i] - want[i][2]) < 1e-6
+            # a token holding a piece of "Ç" is listed among the alternatives as bytes:\x20\xc3 (as OpenAI)
+            assert keys[i] == lp["tokens"][i] or keys[i].startswith("bytes:")
+            _check_top(lp["top_logprobs"][i], keys[i], lp["token_logprobs"][i], 5)
+        if mt:
+            assert lp["text_offset"][n] == len(text) and lp["tokens"][n] == ch["text"][len(text):]
+            _check_top(lp["top_logprobs"][n], lp["tokens"][n], lp["token_logprobs"][n], 5)
+    # the exact values are the scorer's: " Paris" after the prompt (issue 3: -0.264)
+    i = lp["tokens"].index(" Paris")
+    assert abs(lp["token_logprobs"][i] - _exact(embedded, "The capital of France is", " Paris")) < 1e-6
+
+
+def test_first_generated_token_merging_with_the_prompt_is_reported(serve, embedded):
+    # gap 3: "?\n" + "\n" re-tokenizes as "?\n\n"; the generated token is reported as generated
+    prompt = "Is it subjective?\n"
+    res = _post(serve, "/completions", {"prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 1})
+    ch = res["choices"][0]
+    lp = ch["logprobs"]
+    assert ch["text"] == "\n" and res["usage"]["completion_tokens"] == 1
+    assert lp["tokens"] == ["\n"] and lp["text_offset"] == [len(prompt)]
+    assert abs(lp["token_logprobs"][0] - _exact(embedded, ModelText(prompt), "\n")) < 1e-6
+    assert len(embedded.tokenize(prompt + "\n")) == len(embedded.tokenize(prompt))   # the merge is real
+
+
+def test_chat_logprobs_and_top_logprobs(serve, embedded):
+    msgs = [{"role": "user", "content": "Is the sky blue? Answer yes or no."}]
+    res = _post(serve, "/chat/completions", {"messages": msgs, "max_tokens": 4, "temperature": 0, "logprobs": True,
+                                             "top_logprobs": 5})
+    content = res["choices"][0]["logprobs"]["content"]
+    assert len(content) == res["usage"]["completion_tokens"]      # every generated token, the end token too
+    text = "".join(t["token"] for t in content)
+    assert text in (res["choices"][0]["message"]["content"], res["choices"][0]["message"]["content"] + "<|im_end|>")
+    for t in content:
+        top = t["top_logprobs"]
+        assert len(top) == 5 and top[0]["token"] == t["token"] and top[0]["logprob"] == t["logprob"]   # greedy
+        assert [x["logprob"] for x in top] == sorted((x["logprob"] for x in top), reverse=True)
+        assert all(bytes(x["bytes"]).decode() == x["token"] for x in top)
+    assert abs(content[0]["logprob"] - _exact(embedded, ChatPrompt(msgs[0]["content"]), content[0]["token"])) < 1e-6
+    res = _post(serve, "/chat/completions", {"messages": msgs, "max_tokens": 2, "logprobs": True})
+    assert all(t["top_logprobs"] == [] for t in res["choices"][0]["logprobs"]["content"])
+    r = httpx.post(serve + "/chat/completions", json={"model": "tiny", "messages": msgs, "logprobs": True,
+                                                      "top_logprobs": 101}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "top_logprobs"
+
+
+def test_max_logprobs_option():
+    proc, url = start_serve("--model", "tiny", "--port", "0", "--n-ctx", "128", "--max-logprobs", "3")
+    try:
+        body = {"model": "tiny", "prompt": "Hello", "max_tokens": 1, "temperature": 0}
+        assert httpx.post(url + "/completions", json={**body, "logprobs": 3}, timeout=60).status_code == 200
+        r = httpx.post(url + "/completions", json={**body, "logprobs": 4}, timeout=60)
+        assert r.status_code == 400 and "at most 3" in r.json()["error"]["message"]
+    finally:
+        assert stop(proc) == 0
+
+
+def _dln_style_class_scores(top: dict[str, float], classes: list[str]) -> list[float]:
+    """Class probabilities from first-token top log-probs, as the DLN implementation's LogProbsScore does
+    (verbalizer with or without a leading space; a class missing from the top-k gets the smallest probability)."""
+    min_prob = math.exp(min(top.values())) if top else 1e-6
+    scores = []
+    for c in classes:
+        found = [math.exp(top[v]) for v in (c, " " + c) if v in top]
+        scores.append(min_prob + max(found + [0.0]))
+    total = sum(scores)
+    return [s / total for s in scores]
+
+
+def test_openai_client_and_dln_style_scorer(serve, embedded):
+    """A client written elsewhere: the `openai` package's legacy completions call with logprobs=100, and a DLN-style
+    class scorer over top_logprobs. The class it prefers is the one with the higher exact log-prob."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=serve, api_key="unused", max_retries=0, timeout=120)
+    classes = ["positive", "negative"]
+    reviews = ["the plot was dull and the acting was worse.", "a wonderful, moving film. I loved every minute!",
+               "boring, far too long, and the ending made no sense.", "great fun, brilliant cast, a joy to watch."]
+    for review in reviews:
+        prompt = f"Review: {review}\nIs the review positive or negative?\nAnswer:"
+        out = client.completions.create(model="tiny", prompt=prompt, max_tokens=1, temperature=0.0, logprobs=100,
+                                        echo=False, seed=7270)
+        top = out.choices[0].logprobs.top_logprobs[0]
+        assert len(top) == 100
+        scores = _dln_style_class_scores(dict(top), classes)
+        exact = [_exact(embedded, ModelText(prompt), " " + c) for c in classes]
+        assert all(abs(top[" " + c] - e) < 1e-6 for c, e in zip(classes, exact))    # both in the top 100
+        assert scores.index(max(scores)) == exact.index(max(exact))
+
+
+def test_logprobs_come_from_sampling_and_echo_shares_prefixes(embedded):
+    """Gap 4: log-probs are read while sampling (no decode beyond the generation's own); echo decodes only what
+    differs from the last text (vLLM-style prefix caching, exact values)."""
+    req = GenerateRequest(ModelText("A list of colours: red, green,"), max_tokens=12, temperature=0.8, seed=3)
+    embedded.echo("reset sequence 0")
+    w0 = embedded.work().decoded_tokens
+    plain = embedded.generate([req])[0]
+    w1 = embedded.work().decoded_tokens
+    embedded.echo("reset sequence 0")
+    w2 = embedded.work().decoded_tokens
+    res, toks = embedded.generate_logprobs(req, 5)
+    w3 = embedded.work().decoded_tokens
+    assert res.texts == plain.texts and w3 - w2 == w1 - w0
+    assert len(toks[0]) == res.completion_tokens and all(len(t.top) == 5 for t in toks[0])
+    text = "Review: a wonderful, moving film.\nSentiment:"
+    ref = embedded.echo(text)
+    a = embedded.echo(text + " positive")
+    w4 = embedded.work().decoded_tokens
+    b = embedded.echo(text + " negative")                       # shares the text: decodes its last 2 tokens
+    w5 = embedded.work().decoded_tokens
+    assert w5 - w4 == 2 and a[:len(ref)] == ref and b[:len(ref)] == ref
+    embedded.echo(text + " negative")
+    assert embedded.work().decoded_tokens == w5                # same text: nothing decoded
+    fresh = embedded.score_reference([ScoreRequest(ModelText(text), " negative")])[0]
+    assert b[-1][2] == fresh.logprobs[0] and b[-1][0] == " negative"

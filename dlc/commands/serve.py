@@ -1,4 +1,5 @@
-"""`dlc serve --model MODEL [--host 127.0.0.1] [--port PORT]`: an OpenAI-compatible server over the embedded model.
+"""`dlc serve --model MODEL [--host 127.0.0.1] [--port PORT] [--max-logprobs K]`: an OpenAI-compatible server over
+the embedded model.
 
 Contract (scripts rely on it): `--port 0` picks a free port, and exactly one line `listening on http://HOST:PORT/v1`
 is printed on stdout once the server accepts requests. Binds 127.0.0.1 by default; anything else exposes the model
@@ -20,6 +21,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (0: pick a free one; default: %(default)s)")
     p.add_argument("--n-ctx", type=int, default=4096, help="context size per request in tokens (default: %(default)s)")
     p.add_argument("--name", default=None, help="model name clients use (default: the --model value)")
+    p.add_argument("--max-logprobs", type=int, default=100,
+                   help="most alternatives per token a request may ask for (`logprobs` of /v1/completions, "
+                        "`top_logprobs` of /v1/chat/completions; default: %(default)s, as DLN's scorer asks)")
     p.set_defaults(func=run)
 
 
@@ -32,13 +36,16 @@ def run(args: argparse.Namespace) -> int:
         raise DlcUsageError(f"--port {args.port} is not a port number", code="E115", hint="use 0..65535")
     if args.n_ctx < 16:
         raise DlcUsageError(f"--n-ctx {args.n_ctx} is too small", code="E115", hint="use at least 16 (default 4096)")
+    if args.max_logprobs < 0:
+        raise DlcUsageError(f"--max-logprobs {args.max_logprobs} is negative", code="E115",
+                            hint="use 0 or more (default 100)")
     sock = bind_socket(args.host, args.port)      # before loading: a taken port fails fast
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"dlc serve: warning: binding {args.host} exposes the model to the network without authentication",
               file=sys.stderr)
     lm = EmbeddedLM(args.model, n_ctx=args.n_ctx)
     try:
-        app = create_app(lm, args.name or args.model, n_ctx=args.n_ctx)
+        app = create_app(lm, args.name or args.model, n_ctx=args.n_ctx, max_logprobs=args.max_logprobs)
         server = Server(app, sock)
         server.run(on_ready=lambda url: print(f"listening on {url}", flush=True))
     finally:

@@ -3,19 +3,26 @@
 One process holds the model for many fits, and it is the real server the OpenAI path is tested against. Routes:
 
 - `GET  /v1/models`            the one served model (`max_model_len` = its context size);
-- `POST /v1/completions`       prompt string or list, n, temperature, top_p, seed, stop, max_tokens, echo, logprobs.
-                               With `echo: true, logprobs: 1, max_tokens: 1` the echoed prompt tokens carry the
-                               embedded scorer's exact teacher-forced log-probs (first token null), with
-                               `tokens / token_logprobs / text_offset` as vLLM returns them;
+- `POST /v1/completions`       prompt string or list, n, temperature, top_p, seed, stop, max_tokens, echo, logprobs
+                               (0..max_logprobs, `dlc serve --max-logprobs`, default 100). `tokens / token_logprobs /
+                               text_offset / top_logprobs` as vLLM returns them: each position lists the k most
+                               likely tokens with their log-probs, plus the token there when it is not among them.
+                               With `echo` the prompt tokens carry exact teacher-forced log-probs (first token null),
+                               computed with prefix sharing: sequence 0 keeps the last prompt and its rows, so
+                               consecutive prompts (and the prompts of a list, visited in token order) decode only
+                               what differs; generated tokens are reported as sampled (their own ids, log-probs read
+                               from the logits they were sampled from), also the end-of-generation token;
 - `POST /v1/chat/completions`  one user message, an optional system message first and an optional final assistant
-                               message (the start of the reply: generation continues after it);
+                               message (the start of the reply: generation continues after it); `logprobs` and
+                               `top_logprobs` (up to max_logprobs) as OpenAI returns them;
 - `POST /apply-template`       `{"messages": [...]}` -> `{"prompt": rendered}` (llama.cpp server's route): the exact
                                text the chat template produces, so a client can score chat prompts;
 - `GET  /health`.
 
 The model is not thread-safe: requests are served one at a time under a lock (FastAPI runs the sync handlers in
-its thread pool). Log-probs of *generated* tokens are computed the same exact way (teacher forcing of prompt +
-completion); `top_logprobs` then lists the chosen token only. Errors are OpenAI-shaped JSON
+its thread pool). Log-probs are model log-probs (temperature 1), as vLLM and OpenAI report them. A stand-in model
+without `echo_logprobs` / `generate_logprobs` (tests) gets the old path: teacher forcing of prompt + completion and
+only the chosen token in `top_logprobs`. Errors are OpenAI-shaped JSON
 (`{"error": {"message", "type", "param", "code"}}`): 400 for bad requests (context too long: with the sizes), 404
 for an unknown model.
 """
@@ -25,7 +32,7 @@ import threading
 import time
 import uuid
 import socket
-from typing import Any, Callable, Literal, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, Sequence, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +41,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dlc.errors import DlcError, DlcLMError
 from dlc.lm.base import ChatPrompt, GenerateRequest, GenerateResult, ModelText, Prompt
+
+if TYPE_CHECKING:
+    from dlc.lm.embedded.model import TokenLogprob
 
 EchoToken = tuple[str, int, Union[float, None]]
 
@@ -84,7 +94,7 @@ class _Common(BaseModel):
 class CompletionBody(_Common):
     prompt: str | list[str]
     echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=20)
+    logprobs: int | None = Field(None, ge=0)    # at most the server's max_logprobs
 
 
 class Message(BaseModel):
@@ -106,7 +116,7 @@ class ChatBody(_Common):
     messages: list[Message]
     max_completion_tokens: int | None = None
     logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: int | None = Field(None, ge=0)
 
 
 class TemplateBody(BaseModel):
@@ -131,8 +141,38 @@ def chat_prompt(messages: Sequence[Message]) -> ChatPrompt:
     return ChatPrompt(user=msgs[0].text(), system=system, prefix=prefix)
 
 
-def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None) -> FastAPI:
-    """The FastAPI app serving `lm` under the name `model_name`."""
+MAX_LOGPROBS = 100   # the default of `dlc serve --max-logprobs`: DLN's scorer asks for the top 100
+
+
+def _lp(v: float) -> float:
+    """A log-prob JSON can carry (-inf -> -9999.0, as vLLM)."""
+    return max(float(v), -9999.0)
+
+
+def _top_dict(e: TokenLogprob, k: int) -> dict[str, float] | None:
+    """A completion's `top_logprobs` entry: the k most likely tokens, then the token itself when not among them."""
+    if e.logprob is None:
+        return None
+    d: dict[str, float] = {}
+    for disp, _, v in (e.top or ())[:k]:
+        d.setdefault(disp, _lp(v))
+    d.setdefault(e.display, _lp(e.logprob))
+    return d
+
+
+def _top_list(e: TokenLogprob, k: int) -> list[dict[str, Any]]:
+    """A chat token's `top_logprobs`: k entries (+ the token itself when not among them); [] for k = 0."""
+    if k <= 0:
+        return []
+    out = [{"token": disp, "logprob": _lp(v), "bytes": list(b)} for disp, b, v in (e.top or ())[:k]]
+    if all(t["token"] != e.display for t in out):
+        out.append({"token": e.display, "logprob": _lp(e.logprob or 0.0), "bytes": list(e.piece)})
+    return out
+
+
+def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
+               max_logprobs: int = MAX_LOGPROBS) -> FastAPI:
+    """The FastAPI app serving `lm` under the name `model_name`; `logprobs` / `top_logprobs` up to `max_logprobs`."""
     app = FastAPI(title="dlc serve", docs_url=None, redoc_url=None)
     lock = threading.Lock()
     ctx_size = n_ctx if n_ctx is not None else getattr(lm, "n_ctx", None)
@@ -179,17 +219,43 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None) -> Fa
                            param="prompt", code="context_length_exceeded")
         return n
 
-    def generate(prompt: Prompt, body: _Common, max_tokens: int) -> GenerateResult:
+    exact_logprobs = hasattr(lm, "echo_logprobs") and hasattr(lm, "generate_logprobs")   # EmbeddedLM
+
+    def check_k(k: int | None, param: str) -> None:
+        if k is not None and k > max_logprobs:
+            raise ApiError(400, f"{param}: requested {k} log-probs per token, but this server returns at most "
+                                f"{max_logprobs} (dlc serve --max-logprobs)", param=param)
+
+    def generate(prompt: Prompt, body: _Common, max_tokens: int,
+                 k: int | None = None) -> tuple[GenerateResult, list[list[TokenLogprob]] | None]:
+        """Generate; with `k` (and an EmbeddedLM) also each sample's tokens, log-probs and top-k as sampled."""
         req = GenerateRequest(prompt=prompt, max_tokens=max_tokens, temperature=body.temperature,
                               top_p=body.top_p, stop=body.stops(), n=body.n,
                               seed=body.seed if body.seed is not None else 0)
-        res = lm.generate([req])[0]
+        toks = None
+        if k is not None and exact_logprobs:
+            res, toks = lm.generate_logprobs(req, k)  # type: ignore[attr-defined]
+        else:
+            res = lm.generate([req])[0]
         if len(res.texts) != body.n:
             raise RuntimeError(f"the model returned {len(res.texts)} samples for n={body.n}")
-        return res
+        return res, toks
+
+    def completion_logprobs(prompt: list[TokenLogprob], gen: list[TokenLogprob], text: str, out: str,
+                            k: int) -> dict[str, Any]:
+        """OpenAI `logprobs` of echoed prompt tokens and generated tokens; offsets count from the start of the
+        prompt (a generated token past the returned text, the end token or the one completing a stop string, sits
+        at its end)."""
+        lp: dict[str, Any] = {"tokens": [], "token_logprobs": [], "text_offset": [], "top_logprobs": []}
+        for e, off in [(e, e.offset) for e in prompt] + [(e, len(text) + min(e.offset, len(out))) for e in gen]:
+            lp["tokens"].append(e.text)
+            lp["token_logprobs"].append(None if e.logprob is None else _lp(e.logprob))
+            lp["text_offset"].append(off)
+            lp["top_logprobs"].append(_top_dict(e, k))
+        return lp
 
     def token_logprobs(text: str, start: int, k: int) -> dict[str, Any]:
-        """OpenAI `logprobs` for the tokens of `text` starting at char `start` (exact teacher forcing)."""
+        """A stand-in model's `logprobs` for the tokens of `text` from char `start` (teacher forcing)."""
         toks = [t for t in lm.echo(text) if t[1] >= start or start == 0]
         return {"tokens": [t[0] for t in toks], "token_logprobs": [t[2] for t in toks],
                 "text_offset": [t[1] for t in toks],
@@ -215,25 +281,38 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None) -> Fa
             raise ApiError(400, "prompt must not be empty", param="prompt")
         if mt == 0 and not body.echo:
             raise ApiError(400, "max_tokens must be >= 1 unless echo is true", param="max_tokens")
+        k = body.logprobs
+        check_k(k, "logprobs")
         choices: list[dict[str, Any]] = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         with lock:
-            for i, text in enumerate(prompts):
+            tokens = [lm.tokenize(text) for text in prompts]
+            for text in prompts:
                 usage["prompt_tokens"] += check_context(text, mt)
+            # token order: consecutive prompts share their longest prefixes (sequence 0 keeps the last one)
+            for i in sorted(range(len(prompts)), key=lambda i: tokens[i]):
+                text = prompts[i]
+                echoed: list[TokenLogprob] = []
+                if body.echo and k is not None and exact_logprobs:
+                    echoed = lm.echo_logprobs(text, k)  # type: ignore[attr-defined]
+                gen: list[list[TokenLogprob]] | None = None
                 if mt == 0:
-                    outs, reasons = [""] * body.n, ["length"] * body.n
+                    outs, reasons, gen = [""] * body.n, ["length"] * body.n, [[] for _ in range(body.n)]
                 else:
-                    res = generate(ModelText(text), body, mt)   # a completion prompt is model-ready text
+                    res, gen = generate(ModelText(text), body, mt, k)   # a completion prompt is model-ready text
                     outs, reasons = list(res.texts), list(res.finish_reasons) or ["stop"] * body.n
                     usage["completion_tokens"] += res.completion_tokens
                 for j, out in enumerate(outs):
                     full = text + out if body.echo else out
                     lp = None
-                    if body.logprobs is not None:
+                    if k is not None and exact_logprobs and gen is not None:
+                        lp = completion_logprobs(echoed, gen[j], text, out, k)
+                    elif k is not None:
                         # offsets count from the start of the prompt, as OpenAI and vLLM report them
-                        lp = token_logprobs(text + out, 0 if body.echo else len(text), body.logprobs)
+                        lp = token_logprobs(text + out, 0 if body.echo else len(text), k)
                     choices.append({"index": i * body.n + j, "text": full, "logprobs": lp,
                                     "finish_reason": reasons[j] if j < len(reasons) else "stop"})
+        choices.sort(key=lambda c: c["index"])
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": model_name, "choices": choices, "usage": usage}
@@ -245,15 +324,19 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None) -> Fa
         if mt == 0:
             raise ApiError(400, "max_tokens must be >= 1", param="max_tokens")
         prompt = chat_prompt(body.messages)
+        k = body.top_logprobs or 0
+        check_k(k, "top_logprobs")
         choices = []
         with lock:
             rendered = lm.render(prompt)
             n_prompt = check_context(rendered, mt)
-            res = generate(prompt, body, mt)
+            res, gen = generate(prompt, body, mt, k if body.logprobs else None)
             for j, out in enumerate(res.texts):
                 lp = None
-                if body.logprobs:
-                    k = body.top_logprobs or 0
+                if body.logprobs and gen is not None:
+                    lp = {"content": [{"token": e.display, "logprob": _lp(e.logprob or 0.0), "bytes": list(e.piece),
+                                       "top_logprobs": _top_list(e, k)} for e in gen[j]]}
+                elif body.logprobs:
                     toks = [t for t in lm.echo(rendered + out) if t[1] >= len(rendered)]
                     lp = {"content": [{"token": t[0], "logprob": t[2], "bytes": list(t[0].encode("utf-8")),
                                        "top_logprobs": [{"token": t[0], "logprob": t[2]}] if k else []}

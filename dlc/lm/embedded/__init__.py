@@ -25,7 +25,8 @@ Generation samples in numpy with a `random.Random` seeded from dlc.rng.derive_se
 a request is reproducible and independent of how many samples were asked for before it.
 
 Layout: `model` (loading, tokens, rendering, the shared decoding primitives, accounting), `chat_template`,
-`scoring` (score, score_reference, echo) and `generation`; `EmbeddedLM` is the three together.
+`scoring` (score, score_reference, echo, echo_logprobs) and `generation` (generate, generate_logprobs: log-probs and
+top-k read while sampling); `EmbeddedLM` is the three together.
 """
 from __future__ import annotations
 

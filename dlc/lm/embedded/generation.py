@@ -4,14 +4,14 @@ were asked for before it; up to n_seq_max - 1 samples decode side by side, each 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from dlc.errors import DlcLMError
 from dlc.lm.base import GenerateRequest, GenerateResult
-from dlc.lm.embedded.model import EmbeddedModel
+from dlc.lm.embedded.model import EmbeddedModel, TokenLogprob, _logsumexp, _top_logprobs
 from dlc.rng import derive_seed
 
 
@@ -26,6 +26,8 @@ class _Sample:
     data: bytearray
     text: str = ""
     finish: str = ""
+    logprobs: list[float] = field(default_factory=list)        # of each sampled token (when recorded)
+    tops: list[list[tuple[int, float]]] = field(default_factory=list)   # the top-k at each step (when recorded)
 
 
 class EmbeddedGeneration(EmbeddedModel):
@@ -33,13 +35,26 @@ class EmbeddedGeneration(EmbeddedModel):
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         with self._lock, self._timed():
-            results = [self._generate_one(r) for r in requests]
+            results = [self._generate_one(r)[0] for r in requests]
             for r, res in zip(requests, results):
                 self.usage.add(r.tag, calls=1, prompt_tokens=res.prompt_tokens,
                                completion_tokens=res.completion_tokens)
             return results
 
-    def _generate_one(self, req: GenerateRequest) -> GenerateResult:
+    def generate_logprobs(self, request: GenerateRequest,
+                          top_k: int) -> tuple[GenerateResult, list[list[TokenLogprob]]]:
+        """`generate` one request and report, for each sample, every generated token (its own id, as sampled, also
+        the end-of-generation token and the one that completed a stop string) with its log-prob under the model
+        (temperature 1, as vLLM and OpenAI report them) and the `top_k` most likely tokens at its position, all
+        read from the logits the token was sampled from: nothing is re-decoded. Offsets count from the start of
+        the completion text."""
+        with self._lock, self._timed():
+            res, samples = self._generate_one(request, top_k=max(0, int(top_k)))
+            self.usage.add(request.tag, calls=1, prompt_tokens=res.prompt_tokens,
+                           completion_tokens=res.completion_tokens)
+            return res, [self._token_entries(s.tokens, s.logprobs, s.tops) for s in samples]
+
+    def _generate_one(self, req: GenerateRequest, top_k: int | None = None) -> tuple[GenerateResult, list[_Sample]]:
         prompt = self._prompt_tokens(req.prompt)
         if not prompt:
             raise DlcLMError("cannot generate from an empty prompt", code="E643",
@@ -56,7 +71,7 @@ class EmbeddedGeneration(EmbeddedModel):
             for smp in wave:
                 self._L.llama_memory_seq_cp(self._mem, 0, smp.seq, -1, -1)
             try:
-                self._run_wave(wave, last, len(prompt), budget, req)
+                self._run_wave(wave, last, len(prompt), budget, req, top_k)
             finally:
                 self._clear_seqs([smp.seq for smp in wave])
             samples.extend(wave)
@@ -65,16 +80,23 @@ class EmbeddedGeneration(EmbeddedModel):
                 self._trie.insert(prompt + smp.tokens[:-1])
         return GenerateResult(texts=tuple(s.text for s in samples), prompt_tokens=len(prompt),
                               completion_tokens=sum(len(s.tokens) for s in samples),
-                              finish_reasons=tuple(s.finish for s in samples))
+                              finish_reasons=tuple(s.finish for s in samples)), samples
 
     def _run_wave(self, wave: list[_Sample], last: np.ndarray, n_prompt: int, budget: int,
-                  req: GenerateRequest) -> None:
+                  req: GenerateRequest, top_k: int | None = None) -> None:
+        """Sample the wave to the end. With `top_k` not None, record each sampled token's log-prob and the top_k
+        most likely tokens from the very logits it is sampled from."""
         logits = {s.seq: last for s in wave}
         active = list(wave)
         while active:
             for s in active:
-                tok = _sample(logits[s.seq], req.temperature, req.top_p, s.rng)
+                row = logits[s.seq]
+                tok = _sample(row, req.temperature, req.top_p, s.rng)
                 s.tokens.append(tok)
+                if top_k is not None:
+                    lse = _logsumexp(row)
+                    s.logprobs.append(float(row[tok] - lse))
+                    s.tops.append(_top_logprobs(row, top_k, lse) if top_k > 0 else [])
                 if self._L.llama_vocab_is_eog(self._vocab, tok):
                     s.finish = "stop"
                     s.text = s.data.decode("utf-8", errors="replace")

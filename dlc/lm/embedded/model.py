@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -39,6 +39,18 @@ def _llama():  # imported lazily: `dlc compile` must not pay for loading the sha
             llama_cpp.llama_backend_init()
             _BACKEND_READY = True
     return llama_cpp
+
+
+class TokenLogprob(NamedTuple):
+    """One token with its log-prob as `dlc serve` reports it (`echo_logprobs`, `generate_logprobs`)."""
+
+    text: str                   # its share of the text: the texts concatenate to the decoded text
+    offset: int                 # character offset of `text` (from the start of the text it belongs to)
+    logprob: float | None       # None for the first token of a text (no context)
+    id: int
+    display: str                # `token_display`: the key of this token among `top`
+    piece: bytes                # its bytes
+    top: tuple[tuple[str, bytes, float], ...] | None   # the k most likely tokens here (display, bytes, log-prob)
 
 
 def default_threads() -> int:
@@ -110,6 +122,10 @@ class EmbeddedModel:
         self._batch = L.llama_batch_init(self.n_batch, 0, 1)
         self._seq0: list[int] = []                 # tokens whose KV sits in sequence 0 (prefix reuse across calls)
         self._seq0_logits: np.ndarray | None = None  # logits after them (a 1-row re-decode would differ slightly)
+        # echo memo (EmbeddedScoring.echo_logprobs): entry j = the row after _seq0[:j + 1] as (log-prob of
+        # _seq0[j + 1], top-k ids, top-k log-probs); always a prefix of what _seq0 holds
+        self._seq0_rows: list[tuple[float, np.ndarray, np.ndarray]] = []
+        self._displays: dict[int, tuple[str, bytes]] = {}   # token_display, memoized (at most the vocabulary)
         bos = int(L.llama_vocab_bos(self._vocab))
         self._bos = bos if bos >= 0 else None
         self._add_bos = bool(L.llama_vocab_get_add_bos(self._vocab)) and self._bos is not None
@@ -167,6 +183,37 @@ class EmbeddedModel:
 
     def detokenize(self, tokens: Sequence[int], *, special: bool = False) -> str:
         return b"".join(self._piece(t, special) for t in tokens).decode("utf-8", errors="replace")
+
+    def token_display(self, token: int) -> tuple[str, bytes]:
+        """(text, bytes) of one token as OpenAI lists alternatives: its text (special tokens spelled out), or
+        `bytes:\\xNN...` when its bytes are not whole UTF-8 characters (a piece of a multi-byte character)."""
+        got = self._displays.get(token)
+        if got is None:
+            data = self._piece(token, True)
+            try:
+                got = data.decode("utf-8"), data
+            except UnicodeDecodeError:
+                got = "bytes:" + "".join(f"\\x{b:02x}" for b in data), data
+            self._displays[token] = got
+        return got
+
+    def _token_entries(self, tokens: Sequence[int], logprobs: Sequence[float | None],
+                       tops: Sequence[Sequence[tuple[int, float]] | None]) -> list[TokenLogprob]:
+        """TokenLogprob of each token of a text that starts with `tokens[0]`: the token's share of the decoded text
+        (a piece of a multi-byte character gets "" and the token completing it the character), its character
+        offset, its log-prob and the top alternatives as `token_display` texts."""
+        entries: list[TokenLogprob] = []
+        data = b""
+        prev = ""
+        for tok, lp, top in zip(tokens, logprobs, tops):
+            piece = self._piece(tok, True)
+            data += piece
+            now = data.decode("utf-8", errors="ignore")
+            alts = None if top is None else tuple((*self.token_display(t), v) for t, v in top)
+            entries.append(TokenLogprob(now[len(prev):], len(prev), lp, tok, self.token_display(tok)[0], piece,
+                                        alts))
+            prev = now
+        return entries
 
     def render(self, prompt: Prompt) -> str:
         """The exact text the model sees: a raw string verbatim, or a ChatPrompt through the GGUF's own chat
@@ -247,9 +294,11 @@ class EmbeddedModel:
                              hint="raise n_ctx in the model settings or shorten the prompt/inputs")
 
     # ---------------------------------------------------------------- decoding primitives
-    def _decode(self, items: Sequence[tuple[int, int, int]], wanted: dict[int, int | None]) -> dict[int, object]:
+    def _decode(self, items: Sequence[tuple[int, int, int]], wanted: dict[int, int | None], *,
+                top_k: int = 0) -> dict[int, object]:
         """Decode (token, pos, seq) items in chunks of n_batch. For each item index in `wanted`, return the
-        log-prob of the given target token, or (target None) a float64 copy of the logits row."""
+        log-prob of the given target token, or (target None) a float64 copy of the logits row. With `top_k` > 0 a
+        target's entry is (log-prob, the row's top-k [(token, log-prob)], most likely first: `_top_logprobs`)."""
         L = self._L
         out: dict[int, object] = {}
         b = self._batch
@@ -278,6 +327,10 @@ class EmbeddedModel:
                 target = wanted[k]
                 if target is None:
                     out[k] = row.astype(np.float64)
+                elif top_k > 0:
+                    a = row.astype(np.float64)
+                    lse = _logsumexp(a)
+                    out[k] = (float(a[target] - lse), _top_logprobs(a, top_k, lse))
                 else:
                     out[k] = _logprob(row, target)
         return out
@@ -286,6 +339,7 @@ class EmbeddedModel:
         self._L.llama_memory_clear(self._mem, True)
         self._seq0 = []
         self._seq0_logits = None
+        self._seq0_rows = []
 
     def _clear_seqs(self, seqs: Sequence[int]) -> None:
         for s in seqs:
@@ -302,6 +356,7 @@ class EmbeddedModel:
             if a != b:
                 break
             lcp += 1
+        del self._seq0_rows[max(0, lcp - 1):]   # a row stays valid while the token it predicts is shared
         lcp = min(lcp, max(0, len(tokens) - 2))  # >= 2 rows: a 1-row decode takes another kernel (~0.01 nats)
         if not self._L.llama_memory_seq_rm(self._mem, 0, lcp, -1):
             self._reset_memory()
@@ -357,3 +412,13 @@ def _logprob(row: np.ndarray, target: int) -> float:
     a = row.astype(np.float64)
     return float(a[target] - _logsumexp(a))
 
+
+def _top_logprobs(row: np.ndarray, k: int, lse: float) -> list[tuple[int, float]]:
+    """The k most likely tokens of a logits row (float64) whose log-sum-exp is `lse`: [(token, log-prob)], most
+    likely first (ties: lower id first)."""
+    k = min(int(k), len(row))
+    if k <= 0:
+        return []
+    ids = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+    ids = ids[np.lexsort((ids, -row[ids]))]
+    return [(int(t), float(row[t] - lse)) for t in ids]

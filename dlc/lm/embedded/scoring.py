@@ -1,13 +1,16 @@
 """Exact teacher-forced scoring on the embedded model: log p(continuation | prompt) per token, prompts grouped and
 visited in token order so consecutive prompts share their KV prefix (`score`); the slow reference without sharing
-(`score_reference`); and vLLM-style `echo` log-probs of a whole raw prompt (for `dlc serve`)."""
+(`score_reference`); and vLLM-style `echo` log-probs of a whole raw prompt with the top-k at each position
+(`echo_logprobs`, for `dlc serve`), sharing prefixes with the last text the same way."""
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from dlc.errors import DlcLMError
 from dlc.lm.base import ScoreRequest, ScoreResult
-from dlc.lm.embedded.model import EmbeddedModel, _logsumexp
+from dlc.lm.embedded.model import EmbeddedModel, TokenLogprob, _logsumexp
 
 
 class EmbeddedScoring(EmbeddedModel):
@@ -101,24 +104,65 @@ class EmbeddedScoring(EmbeddedModel):
         """(token text, char offset in `text`, teacher-forced log-prob) for every token of a raw prompt, as vLLM's
         `echo` + `logprobs` returns them; the first token has no context and gets None. A BOS token, when the
         vocabulary adds one, is context only and not listed."""
-        with self._lock:
+        return [(e.text, e.offset, e.logprob) for e in self.echo_logprobs(text)]
+
+    def echo_logprobs(self, text: str, top_k: int = 0) -> list[TokenLogprob]:
+        """`echo` with each token's id and the `top_k` most likely tokens at its position (None for the first).
+
+        Prefix-sharing like `score`: sequence 0 keeps the KV of the last text (echoed, scored or generated from)
+        and a memo of its rows, so only what differs from it is decoded (every decode >= 2 rows, see
+        `dlc.lm.embedded`), and a generation from the same text right after reads its last logits without a
+        decode. Consecutive texts sharing a prefix (one prompt, many continuations) cost only their suffixes."""
+        with self._lock, self._timed():
             toks = self.tokenize(text, special=True)
             self._check_len(len(toks), "the prompt")
+            if self._trie is not None:
+                self._trie.insert(toks[:-1])
             n_bos = 1 if (toks and self._bos is not None and toks[0] == self._bos and self._add_bos
                           and not text.startswith(self._bos_text)) else 0
-            lps: dict[int, object] = {}
-            if len(toks) > 1:
-                self._reset_memory()
-                wanted = {j - 1: toks[j] for j in range(max(1, n_bos), len(toks))}
-                lps = self._decode([(t, pos, 0) for pos, t in enumerate(toks)], wanted)
-                self._reset_memory()
-            entries: list[tuple[str, int, float | None]] = []
-            data = b""
-            prev = ""
-            for j in range(n_bos, len(toks)):
-                data += self._piece(toks[j], True)
-                now = data.decode("utf-8", errors="ignore")
-                lp = lps.get(j - 1) if j >= 1 else None
-                entries.append((now[len(prev):], len(prev), None if lp is None else float(lp)))  # type: ignore[arg-type]
-                prev = now
-            return entries
+            rows = self._prefix_rows(toks, max(0, int(top_k))) if toks else []
+            lps: list[float | None] = [None] + [r[0] for r in rows]
+            tops: list[list[tuple[int, float]] | None] = [None] + [
+                [(int(t), float(v)) for t, v in zip(r[1][:top_k], r[2][:top_k])] for r in rows]
+            return self._token_entries(toks[n_bos:], lps[n_bos:], tops[n_bos:])
+
+    def _prefix_rows(self, toks: list[int], top_k: int) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """Make sequence 0 hold `toks` (as `_load_prefix`, last logits kept) and return its rows 0..len-2: (log p of
+        the next token, top ids, top log-probs with at least `top_k` entries), decoding only from the first row the
+        memo lacks (a shared prefix whose rows have enough alternatives is not decoded again)."""
+        lcp = 0
+        for a, b in zip(self._seq0, toks):
+            if a != b:
+                break
+            lcp += 1
+        memo = self._seq0_rows
+        need = min(top_k, self.n_vocab)
+        valid = 0
+        while valid < min(len(memo), lcp - 1) and len(memo[valid][1]) >= need:
+            valid += 1
+        if valid >= len(toks) - 1 and self._seq0 == toks and self._seq0_logits is not None:
+            return memo[:len(toks) - 1]
+        d = min(valid, lcp, max(0, len(toks) - 2))      # >= 2 rows per decode
+        if not self._L.llama_memory_seq_rm(self._mem, 0, d, -1):
+            self._reset_memory()
+            memo, d = self._seq0_rows, 0
+        del memo[d:]
+        self._seq0, self._seq0_logits = toks[:d], None
+        items = [(t, d + i, 0) for i, t in enumerate(toks[d:])]
+        wanted: dict[int, int | None] = {i: toks[d + i + 1] for i in range(len(items) - 1)}
+        wanted[len(items) - 1] = None                     # the last logits, for a generation right after
+        out = self._decode(items, wanted, top_k=need)
+        for i in range(len(items) - 1):
+            if need:
+                lp, top = out[i]  # type: ignore[misc]
+                memo.append((lp, np.array([t for t, _ in top], dtype=np.int64),
+                             np.array([v for _, v in top], dtype=np.float64)))
+            else:
+                memo.append((float(out[i]), _NO_IDS, _NO_LPS))  # type: ignore[arg-type]
+        self._seq0 = list(toks)
+        self._seq0_logits = out[len(items) - 1]  # type: ignore[assignment]
+        return memo[:len(toks) - 1]
+
+
+_NO_IDS = np.zeros(0, dtype=np.int64)
+_NO_LPS = np.zeros(0, dtype=np.float64)
