@@ -222,7 +222,12 @@ class Checkpoint:
         s("best_offsets", "vector map", default=None, null=True)
         s("best_dev", "number", default=None, null=True)
         s("done", "bool", default=False)
-        return cls(iteration=f("iteration", "int"), state=state, trace_records=f("trace_records", "int"),
+        s("history", "list", default=None)
+        iteration, trace_records = f("iteration", "int"), f("trace_records", "int")
+        if iteration < 0 or trace_records < 0:
+            raise corrupted(f"{source}: a negative count (iteration {iteration}, trace_records {trace_records})")
+        s("iteration", "int", default=None)   # equal to `iteration` in a run's checkpoint (rundir.check_progress)
+        return cls(iteration=iteration, state=state, trace_records=trace_records,
                    graph_sha256=f("graph_sha256", "str"), config_sha256=f("config_sha256", "str"),
                    usage=f("usage", "object", default={}), written_at=f("written_at", "number", default=None,
                                                                          null=True), extra=f.rest())

@@ -403,4 +403,43 @@ def check_resumable(run: RunDir, *, graph_sha256: str | None, config_sha256: str
     if ck is not None and (ck.graph_sha256 != cfg.graph_sha256 or ck.config_sha256 != cfg.config_sha256):
         raise DlcArtifactError(f"corrupted run directory: {run.path / CHECKPOINT} belongs to another graph/config",
                                code="E502")
+    check_progress(run, cfg, ck)
     return cfg
+
+
+def check_progress(run: RunDir, cfg: RunConfig, ck: Checkpoint | None) -> None:
+    """The checkpoint and the trace agree with each other and with the config, as the trainer writes them
+    (dlc.app.training._train): iteration t = 0..iters appends one trace record, fsynced, then a checkpoint counting
+    it; a checkpoint at iteration i counts i records (i + 1 once the final validation ran), one per entry of the
+    state's history, and the state is at the checkpoint's iteration; the trace holds exactly those records, numbered
+    0, 1, ..., plus at most the one of the iteration in flight (killed between the two writes; dropped on resume). Anything else — a lost or torn record the checkpoint counts, an
+    emptied trace, a checkpoint past the configured iterations — is E502, found before anything is written."""
+    ck_path, trace_path = run.path / CHECKPOINT, run.path / TRACE
+
+    def damaged(message: str) -> DlcArtifactError:
+        return DlcArtifactError(f"corrupted run directory: {message}", code="E502",
+                                hint="the run's files were edited or damaged; start a new run with `dlc fit`")
+
+    counted = 0
+    if ck is not None:
+        counted = ck.trace_records
+        iters = cfg.iters
+        if iters is not None and (ck.iteration > iters or counted > iters + 1):
+            raise damaged(f"{ck_path} is at iteration {ck.iteration} with {counted} trace record(s), but the run has "
+                          f"{iters} iteration(s)")
+        if ck.state.get("iteration") != ck.iteration:
+            raise damaged(f"{ck_path}: the state is at iteration {ck.state.get('iteration')}, the checkpoint at "
+                          f"{ck.iteration}")
+        if not ck.iteration <= counted <= ck.iteration + 1:
+            raise damaged(f"{ck_path} is at iteration {ck.iteration} but counts {counted} trace record(s)")
+        history = ck.state.get("history")
+        if isinstance(history, list) and len(history) != counted:
+            raise damaged(f"{ck_path}: the state's history has {len(history)} iteration(s), the checkpoint counts "
+                          f"{counted} trace record(s)")
+    records = run.trace()
+    if not counted <= len(records) <= counted + 1:
+        raise damaged(f"{trace_path} holds {len(records)} complete record(s), the checkpoint counts {counted}"
+                      + (" (records were lost or cut)" if len(records) < counted else ""))
+    for i, rec in enumerate(records[:counted]):       # the one in flight, if any, is dropped on resume
+        if rec.iteration != i:
+            raise damaged(f"{trace_path} record {i + 1} is iteration {rec.iteration}, expected {i}")
