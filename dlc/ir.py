@@ -26,7 +26,7 @@ prompt-proposal templates (`templates/backward/prompt_*.j2`) receive
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
 SCHEMA_VERSION = "dlc/manifest/v1"
@@ -42,6 +42,20 @@ Backend = Literal["embedded", "openai", "scripted"]   # dlc.lm.registry.open_bac
 Validation = Literal["accuracy", "loglik"]
 Acceptance = Literal["best", "paired"]
 CalibrationKeep = Literal["accuracy", "selection"]
+Range = tuple[float | None, float | None, bool]      # (lo, hi, lo exclusive); None: unbounded
+
+
+def setting(default: Any = MISSING, *, key: str | None = None, kind: str | None = None, lo: float | None = None,
+            hi: float | None = None, lo_open: bool = False, custom: bool = False) -> Any:
+    """A field a `.dln` block sets: the one declaration of its key, type, default and range, from which
+    `dlc.lang.schema` derives the block's checks (`dlc.lang.check`), the compiler's defaults and lowering, and the
+    manifest codec. `key`: the .dln key when it is not the field name; `kind`: the coercer when the type does not
+    say it (name, names, env, raw: kept as syntax); `lo`/`hi`: the range of a number, `lo_open` excluding lo (E311
+    outside); `custom`: lowered by the compiler with context (templates, labels, model names, paths), not copied from
+    the checked value."""
+    rng = (lo, hi, lo_open) if lo is not None or hi is not None else None
+    meta = {"dln": True, "key": key, "kind": kind, "range": rng, "custom": custom}
+    return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -77,10 +91,10 @@ class Output:
 class Generation:
     """Forward generation settings of a layer (used for greedy outputs of text/number layers)."""
 
-    max_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
+    max_tokens: int = setting(256, lo=1, hi=32768)
+    temperature: float = setting(0.0, lo=0, hi=2)
+    top_p: float = setting(1.0, lo=0, hi=1, lo_open=True)
+    stop: tuple[str, ...] = setting(())
 
 
 @dataclass(frozen=True)
@@ -95,31 +109,34 @@ class PosteriorComponent:
 class Backward:
     """How a layer is trained: its prompt-proposal template B_pi and its posterior mixture B_h."""
 
-    prompt_template: TemplateRef
-    posterior: tuple[PosteriorComponent, ...]
-    max_tokens: int = 512          # proposals (prompts and hidden texts) are capped at this length
-    stop: tuple[str, ...] = ()
+    prompt_template: TemplateRef = setting(key="prompt", kind="raw", custom=True)
+    posterior: tuple[PosteriorComponent, ...] = setting(kind="raw", custom=True)
+    max_tokens: int = setting(512, lo=1, hi=32768)   # proposals (prompts and hidden texts) are capped
+    stop: tuple[str, ...] = setting(("[END]",))    # prompt_proposal.j2 asks to end the new instruction with [END]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Layer:
-    """One LLM call: parents -> template(prompt, parents) -> output."""
+    """One LLM call: parents -> template(prompt, parents) -> output. The keys of a `layer` block are the fields made
+    with `setting` (the Generation's included); its `backward { }` block sets the Backward."""
 
     name: str
     parents: tuple[str, ...]
-    template: TemplateRef
-    prompt: str
-    trainable: bool
-    output: Output
-    generation: Generation
-    backward: Backward
-    model: str = "default"                 # name of a ModelConfig (forward)
-    backward_model: str = "default"        # name of a ModelConfig (prompt and hidden proposals)
-    format: PromptFormat = "chat"          # render through the model's chat template, or as raw text
-    system: str | None = None              # system message for chat format (None: the model's default)
-    answer_prefix: str = ""                # the assistant reply starts with this before labels are scored
-    calibration: Calibration = "none"      # choice layers: "fit" learns a per-label log-offset (engine/calibration)
-    offsets: tuple[tuple[str, float], ...] = ()   # (label, b_label): p(label | ctx) ∝ p_LM(label | ctx)·exp(b)
+    template: TemplateRef = setting(kind="raw", custom=True)
+    prompt: str = setting("")
+    trainable: bool = setting(True, key="fixed", custom=True)    # `fixed = true`: not trained
+    output: Output = setting(Output(), kind="raw", custom=True)
+    generation: Generation = field(default_factory=Generation, metadata={"flatten": True})
+    backward: Backward = field(metadata={"nested": "backward"})
+    model: str = setting("default", kind="name")            # name of a ModelConfig (forward)
+    backward_model: str = setting("default", kind="name")   # name of a ModelConfig (prompt and hidden proposals)
+    format: PromptFormat = setting("chat")        # render through the model's chat template, or as raw text
+    system: str | None = setting(None)            # system message for chat format (None: the model's default)
+    answer_prefix: str = setting("")              # the assistant reply starts with this before labels are scored
+    calibration: Calibration = setting("none", custom=True)   # choice layers: "fit" learns a per-label log-offset
+                                                  # (engine/calibration); the output layer's default is "fit"
+    offsets: tuple[tuple[str, float], ...] = setting((), kind="raw", custom=True)
+                                                  # (label, b_label): p(label | ctx) ∝ p_LM(label | ctx)·exp(b)
     span: dict[str, Any] | None = None     # SourceSpan.to_json() of the layer declaration
 
     def offset_vector(self) -> list[float] | None:
@@ -138,80 +155,81 @@ class ModelConfig:
     function of the request)."""
 
     name: str
-    backend: Backend = "embedded"
-    model: str = "default"
-    base_url_env: str | None = None        # e.g. "OPENAI_BASE_URL" (several URLs separated by commas)
-    api_key_env: str | None = None         # e.g. "OPENAI_API_KEY"
-    n_ctx: int = 4096
-    max_concurrency: int = 8
-    timeout: float = 120.0
-    delay: float = 0.0                     # scripted backend only: seconds slept per batch call (lets a test
-                                           # interrupt a fit inside an iteration)
+    backend: Backend = setting("embedded")
+    model: str = setting("default")
+    base_url_env: str | None = setting(None, kind="env")   # e.g. "OPENAI_BASE_URL" (several URLs, comma-separated)
+    api_key_env: str | None = setting(None, kind="env")    # e.g. "OPENAI_API_KEY"
+    n_ctx: int = setting(4096, lo=128, hi=1 << 20)
+    max_concurrency: int = setting(8, lo=1, hi=1024)
+    timeout: float = setting(120.0, lo=0, lo_open=True)
+    delay: float = setting(0.0, lo=0, hi=60)   # scripted backend only: seconds slept per batch call
+                                                        # (lets a test interrupt a fit inside an iteration)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where examples come from. A built-in `task` (paper task or generated task) or a `path` (JSONL/CSV)."""
 
-    task: str | None = None
-    path: str | None = None
-    fields: tuple[tuple[str, str], ...] = ()   # (graph input name, dataset field)
-    target_field: str = "label"
-    train_size: int = -1                       # -1: the whole split
-    dev_size: int = -1
-    test_size: int = -1
-    data_dir: str | None = None
-    cut: Literal["first", "balanced"] = "first"  # how *_size cuts a split: its first n, or the paper's class-
-                                                 # balanced draw (with replacement; dlc.data.splits.balanced_cut)
+    task: str | None = setting(None, custom=True)              # a name in dlc.data.tasks.TASKS
+    path: str | None = setting(None, custom=True)              # relative to the .dln file
+    fields: tuple[tuple[str, str], ...] = setting((), kind="raw", custom=True)   # (graph input, dataset field)
+    target_field: str = setting("label")
+    train_size: int = setting(-1, lo=-1)     # -1: the whole split
+    dev_size: int = setting(-1, lo=-1)
+    test_size: int = setting(-1, lo=-1)
+    data_dir: str | None = setting(None, custom=True)          # relative to the .dln file
+    cut: Literal["first", "balanced"] = setting("first")  # how *_size cuts a split: its first n, or the paper's
+                                                 # class-balanced draw (with replacement; dlc.data.splits.balanced_cut)
 
 
 @dataclass(frozen=True)
 class FitConfig:
     """Every training option (dln-reference §1.6). Defaults follow the paper's reported settings (§5.1, App. I)."""
 
-    iters: int = 20                        # paper: 20 iterations
-    batch_size: int = 20                   # paper: B = 20
-    num_p_samples: int = 20                # N prompt candidates per step (N-1 new + current); paper: 20
-    num_h_samples: int = 5                 # K posterior samples per example; paper: 5
-    seed: int = 42                         # the run seed: every random choice is derived from it (dlc.rng)
-    fwd_temp: float = 0.0                  # training forward temperature (dev/test are always greedy)
-    bwd_temp: float = 0.7                  # prompt and hidden proposals
-    val_freq: int = 2                      # validate on dev every k iterations (paper: 2)
-    do_first_eval: bool = True             # validate the initial prompts, so training can never end worse on dev
-    tolerance: int = 2                     # backtrack to the best prompts after this many non-improving vals (-1 off)
-    use_memory: int = 2                    # M best prompt sets re-proposed as bases (paper DLN-2: 2)
-    held_out_prompt_ranking: bool = True   # each proposal sees a random half of the batch (paper: True)
-    balance_batch: bool = False            # class-balanced training batches
-    logp_penalty: float = 0.5              # exploration reward lambda on hidden layers (paper DLN-2: 0.5)
-    decay_logp_penalty: bool = True        # lambda decays linearly to 0 over training
-    trust_factor: float = 0.0              # KL trust region on output layers (0 off)
-    posterior_temp: float = 1.0            # temperature of the importance weights (>= 100: uniform)
-    output_scoring: ScoringFunction = "logprobs"
-    hidden_scoring: ScoringFunction = "logprobs"
-    include_prior: bool = True             # posterior logits add log p(h | parents, pi)
-    correct_weighting: bool = False        # posterior logits subtract log q(h) (proper importance weights)
-    mi_regularization: bool = False        # posterior logits subtract log p(y | h) without x
-    use_h_argmax: bool = False             # keep only the best posterior sample per example
-    rewrite_loss_only: bool = False        # resample hidden texts only for misclassified examples
-    strip_options_for_hidden: bool = False  # hidden layers see the input cut before "Options:" (scoring too)
-    n_shots: int = 0                       # in-context examples prepended to the output layer's input (baseline)
-    hidden_logp: LogpReduction = "mean"    # log p(h | .) per token: keeps long and short h on one scale (paper)
-    output_logp: LogpReduction = "sum"     # log p(y | .) of a whole label/answer
-    use_nce: bool = False                  # pi_0 score = log-softmax over the K samples
-    num_p1_steps: int = 1                  # local-search steps per iteration for hidden layers
-    train: tuple[str, ...] = ()            # layers to train ((): every trainable layer)
-    budget_tokens: int = 0                 # stop cleanly once this many tokens were spent (0: no cap)
-    max_dev: int = -1                      # cap on dev examples used for validation (-1: all)
-    label_agg: LabelAgg = "logsumexp"         # verbalizers -> label score: "logsumexp" (label mass) | "max"
-    calibration_sigma: float = 1.0         # prior std of a calibrated layer's offsets (MAP shrinkage towards 0)
-    calibration_size: int = 64             # train examples the offsets are fitted on at each validation (-1: all)
-    calibration_keep: CalibrationKeep = "accuracy"   # offsets are kept if they raise dev accuracy ("selection":
+    iters: int = setting(20, lo=0)  # paper: 20 iterations
+    batch_size: int = setting(20, lo=1)  # paper: B = 20
+    num_p_samples: int = setting(20, lo=1)  # N prompt candidates per step (N-1 new + current); paper: 20
+    num_h_samples: int = setting(5, lo=1)  # K posterior samples per example; paper: 5
+    seed: int = setting(42, lo=0)  # the run seed: every random choice is derived from it (dlc.rng)
+    fwd_temp: float = setting(0.0, lo=0, hi=2)  # training forward temperature (dev/test are always greedy)
+    bwd_temp: float = setting(0.7, lo=0, hi=2)  # prompt and hidden proposals
+    val_freq: int = setting(2, lo=1)  # validate on dev every k iterations (paper: 2)
+    do_first_eval: bool = setting(True)    # validate the initial prompts, so training can never end worse on dev
+    tolerance: int = setting(2, lo=-1)  # backtrack to the best prompts after this many non-improving vals (-1 off)
+    use_memory: int = setting(2, lo=0)  # M best prompt sets re-proposed as bases (paper DLN-2: 2)
+    held_out_prompt_ranking: bool = setting(True)  # each proposal sees a random half of the batch (paper: True)
+    balance_batch: bool = setting(False)   # class-balanced training batches
+    logp_penalty: float = setting(0.5, lo=0)  # exploration reward lambda on hidden layers (paper DLN-2: 0.5)
+    decay_logp_penalty: bool = setting(True)  # lambda decays linearly to 0 over training
+    trust_factor: float = setting(0.0, lo=0)  # KL trust region on output layers (0 off)
+    posterior_temp: float = setting(1.0, lo=0, lo_open=True)  # temperature of the importance weights (>= 100: uniform)
+    output_scoring: ScoringFunction = setting("logprobs")
+    hidden_scoring: ScoringFunction = setting("logprobs")
+    include_prior: bool = setting(True)    # posterior logits add log p(h | parents, pi)
+    correct_weighting: bool = setting(False)  # posterior logits subtract log q(h) (proper importance weights)
+    mi_regularization: bool = setting(False)  # posterior logits subtract log p(y | h) without x
+    use_h_argmax: bool = setting(False)    # keep only the best posterior sample per example
+    rewrite_loss_only: bool = setting(False)  # resample hidden texts only for misclassified examples
+    strip_options_for_hidden: bool = setting(False)  # hidden layers see the input cut before "Options:" (scoring too)
+    n_shots: int = setting(0, lo=0)  # in-context examples prepended to the output layer's input (baseline)
+    hidden_logp: LogpReduction = setting("mean")  # log p(h | .) per token: keeps long and short h on one scale (paper)
+    output_logp: LogpReduction = setting("sum")  # log p(y | .) of a whole label/answer
+    use_nce: bool = setting(False)         # pi_0 score = log-softmax over the K samples
+    num_p1_steps: int = setting(1, lo=1)  # local-search steps per iteration for hidden layers
+    train: tuple[str, ...] = setting((), kind="names", custom=True)  # layers to train ((): every trainable layer)
+    budget_tokens: int = setting(0, lo=0)  # stop cleanly once this many tokens were spent (0: no cap)
+    max_dev: int = setting(-1, lo=-1)  # cap on dev examples used for validation (-1: all)
+    label_agg: LabelAgg = setting("logsumexp")  # verbalizers -> label score: "logsumexp" (label mass) | "max"
+    calibration_sigma: float = setting(1.0, lo=0, lo_open=True)  # prior std of a calibrated layer's offsets
+                                           # (MAP shrinkage towards 0)
+    calibration_size: int = setting(64, lo=-1)  # train examples the offsets are fitted on at each validation (-1: all)
+    calibration_keep: CalibrationKeep = setting("accuracy")  # offsets are kept if they raise dev accuracy ("selection":
                                            # by the validation/accept rule of prompts) — bench/CALIBRATION.md
-    validation: Validation = "loglik"      # dev score that selects prompts: mean log p(target), or accuracy
-    accept: Acceptance = "paired"          # a new set must beat the best on the same dev examples (t-test)
-    accept_level: float = 0.1              # one-sided paired t-test level of accept = "paired"
-    max_prompt_words: int = 150            # a proposal longer than this is rejected (0: no cap)
-    copy_ngram: int = 8                    # a proposal sharing this many consecutive words with a shown input
+    validation: Validation = setting("loglik")  # dev score that selects prompts: mean log p(target), or accuracy
+    accept: Acceptance = setting("paired") # a new set must beat the best on the same dev examples (t-test)
+    accept_level: float = setting(0.1, lo=0, hi=0.5, lo_open=True)  # one-sided paired t-test level of accept = "paired"
+    max_prompt_words: int = setting(150, lo=0)  # a proposal longer than this is rejected (0: no cap)
+    copy_ngram: int = setting(8, lo=0)  # a proposal sharing this many consecutive words with a shown input
                                            # is rejected as a copy (0: off)
 
     @classmethod
@@ -237,8 +255,9 @@ class Graph:
     layers: dict[str, Layer]
     order: tuple[str, ...]
     output: str                            # the output layer
-    target: str = "label"                  # dataset field holding the target of the output layer
-    metric: Metric = "accuracy"
+    target: str = setting("label", custom=True)   # dataset field holding the target of the output layer
+    metric: Metric = setting("accuracy", custom=True)   # (`output y { target = ..., metric = ... }`; the
+                                                         # compiler's defaults follow the data and the output kind)
     models: dict[str, ModelConfig] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     fit: FitConfig = field(default_factory=FitConfig)

@@ -12,17 +12,20 @@ Layout (`schema_version` "dlc/manifest/v1"):
      "parameters": {"<network>.<layer>.prompt": {"layer", "init", "trainable"}},
      "models": {...}, "data": {...}, "fit": {...}}
 
-`from_json(to_json(g)) == g` exactly. `dlc.artifacts.identity` hashes what the graph *means* (not where or when it
-was compiled, nor its source positions), so `dlc fit --resume` can refuse a run whose graph changed.
+`from_json(to_json(g)) == g` exactly. The layer, model, data and fit entries are the IR dataclasses' fields in field
+order, written and read by one walk over them (`_encode`, `_decode`), so a new `ir.setting` needs no code here.
+`dlc.artifacts.identity` hashes what the graph *means* (not where or when it was compiled, nor its source positions),
+so `dlc fit --resume` can refuse a run whose graph changed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict, fields
+import types
+import typing
+from dataclasses import MISSING, fields, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from dlc import __version__, ir
 from dlc.artifacts.canonical import canonical_json
@@ -52,30 +55,10 @@ def to_json(graph: ir.Graph) -> dict[str, Any]:
 
     nodes: dict[str, Any] = {n: {"kind": "input"} for n in graph.inputs}
     for name in graph.order:
-        lay = graph.layers[name]
-        nodes[name] = {
-            "kind": "layer",
-            "parents": list(lay.parents),
-            "template": tid(lay.template),
-            "prompt": lay.prompt,
-            "trainable": lay.trainable,
-            "output": {"kind": lay.output.kind,
-                       "labels": [{"name": lb.name, "verbalizers": list(lb.verbalizers)} for lb in lay.output.labels]},
-            "generation": {"max_tokens": lay.generation.max_tokens, "temperature": lay.generation.temperature,
-                           "top_p": lay.generation.top_p, "stop": list(lay.generation.stop)},
-            "backward": {"prompt_template": tid(lay.backward.prompt_template),
-                         "posterior": [{"template": tid(c.template), "weight": c.weight}
-                                       for c in lay.backward.posterior],
-                         "max_tokens": lay.backward.max_tokens, "stop": list(lay.backward.stop)},
-            "model": lay.model,
-            "backward_model": lay.backward_model,
-            "format": lay.format,
-            "system": lay.system,
-            "answer_prefix": lay.answer_prefix,
-            "calibration": lay.calibration,
-            "offsets": {k: v for k, v in lay.offsets},
-            "span": lay.span,
-        }
+        node = _encode(graph.layers[name], tid)
+        del node["name"]
+        node["offsets"] = {k: v for k, v in graph.layers[name].offsets}
+        nodes[name] = {"kind": "layer", **node}
     return {
         "schema_version": ir.SCHEMA_VERSION,
         "dlc_version": __version__,
@@ -89,10 +72,21 @@ def to_json(graph: ir.Graph) -> dict[str, Any]:
         "parameters": {f"{graph.name}.{n}.prompt": {"layer": n, "init": graph.layers[n].prompt,
                                                      "trainable": graph.layers[n].trainable}
                        for n in graph.order},
-        "models": {n: asdict(m) for n, m in graph.models.items()},
-        "data": {**asdict(graph.data), "fields": [list(f) for f in graph.data.fields]},
-        "fit": {**asdict(graph.fit), "train": list(graph.fit.train)},
+        "models": {n: _encode(m, tid) for n, m in graph.models.items()},
+        "data": _encode(graph.data, tid),
+        "fit": _encode(graph.fit, tid),
     }
+
+
+def _encode(x: Any, tid: Callable[[ir.TemplateRef], str]) -> Any:
+    """An IR value as JSON: a dataclass as {field: value} in field order, a tuple as a list, a template as its id."""
+    if isinstance(x, ir.TemplateRef):
+        return tid(x)
+    if is_dataclass(x) and not isinstance(x, type):
+        return {f.name: _encode(getattr(x, f.name), tid) for f in fields(x)}
+    if isinstance(x, tuple):
+        return [_encode(i, tid) for i in x]
+    return x
 
 
 # ---------------------------------------------------------------------------------------------------- from JSON
@@ -118,38 +112,54 @@ def _from_json(d: dict[str, Any]) -> ir.Graph:
     net = d["network"]
     layers: dict[str, ir.Layer] = {}
     for name in net["order"]:
-        n = d["nodes"][name]
-        b = n["backward"]
-        g = n["generation"]
-        layers[name] = ir.Layer(
-            name=name, parents=tuple(n["parents"]), template=tpl[n["template"]], prompt=n["prompt"],
-            trainable=bool(n["trainable"]),
-            output=ir.Output(kind=n["output"]["kind"],
-                             labels=tuple(ir.Label(lb["name"], tuple(lb["verbalizers"]))
-                                          for lb in n["output"]["labels"])),
-            generation=ir.Generation(max_tokens=g["max_tokens"], temperature=g["temperature"], top_p=g["top_p"],
-                                     stop=tuple(g["stop"])),
-            backward=ir.Backward(prompt_template=tpl[b["prompt_template"]],
-                                 posterior=tuple(ir.PosteriorComponent(tpl[c["template"]], c["weight"])
-                                                 for c in b["posterior"]),
-                                 max_tokens=b["max_tokens"], stop=tuple(b["stop"])),
-            model=n["model"], backward_model=n["backward_model"], format=n["format"], system=n["system"],
-            answer_prefix=n["answer_prefix"], calibration=n.get("calibration", "none"),
-            offsets=tuple((str(k), float(v)) for k, v in (n.get("offsets") or {}).items()), span=n["span"])
-    data = dict(d["data"])
-    data["fields"] = tuple(tuple(f) for f in data["fields"])
-    fit = dict(d["fit"])
-    fit["train"] = tuple(fit["train"])
-    known_fit = {f.name for f in fields(ir.FitConfig)}
-    unknown = sorted(set(fit) - known_fit)
-    if unknown:
-        raise ValueError(f"unknown fit options {unknown}")
+        n = dict(d["nodes"][name], name=name)
+        n["offsets"] = [[str(k), float(v)] for k, v in (n.get("offsets") or {}).items()]
+        layers[name] = _decode(ir.Layer, n, tpl, optional=("calibration", "offsets"))   # (added after v1 began)
     return ir.Graph(
         name=net["name"], inputs=tuple(net["inputs"]), layers=layers, order=tuple(net["order"]),
         output=net["output"], target=net["target"], metric=net["metric"],
-        models={k: ir.ModelConfig(**v) for k, v in d["models"].items()},
-        data=ir.DataConfig(**data), fit=ir.FitConfig(**fit),
+        models={k: _decode(ir.ModelConfig, v, tpl, strict="model") for k, v in d["models"].items()},
+        data=_decode(ir.DataConfig, d["data"], tpl, strict="data"),
+        fit=_decode(ir.FitConfig, d["fit"], tpl, strict="fit"),
         source_path=d["source"]["path"], source_sha256=d["source"]["sha256"])
+
+
+def _decode(cls: type, d: dict[str, Any], tpl: dict[str, ir.TemplateRef], *, strict: str = "",
+            optional: Iterable[str] = ()) -> Any:
+    """The inverse of `_encode`, typed by `cls`'s field hints. `strict` (a block name): an unknown key is an error and
+    a missing one takes the default; otherwise only the `optional` keys may be missing (KeyError, i.e. E508)."""
+    if not isinstance(d, dict):
+        raise TypeError(f"{cls.__name__} is not an object")
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if strict and unknown:
+        raise ValueError(f"unknown {strict} options {unknown}")
+    hints = typing.get_type_hints(cls)
+    kw = {}
+    for f in fields(cls):
+        if f.name in d:
+            kw[f.name] = _value(hints[f.name], d[f.name], tpl)
+        elif not (strict or f.name in optional) or (f.default is MISSING and f.default_factory is MISSING):
+            raise KeyError(f.name)
+    return cls(**kw)
+
+
+def _value(t: Any, v: Any, tpl: dict[str, ir.TemplateRef]) -> Any:
+    if t is ir.TemplateRef:
+        return tpl[v]
+    if is_dataclass(t):
+        return _decode(t, v, tpl)
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is tuple:
+        if not isinstance(v, list):
+            raise TypeError(f"expected a list, got {type(v).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_value(args[0], i, tpl) for i in v)
+        return tuple(_value(a, i, tpl) for a, i in zip(args, v, strict=True))
+    if origin in (typing.Union, types.UnionType) and v is None:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        return _value(next(a for a in args if a is not type(None)), v, tpl)
+    return v
 
 
 # ---------------------------------------------------------------------------------------------------- hashing

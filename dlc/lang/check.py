@@ -1,8 +1,9 @@
-"""Semantic checks: the schema of every block, value coercion with spans, and the graph-level rules.
+"""Semantic checks: the coercer of every block key (derived from `dlc.lang.schema`), value coercion with spans, and
+the graph-level rules.
 
-The grammar is generic (`key = value`), so this module is where a key gets its meaning. Every check *records* an
-error and returns a sentinel instead of raising, so one compile reports all mistakes of a file at once
-(`CompileFailed`). Error codes (E3xx semantics, E35x templates, E4xx graph structure):
+The grammar is generic (`key = value`); a key gets its meaning from its `ir.setting` field, checked here. Every
+check *records* an error and returns a sentinel instead of raising, so one compile reports all mistakes of a file at
+once (`CompileFailed`). Error codes (E3xx semantics, E35x templates, E4xx graph structure):
 
     E301 unknown template            E310 wrong type                 E320 duplicate label
     E302 unknown node name           E311 value out of range         E321 verbalizer used by two labels
@@ -20,8 +21,7 @@ error and returns a sentinel instead of raising, so one compile reports all mist
 from __future__ import annotations
 
 import re
-import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Literal, Mapping
 
 import networkx as nx
@@ -29,6 +29,7 @@ import networkx as nx
 from dlc import ir
 from dlc.lang import syntax as S
 from dlc.errors import DlcError, DlcGraphError, DlcSemanticError, DlcTemplateError, SourceSpan, did_you_mean
+from dlc.lang.schema import Key, keys, out_of_range
 
 
 class _Invalid:
@@ -118,17 +119,12 @@ class Checker:
                lo_open: bool = False) -> Any:
         if not isinstance(v, S.Num):
             return self.type_error(v, "a number", key)
-        x = float(v.value)
-        if lo_open and lo is not None and x <= lo:
-            return self.error("E311", f"'{key}' must be greater than {lo:g}, got {v.value}", v.span)
-        return self._range(v, x, key, lo, hi)
+        return self._range(v, float(v.value), key, lo, hi, lo_open)
 
-    def _range(self, v: S.Value, x: float, key: str, lo: float | None, hi: float | None) -> Any:
-        if lo is not None and x < lo:
-            return self.error("E311", f"'{key}' must be at least {lo:g}, got {x:g}", v.span)
-        if hi is not None and x > hi:
-            return self.error("E311", f"'{key}' must be at most {hi:g}, got {x:g}", v.span)
-        return x
+    def _range(self, v: S.Num, x: float, key: str, lo: float | None, hi: float | None, lo_open: bool = False
+               ) -> Any:
+        problem = out_of_range(x, (lo, hi, lo_open), shown=str(v.value))
+        return x if problem is None else self.error("E311", f"'{key}' {problem}", v.span)
 
     def boolean(self, v: S.Value, key: str) -> Any:
         if isinstance(v, S.Bool):
@@ -213,49 +209,26 @@ class Checker:
 
 
 # -------------------------------------------------------------------------------------------------------- schemas
-def layer_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
-    """Keys of a `layer` block. `template`, `output` and `model`s are resolved by the compiler (they need names)."""
-    keep: Callable[[S.Value, str], Any] = lambda v, k: v  # noqa: E731 - resolved later, with context
+def schema(ck: Checker, block: str) -> dict[str, Callable[[S.Value, str], Any]]:
+    """The coercer of every key of a block, derived from its IR fields (`dlc.lang.schema`): a new setting is checked
+    for free. `raw` keys are kept as syntax and resolved by the compiler (they need names, labels or files)."""
+    return {k.key: _coercer(ck, k) for k in keys(block).values()}
+
+
+def _coercer(ck: Checker, k: Key) -> Callable[[S.Value, str], Any]:
+    lo, hi, lo_open = k.range or (None, None, False)
     return {
-        "template": keep,
-        "prompt": ck.text,
-        "fixed": ck.boolean,
-        "output": keep,
-        "max_tokens": lambda v, k: ck.integer(v, k, 1, 32768),
-        "temperature": lambda v, k: ck.number(v, k, 0.0, 2.0),
-        "top_p": lambda v, k: ck.number(v, k, 0.0, 1.0, lo_open=True),
-        "stop": ck.text_list,
-        "model": ck.name,
-        "backward_model": ck.name,
-        "format": lambda v, k: ck.choice(v, k, ("chat", "raw")),
-        "answer_prefix": ck.text,
-        "system": ck.text,
-        "calibration": lambda v, k: ck.choice(v, k, typing.get_args(ir.Calibration)),
-        "offsets": keep,            # {label: number}: checked against the layer's labels by the compiler
-    }
-
-
-def backward_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
-    keep: Callable[[S.Value, str], Any] = lambda v, k: v  # noqa: E731
-    return {
-        "prompt": keep,
-        "posterior": keep,
-        "max_tokens": lambda v, k: ck.integer(v, k, 1, 32768),
-        "stop": ck.text_list,
-    }
-
-
-def model_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
-    return {
-        "backend": lambda v, k: ck.choice(v, k, typing.get_args(ir.Backend)),
-        "model": ck.text,
-        "base_url_env": lambda v, k: env_name(ck, v, k),
-        "api_key_env": lambda v, k: env_name(ck, v, k),
-        "n_ctx": lambda v, k: ck.integer(v, k, 128, 1 << 20),
-        "max_concurrency": lambda v, k: ck.integer(v, k, 1, 1024),
-        "timeout": lambda v, k: ck.number(v, k, 0.0, None, lo_open=True),
-        "delay": lambda v, k: ck.number(v, k, 0.0, 60.0),     # scripted backend only (the compiler checks)
-    }
+        "bool": ck.boolean,
+        "int": lambda v, key: ck.integer(v, key, lo, hi),       # type: ignore[arg-type]
+        "number": lambda v, key: ck.number(v, key, lo, hi, lo_open=lo_open),
+        "choice": lambda v, key: ck.choice(v, key, k.allowed),
+        "text": ck.text,
+        "text_list": ck.text_list,
+        "name": ck.name,
+        "names": ck.name_list,                                  # `train = [h, y]`: checked against the layers later
+        "env": lambda v, key: env_name(ck, v, key),
+        "raw": lambda v, key: v,
+    }[k.kind]
 
 
 # Prefixes of API keys/tokens (OpenAI, Hugging Face, Groq, GitHub, Slack, AWS, Google, Replicate, NVIDIA, ...)
@@ -295,69 +268,6 @@ def env_name(ck: Checker, v: S.Value, key: str) -> Any:
                         if secret else "environment variable names are letters, digits and _, not starting with a "
                                        "digit")
     return word
-
-
-def output_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
-    return {
-        "target": ck.text,
-        "metric": lambda v, k: ck.choice(v, k, typing.get_args(ir.Metric)),
-    }
-
-
-def data_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
-    keep: Callable[[S.Value, str], Any] = lambda v, k: v  # noqa: E731
-    return {
-        "task": ck.text,
-        "path": ck.text,
-        "fields": keep,
-        "target_field": ck.text,
-        "train_size": lambda v, k: ck.integer(v, k, -1),
-        "dev_size": lambda v, k: ck.integer(v, k, -1),
-        "test_size": lambda v, k: ck.integer(v, k, -1),
-        "data_dir": ck.text,
-        "cut": lambda v, k: ck.choice(v, k, ("first", "balanced")),  # first n, or the paper's class-balanced cut
-    }
-
-
-# Valid ranges of the numeric fit options (lo, hi, lo exclusive). Everything else is typed from ir.FitConfig.
-FIT_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "iters": (0, None, False), "batch_size": (1, None, False), "num_p_samples": (1, None, False),
-    "num_h_samples": (1, None, False), "seed": (0, None, False), "fwd_temp": (0, 2, False),
-    "bwd_temp": (0, 2, False), "val_freq": (1, None, False), "tolerance": (-1, None, False),
-    "use_memory": (0, None, False), "logp_penalty": (0, None, False), "trust_factor": (0, None, False),
-    "posterior_temp": (0, None, True), "n_shots": (0, None, False), "num_p1_steps": (1, None, False),
-    "budget_tokens": (0, None, False), "max_dev": (-1, None, False),
-    "calibration_sigma": (0, None, True), "calibration_size": (-1, None, False), "accept_level": (0, 0.5, True),
-    "max_prompt_words": (0, None, False), "copy_ngram": (0, None, False),
-}
-
-
-def fit_schema(ck: Checker) -> dict[str, Callable[[S.Value, str], Any]]:
-    """One coercer per ir.FitConfig field, derived from its type hint (so a new option is checked for free)."""
-    hints = typing.get_type_hints(ir.FitConfig)
-    schema: dict[str, Callable[[S.Value, str], Any]] = {}
-    for f in fields(ir.FitConfig):
-        t = hints[f.name]
-        lo, hi, lo_open = FIT_RANGES.get(f.name, (None, None, False))
-        if t is bool:
-            schema[f.name] = ck.boolean
-        elif t is int:
-            schema[f.name] = (lambda lo, hi: lambda v, k: _int(ck.integer(v, k, lo, hi)))(lo, hi)
-        elif t is float:
-            schema[f.name] = (lambda lo, hi, o: lambda v, k: ck.number(v, k, lo, hi, lo_open=o))(lo, hi, lo_open)
-        elif typing.get_origin(t) is Literal:
-            schema[f.name] = (lambda args: lambda v, k: ck.choice(v, k, args))(typing.get_args(t))
-        elif typing.get_origin(t) is tuple:
-            schema[f.name] = ck.name_list      # `train = [h, y]`: checked against the layers by the compiler
-        elif t is str or t == (str | None):
-            schema[f.name] = ck.text
-        else:   # a FitConfig field of a type this checker does not know yet: accept text (the engine validates)
-            schema[f.name] = ck.text
-    return schema
-
-
-def _int(x: Any) -> Any:
-    return x if x is INVALID else int(x)
 
 
 # -------------------------------------------------------------------------------------------------------- outputs

@@ -7,16 +7,17 @@ Pipeline (each stage pure; only `compile_file` reads the .dln and template files
     overrides.apply_overrides(program, kv) -> syntax.Program   (E1xx: unknown override keys, did-you-mean)
     _Lowering(program).run()               -> ir.Graph         (E3xx/E35x/E4xx: *all* errors, then CompileFailed)
 
+A block's keys, types, ranges and defaults are the `ir.setting` fields (`dlc.lang.schema`): the simple keys are
+checked by `check.schema` and copied by `schema.fill`; this module resolves the keys that need context (templates
+through `dlc.lang.resolve`, labels, model and layer names, data paths, offsets, context-dependent defaults).
+
 Writing a trained network back as `.fit.dln` (prompts and offsets spliced into the source) is `dlc.lang.rewrite`.
 """
 from __future__ import annotations
 
-import functools
-import math
 import importlib
-import os
+import math
 import re
-import stat
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,18 +28,16 @@ from dlc import ir
 from dlc.lang import syntax as S
 from dlc.lang import templates as T
 from dlc.lang.check import (FORWARD_VARS, IMPLICIT_MODELS, INVALID, POSTERIOR_VARS, PROMPT_VARS, RESERVED, Checker,
-                       GraphNode, backward_schema, data_schema, fit_schema, graph_checks, layer_schema,
-                       model_schema, output_kind, output_schema, template_variables)
+                            GraphNode, graph_checks, output_kind, schema, template_variables)
+from dlc.lang.resolve import DEFAULT_PROMPT_TEMPLATE, TEMPLATE_FILE_MAX, Resolved, TemplateResolver, builtin_template
+from dlc.lang.schema import fill
 from dlc.errors import CompileFailed, DlcError, DlcGraphError, DlcUsageError, SourceSpan, did_you_mean
 from dlc.lang.overrides import apply_overrides
 from dlc.lang.parse import parse
 
-DEFAULT_POSTERIOR = (("prior_answer", 0.5), ("prior", 0.5))   # the paper's best mixture of q_pri+ and q_pri (§3)
-DEFAULT_PROMPT_TEMPLATE = "proposal"
 # A choice output layer learns calibration offsets unless told not to (bench/LEARNING.md: the default model's main
 # error is label bias; the offsets are kept only when they beat the raw layer on dev, see dlc/train/trainer.py).
 DEFAULT_CALIBRATION = "fit"
-DEFAULT_BACKWARD_STOP = ("[END]",)   # prompt_proposal.j2 asks the model to end the new instruction with [END]
 
 
 # ====================================================================================================== public API
@@ -67,25 +66,6 @@ def compile_source(text: str, path: str = "<string>", overrides: Mapping[str, st
     return _Lowering(program, errors, sources).run()
 
 
-# ====================================================================================================== templates
-TEMPLATE_FILE_MAX = 1 << 20     # bytes: a template file over this is E357 (prompt templates are a few KiB)
-
-@functools.lru_cache(maxsize=64)
-def builtin_template(kind: str, name: str) -> ir.TemplateRef:
-    path = T.builtin_path(kind, name)
-    text = path.read_text(encoding="utf-8")
-    return ir.TemplateRef(name=name, kind="builtin", text=text, sha256=T.sha256_text(text), path=str(path))
-
-
-class _Resolved:
-    """A resolved template and how to map its Jinja errors back to a file."""
-
-    def __init__(self, ref: ir.TemplateRef, span: SourceSpan, line_offset: int = 0, col_offset: int = 0,
-                 parse_path: str | None = None) -> None:
-        self.ref, self.span = ref, span
-        self.line_offset, self.col_offset, self.parse_path = line_offset, col_offset, parse_path
-
-
 # ====================================================================================================== lowering
 class _Lowering:
     def __init__(self, program: S.Program, errors: list[DlcError], sources: Mapping[str, str]) -> None:
@@ -94,6 +74,7 @@ class _Lowering:
         self.ck.sources.update(sources)
         self.ck.errors.extend(errors)
         self.base_dir = Path(program.path).resolve().parent if not program.path.startswith("<") else Path.cwd()
+        self.tpl = TemplateResolver(self.ck, self.base_dir, program.path)
         self.task_labels: tuple[ir.Label, ...] | None = None
         self._output_spans: dict[str, SourceSpan] = {}
 
@@ -185,10 +166,9 @@ class _Lowering:
                          hint=f"first declared on line {seen[n].name.span.line}")
                 continue
             seen[n] = d
-            vals, settings, _ = self.ck.settings(d.body, model_schema(self.ck), f"model {n}")
+            vals, settings, _ = self.ck.settings(d.body, schema(self.ck, "model"), f"model {n}")
             vals = {k: v for k, v in vals.items() if v is not INVALID}
-            base = models.get(n, ir.ModelConfig(name=n))
-            cfg = replace(base, **vals)
+            cfg = replace(models.get(n, ir.ModelConfig(name=n)), **fill("model", vals))
             if cfg.backend == "openai" and "model" not in vals:
                 self.err("E326", f"model '{n}': an openai backend needs `model` (the server's model name)",
                          d.name.span, hint='add e.g. model = "gpt-4o-mini"')
@@ -213,21 +193,19 @@ class _Lowering:
         self._data_target = False
         if decl is None:
             return ir.DataConfig()
-        vals, settings, _ = self.ck.settings(decl.body, data_schema(self.ck), "data")
-        out: dict[str, Any] = {}
-        for k, v in vals.items():
-            if v is INVALID:
-                continue
+        vals, settings, _ = self.ck.settings(decl.body, schema(self.ck, "data"), "data")
+        vals = {k: v for k, v in vals.items() if v is not INVALID}
+        out = fill("data", vals)
+        for k, v in vals.items():      # the custom keys
             if k == "fields":
                 out[k] = self.fields(v, inputs)
             elif k == "task":
                 out[k] = self.task(v, settings[k].value)
-            elif k in ("path", "data_dir") and not self.p.path.startswith("<"):
-                out[k] = str((self.base_dir / v).resolve()) if not Path(v).is_absolute() else v
-            else:
-                out[k] = v
+            elif k in ("path", "data_dir"):
+                relative = not self.p.path.startswith("<") and not Path(v).is_absolute()
+                out[k] = str((self.base_dir / v).resolve()) if relative else v
         self._data_target = "target_field" in out
-        return replace(ir.DataConfig(), **{k: v for k, v in out.items() if v is not INVALID})
+        return ir.DataConfig(**{k: v for k, v in out.items() if v is not INVALID})
 
     def task(self, name: str, value: S.Value) -> Any:
         try:
@@ -259,22 +237,16 @@ class _Lowering:
         decl = self._config("fit")
         if decl is None:
             return ir.FitConfig()
-        vals, settings, _ = self.ck.settings(decl.body, fit_schema(self.ck), "fit")
-        out = {}
-        for k, v in vals.items():
-            if v is INVALID:
-                continue
-            if k == "train":
-                names = []
-                for n, span in v:
-                    if n not in layer_decls:
-                        self.err("E302", f"fit.train names '{n}', which is not a layer", span,
-                                 hint=did_you_mean(n, layer_decls) or f"layers: {', '.join(layer_decls)}")
-                    else:
-                        names.append(n)
-                v = tuple(names)
-            out[k] = v
-        fit = replace(ir.FitConfig(), **out)
+        vals, settings, _ = self.ck.settings(decl.body, schema(self.ck, "fit"), "fit")
+        vals = {k: v for k, v in vals.items() if v is not INVALID}
+        out = fill("fit", vals)
+        if "train" in vals:            # the custom key
+            for n, span in vals["train"]:
+                if n not in layer_decls:
+                    self.err("E302", f"fit.train names '{n}', which is not a layer", span,
+                             hint=did_you_mean(n, layer_decls) or f"layers: {', '.join(layer_decls)}")
+            out["train"] = tuple(n for n, _ in vals["train"] if n in layer_decls)
+        fit = ir.FitConfig(**out)
         if fit.n_shots > 0 and fit.iters > 0:
             # the demonstrations are an evaluation baseline: the trainer's forward passes, posteriors and prompt
             # scores never see them, so validating and testing with them would select prompts for another network
@@ -340,7 +312,7 @@ class _Lowering:
                         data: ir.DataConfig) -> tuple[str, ir.Metric]:
         vals: dict[str, Any] = {}
         if decl is not None:
-            vals, _, _ = self.ck.settings(decl.body, output_schema(self.ck), "output")
+            vals, _, _ = self.ck.settings(decl.body, schema(self.ck, "output"), "output")
         kind = out_layer.output.kind if out_layer is not None else "choice"
         default_metric = {"choice": "accuracy", "number": "number_presence", "text": "exact_match"}[kind]
         metric = vals.get("metric", default_metric)
@@ -355,7 +327,7 @@ class _Lowering:
               inputs: Mapping[str, S.Name]) -> ir.Layer | None:
         name = d.name.name
         n_errors = len(self.ck.errors)
-        vals, settings, nested = self.ck.settings(d.body, layer_schema(self.ck), f"layer {name}",
+        vals, settings, nested = self.ck.settings(d.body, schema(self.ck, "layer"), f"layer {name}",
                                                   nested=("backward",))
         parents = tuple(p.name for p in d.parents)
 
@@ -370,20 +342,20 @@ class _Lowering:
 
         # forward template: explicit, or by shape (residual joins several parents; hidden text -> step by step)
         if "template" in vals:
-            fwd = self.template(vals["template"], "forward", name, "template")
+            fwd = self.tpl.template(vals["template"], "forward", name, "template")
         else:
             default = "residual" if len(parents) > 1 else ("classify" if is_output or out.kind != "text"
                                                           else "step_by_step")
-            fwd = _Resolved(builtin_template("forward", default), d.span)
+            fwd = Resolved(builtin_template("forward", default), d.span)
 
         # backward
         bvals, bsettings, _ = self.ck.settings(nested["backward"].body if "backward" in nested else None,
-                                               backward_schema(self.ck), f"layer {name} backward")
+                                               schema(self.ck, "backward"), f"layer {name} backward")
         if "prompt" in bvals:
-            bprompt = self.template(bvals["prompt"], "prompt", name, "backward.prompt")
+            bprompt = self.tpl.template(bvals["prompt"], "prompt", name, "backward.prompt")
         else:
-            bprompt = _Resolved(builtin_template("prompt", DEFAULT_PROMPT_TEMPLATE), d.span)
-        posterior = self.posterior(bvals.get("posterior"), name, d.span)
+            bprompt = Resolved(builtin_template("prompt", DEFAULT_PROMPT_TEMPLATE), d.span)
+        posterior = self.tpl.posterior(bvals.get("posterior"), name, d.span)
 
         # models
         for key in ("model", "backward_model"):
@@ -411,23 +383,16 @@ class _Lowering:
 
         if len(self.ck.errors) > n_errors or fwd is INVALID or bprompt is INVALID:
             return None
-        gen = ir.Generation(
-            max_tokens=int(vals.get("max_tokens", ir.Generation.max_tokens)),
-            temperature=float(vals.get("temperature", ir.Generation.temperature)),
-            top_p=float(vals.get("top_p", ir.Generation.top_p)),
-            stop=tuple(vals.get("stop", ())))
+        # simple keys are copied (absent: the ir default); the custom ones (schema.py lists them) resolved above
         backward = ir.Backward(prompt_template=bprompt.ref,
                                posterior=tuple(ir.PosteriorComponent(r.ref, w) for r, w in posterior),
-                               max_tokens=int(bvals.get("max_tokens", ir.Backward.max_tokens)),
-                               stop=tuple(bvals.get("stop", DEFAULT_BACKWARD_STOP)))
-        return ir.Layer(name=name, parents=parents, template=fwd.ref, prompt=vals.get("prompt", ""),
-                        trainable=not vals.get("fixed", False), output=out, generation=gen, backward=backward,
-                        model=vals.get("model", "default"), backward_model=vals.get("backward_model", "default"),
-                        format=vals.get("format", "chat"), system=vals.get("system"),
-                        answer_prefix=vals.get("answer_prefix", ""),
-                        calibration=vals.get("calibration", DEFAULT_CALIBRATION if is_output and out.kind == "choice"
-                                             else "none"),
-                        offsets=offsets, span=d.span.to_json())
+                               **fill("backward", bvals))
+        calibration = vals.get("calibration", DEFAULT_CALIBRATION if is_output and out.kind == "choice"
+                               else ir.Layer.calibration)
+        return ir.Layer(name=name, parents=parents, template=fwd.ref, trainable=not vals.get("fixed", False),
+                        output=out, generation=ir.Generation(**fill("layer", vals, ir.Generation)),
+                        backward=backward, calibration=calibration, offsets=offsets, span=d.span.to_json(),
+                        **fill("layer", vals, ir.Layer))
 
     def offsets(self, vals: Mapping[str, Any], settings: Mapping[str, Any], out: Any, layer: str
                 ) -> tuple[tuple[str, float], ...]:
@@ -476,115 +441,5 @@ class _Lowering:
                  self._output_spans.get(lay.name, SourceSpan(self.p.path, 1, 1)), node=lay.name,
                  hint=f"the task's labels are {', '.join(want)} (verbalizers may differ)")
 
-    def posterior(self, v: S.Value | None, layer: str, span: SourceSpan) -> list[tuple[_Resolved, float]]:
-        """`posterior = { prior_answer: 0.5, prior: 0.5 }` (weights normalised to sum 1), a name, or a list."""
-        if v is None:
-            return [(_Resolved(builtin_template("posterior", n), span), w) for n, w in DEFAULT_POSTERIOR]
-        entries: list[tuple[str, SourceSpan, S.Value | None, bool]] = []
-        if isinstance(v, S.MapV):
-            entries = [(e.key, e.key_span, e.value, False) for e in v.entries]
-        elif isinstance(v, S.Ident):
-            entries = [(v.name, v.span, None, False)]
-        elif isinstance(v, S.ListV) and all(isinstance(i, S.Ident) for i in v.items):
-            entries = [(i.name, i.span, None, False) for i in v.items]   # type: ignore[union-attr]
-        else:
-            self.ck.type_error(v, "a map { template: weight } (or a template name)", "posterior")
-            return []
-        out: list[tuple[_Resolved, float]] = []
-        seen: set[str] = set()
-        for key, kspan, wv, _ in entries:
-            if key in seen:
-                self.err("E303", f"posterior template '{key}' is listed twice", kspan, node=layer)
-                continue
-            seen.add(key)
-            weight = 1.0
-            if wv is not None:
-                w = self.ck.number(wv, f"posterior.{key}", 0.0)
-                if w is INVALID:
-                    continue
-                weight = w
-            if key.endswith(".j2"):
-                res = self.template_file(S.Str(key, kspan), "posterior", layer)
-            elif key in T.builtin_names("posterior"):
-                res = _Resolved(builtin_template("posterior", key), kspan)
-            else:
-                self.err("E301", f"unknown posterior template '{key}'", kspan, node=layer,
-                         hint=did_you_mean(key, T.builtin_names("posterior"))
-                         or f"built-in posteriors: {', '.join(T.builtin_names('posterior'))}; or a \"file.j2\"")
-                continue
-            if res is not INVALID:
-                out.append((res, weight))
-        total = sum(w for _, w in out)
-        if out and total <= 0:
-            self.err("E323", "posterior mixture weights sum to 0", v.span, node=layer,
-                     hint="give at least one template a positive weight")
-            return []
-        if not entries:
-            self.err("E323", "the posterior mixture is empty", v.span, node=layer,
-                     hint="e.g. posterior = { prior_answer: 0.5, prior: 0.5 }")
-        return [(r, w / total) for r, w in out] if total > 0 else out
 
-    def template(self, v: S.Value, kind: str, layer: str, key: str) -> Any:
-        """A template reference: a built-in name, `file "path"`, or an inline string."""
-        if isinstance(v, S.Ident):
-            names = T.builtin_names(kind)
-            if v.name not in names:
-                return self.err("E301", f"unknown {'' if kind == 'forward' else kind + ' '}template '{v.name}'",
-                                v.span, node=layer, hint=did_you_mean(v.name, names)
-                                or f"built-in: {', '.join(names)}; or file \"my.j2\", or \"\"\"inline\"\"\"")
-            return _Resolved(builtin_template(kind, v.name), v.span)
-        if isinstance(v, S.FileRef):
-            return self.template_file(v.path, kind, layer)
-        if isinstance(v, S.Str):
-            ref = ir.TemplateRef(name=f"<inline:{layer}.{key}>", kind="inline", text=v.value,
-                                 sha256=T.sha256_text(v.value))
-            return _Resolved(ref, v.span, line_offset=(v.content_line or v.span.line) - 1,
-                             col_offset=(v.content_col or v.span.col) - 1, parse_path=self.p.path)
-        return self.ck.type_error(v, 'a template name, file "path.j2" or an inline """string"""', key)
-
-    def template_file(self, s: S.Str, kind: str, layer: str) -> Any:
-        """Read `file "path"`: a regular file of at most TEMPLATE_FILE_MAX bytes whose real path (symlinks and `..`
-        resolved) is inside the .dln's directory tree or a directory listed in $DLC_TEMPLATE_DIRS (E356, E357).
-        Opened without blocking and checked again once open, so a FIFO or a device never hangs or floods compile."""
-        p = Path(s.value)
-        full = p if p.is_absolute() else self.base_dir / p
-        looked = f"looked for {full}; paths are relative to the .dln file"
-        try:
-            real = full.resolve(strict=True)
-        except (OSError, RuntimeError):      # missing, a dangling symlink, a symlink loop, a bad name
-            return self.err("E355", f"template file '{s.value}' not found", s.span, node=layer, hint=looked)
-        roots = [self.base_dir.resolve()] + [Path(d).expanduser().resolve()
-                                             for d in os.environ.get("DLC_TEMPLATE_DIRS", "").split(os.pathsep) if d]
-        if not any(real.is_relative_to(r) for r in roots):
-            return self.err("E356", f"template file '{s.value}' is outside the network's directory (it is {real})",
-                            s.span, node=layer,
-                            hint="keep template files in the .dln's directory or below it, or list their directory "
-                                 "in $DLC_TEMPLATE_DIRS (separated by ':')")
-        fd = -1
-        try:
-            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return self.err("E357", f"template file '{s.value}' is not a regular file", s.span, node=layer,
-                                hint="a template must be an ordinary text file (not a directory, device or FIFO)")
-            data = b""
-            while st.st_size <= TEMPLATE_FILE_MAX and len(data) <= TEMPLATE_FILE_MAX:   # (it may grow meanwhile)
-                more = os.read(fd, TEMPLATE_FILE_MAX + 1 - len(data))
-                if not more:
-                    break
-                data += more
-            if st.st_size > TEMPLATE_FILE_MAX or len(data) > TEMPLATE_FILE_MAX:
-                return self.err("E357", f"template file '{s.value}' is larger than {TEMPLATE_FILE_MAX // 1024} KiB",
-                                s.span, node=layer, hint="a prompt template is text of a few KiB")
-            text = data.decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            why = "not found" if isinstance(e, FileNotFoundError) else "unreadable"
-            return self.err("E355", f"template file '{s.value}' {why}", s.span, node=layer, hint=looked)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        ref = ir.TemplateRef(name=s.value, kind="file", text=text, sha256=T.sha256_text(text), path=str(full))
-        return _Resolved(ref, s.span, parse_path=str(full))
-
-
-__all__ = ["compile_file", "compile_source", "builtin_template"]
+__all__ = ["compile_file", "compile_source", "builtin_template", "TEMPLATE_FILE_MAX"]

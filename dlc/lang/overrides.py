@@ -13,8 +13,8 @@ from typing import Any, Iterable, Mapping
 
 from dlc.errors import CompileFailed, DlcError, DlcUsageError, SourceSpan, did_you_mean
 from dlc.lang import syntax as S
-from dlc.lang.check import (IMPLICIT_MODELS, Checker, backward_schema, data_schema, fit_schema, layer_schema,
-                            model_schema, output_schema)
+from dlc.lang.check import IMPLICIT_MODELS
+from dlc.lang.schema import keys
 from dlc.lang.parse import parse_value
 
 
@@ -44,9 +44,7 @@ def apply_overrides(program: S.Program, overrides: Mapping[str, str]
     errors: list[DlcError] = []
     sources: dict[str, str] = {}
     stmts = list(program.statements)
-    ck = Checker(program.path, program.text)
-    schemas = {"fit": fit_schema(ck), "data": data_schema(ck), "output": output_schema(ck),
-               "layer": layer_schema(ck), "backward": backward_schema(ck), "model": model_schema(ck)}
+    schemas = {block: keys(block) for block in ("fit", "data", "output", "layer", "backward", "model")}
     for key, raw in overrides.items():
         if _SURROGATE.search(key) or _SURROGATE.search(raw):
             # an argument with bytes that are not UTF-8 (Python keeps them as lone surrogates) or a "\ud800" from
