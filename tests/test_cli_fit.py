@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from dlc import app as api
+from dlc.artifacts.records import FitResult
 from dlc.cli import main
 from dlc.errors import DlcUsageError
 
@@ -267,3 +268,27 @@ def test_unfinished_and_corrupted_runs_are_listed_and_shown(finished_run, capsys
     assert rc == 0 and "corrupted" in out
     rc, out, err = dlc(capsys, "show", str(finished_run))
     assert rc == 1 and "error[E502]" in err and "config.json" in err
+
+
+def test_a_token_budget_stop_is_reported_in_the_output_result_and_runs(capsys, tmp_path):
+    """Issue 17 Using-it 9: a fit that `budget_tokens` ends early says so: in its output, result.json and `dlc runs`."""
+    rc, out, err = dlc(capsys, "fit", str(DLN1), *SMALL, "--set", "fit.iters=3", "--set", "fit.budget_tokens=1",
+                       "--data-dir", str(DATA), "--no-progress")
+    assert rc == 0, err
+    assert "stopped early after 1 of 3 training iteration(s): token budget 1 reached" in out
+    run = next((tmp_path / "runs").iterdir())
+    res = json.loads((run / "result.json").read_text())
+    assert res["iterations"] == 1 and res["stopped"] == "token budget 1 reached"
+    assert FitResult.from_json(res).stopped == "token budget 1 reached"
+    rc, out, err = dlc(capsys, "runs", "--json")
+    row = json.loads(out.splitlines()[0])
+    assert row["stopped"] == "token budget 1 reached" and (row["done_iters"], row["iters"]) == (1, 3)
+    rc, out, err = dlc(capsys, "runs")
+    assert "stopped" in out and "token budget 1 reached" in out
+    rc, out, err = dlc(capsys, "show", str(run))
+    assert rc == 0 and "after 1 of 3 iterations: token budget 1 reached" in out
+    # a run that did all its iterations has no `stopped` key (and old result.json files without it still read)
+    del res["stopped"]
+    (run / "result.json").write_text(json.dumps(res))
+    rc, out, err = dlc(capsys, "runs", "--json")
+    assert "stopped" not in json.loads(out.splitlines()[0])

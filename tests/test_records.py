@@ -215,3 +215,11 @@ def test_a_fit_run_directory_reads_back_exactly(tmp_path, monkeypatch, capsys):
     assert res.iterations == ck.iteration == 3 and ck.done and len(lines) == ck.trace_records == 4
     assert res.dev is not None and res.dev.n == 8 and res.dev.accuracy == pytest.approx(res.dev_accuracy)
     assert cfg.iters == 3 and cfg.graph_sha256 == ck.graph_sha256 and run.file(GRAPH).is_file()
+
+
+def test_result_stopped_is_optional():
+    """Issue 17 Using-it 9: `stopped` round-trips when set and an old result.json without it reads as None."""
+    assert FitResult.from_json(RESULT_JSON).stopped is None
+    obj = {**RESULT_JSON, "stopped": "token budget 50 reached"}
+    rec = FitResult.from_json(obj)
+    assert rec.stopped == "token budget 50 reached" and "stopped" not in rec.extra and disk(rec.to_json()) == obj

@@ -238,6 +238,9 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
         raise
     result = _finish(run, net, graph, splits, lms, trainer, totals)
     fit_dln = run.path / f"{net.name}.fit.dln"
+    stopped = stopped_line(result, graph.fit.iters)
+    if stopped:
+        _print(out, stopped)
     _print(out, f"dev accuracy  {_fmt(result.baseline.dev_accuracy)} -> {_fmt(result.dev_accuracy)}")
     _print(out, f"test accuracy {_fmt(result.baseline.test_accuracy)} -> {_fmt(result.test_accuracy)}")
     u = result.usage
@@ -251,6 +254,19 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
 
 def _fmt(x: Any) -> str:
     return "-" if x is None else f"{x:.4f}"
+
+
+def stop_reason(state: tr.TrainState) -> str | None:
+    """Why training ended before its configured iterations (the trainer's `stopped` record), or None."""
+    return next((h["stopped"] for h in reversed(state.history) if h.get("stopped")), None)
+
+
+def stopped_line(result: FitResult, iters: int | None) -> str | None:
+    """The line a fit stopped early prints: how far it got and why."""
+    if not result.stopped:
+        return None
+    return (f"stopped early after {result.iterations} of {'?' if iters is None else iters} training "
+            f"iteration(s): {result.stopped}")
 
 
 def _evaluate(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], examples: Sequence[Example],
@@ -322,7 +338,7 @@ def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[s
         best_dev_during_training=state.best_dev, usage=totals(), dev=details("dev"), test=details("test"),
         predictions={"dev": predictions("dev"), "test": predictions("test")},
         fit_dln=str(fit_dln) if fit_dln else None,
-        finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), stopped=stop_reason(state))
     run.write_result(result)
     return result
 

@@ -400,6 +400,8 @@ class FitResult:
     predictions: Mapping[str, SplitPredictions | None] = field(default_factory=dict)   # "dev", "test"
     fit_dln: str | None = None                    # the learned network's path
     finished_at: str | None = None                # ISO 8601, UTC
+    stopped: str | None = None                    # why training stopped before fit.iters (token budget); absent
+                                                  # from the file when it ran all its iterations
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -415,7 +417,8 @@ class FitResult:
                 "dev": None if self.dev is None else self.dev.to_json(),
                 "test": None if self.test is None else self.test.to_json(),
                 "predictions": {k: None if v is None else v.to_json() for k, v in self.predictions.items()},
-                "fit_dln": self.fit_dln, "finished_at": self.finished_at}
+                "fit_dln": self.fit_dln, "finished_at": self.finished_at,
+                **({} if self.stopped is None else {"stopped": self.stopped})}
 
     @classmethod
     def from_json(cls, obj: Any, *, source: str = "result.json") -> "FitResult":
@@ -437,4 +440,5 @@ class FitResult:
                                 SplitPredictions.from_json(v, source=f"{source} predictions.{k}")
                                 for k, v in preds.items()},
                    fit_dln=f("fit_dln", "str", default=None, null=True),
-                   finished_at=f("finished_at", "str", default=None, null=True), extra=f.rest())
+                   finished_at=f("finished_at", "str", default=None, null=True),
+                   stopped=f("stopped", "str", default=None, null=True), extra=f.rest())

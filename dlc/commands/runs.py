@@ -37,9 +37,14 @@ def run(args: argparse.Namespace) -> int:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in rows:
         iters = f"{r.get('done_iters', 0)}/{r.get('iters', '?')}" if r.get("status") != "corrupted" else "-"
-        t.add_row(r["name"], r.get("status", "?"), iters, str(r.get("seed", "-")), _f(r.get("dev_accuracy")),
+        status = "stopped" if r.get("stopped") else r.get("status", "?")     # done before its iterations
+        t.add_row(r["name"], status, iters, str(r.get("seed", "-")), _f(r.get("dev_accuracy")),
                   _f(r.get("test_accuracy")), _f(r.get("baseline_test_accuracy")),
                   f"{r['tokens']:,}" if isinstance(r.get("tokens"), int) else "-")
     print(f"runs under {args.root}/")
     Console(soft_wrap=True).print(t)
+    for r in rows:
+        if r.get("stopped"):
+            print(f"{r['name']}: stopped after {r.get('done_iters', 0)} of {r.get('iters', '?')} iterations: "
+                  f"{r['stopped']}")
     return 0

@@ -238,6 +238,8 @@ def run_summary(run: "RunDir") -> dict[str, Any]:
         row["dev_accuracy"] = res.dev_accuracy
         row["test_accuracy"] = res.test_accuracy
         row["baseline_test_accuracy"] = res.baseline.test_accuracy
+        if res.stopped:
+            row["stopped"] = res.stopped      # finished before fit.iters (token budget)
         usage = res.usage
     else:
         row["status"] = "incomplete"
@@ -267,6 +269,8 @@ def show_run(path: str | os.PathLike[str], args: Any = None) -> int:
         lines.append(f"result   dev {_fmt(res.dev_accuracy)}   test {_fmt(res.test_accuracy)}"
                      f"   (before training: dev {_fmt(res.baseline.dev_accuracy)}, "
                      f"test {_fmt(res.baseline.test_accuracy)})")
+        if res.stopped:
+            lines.append(f"stopped  early, after {res.iterations} of {iters} iterations: {res.stopped}")
         for node, text in res.prompts.items():
             lines.append(f"prompt   {node}: {text!r}")
         for node, offs in res.offsets.items():
