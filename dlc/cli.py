@@ -43,8 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DlcError as e:
         print(render_error(e), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if not getattr(e, "reported", False):      # `dlc fit` already said where to resume from
+            print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

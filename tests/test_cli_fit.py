@@ -292,3 +292,63 @@ def test_a_token_budget_stop_is_reported_in_the_output_result_and_runs(capsys, t
     (run / "result.json").write_text(json.dumps(res))
     rc, out, err = dlc(capsys, "runs", "--json")
     assert "stopped" not in json.loads(out.splitlines()[0])
+
+
+def test_help_texts_have_no_internals():
+    """Issue 17 Using-it 7: no "%%", issue numbers or internal module names in any `--help`."""
+    import argparse
+    import re
+
+    from dlc.cli import build_parser
+
+    def parsers(p):
+        yield p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub in a.choices.values():
+                    yield from parsers(sub)
+
+    for p in parsers(build_parser()):
+        text = p.format_help()
+        assert "%%" not in text, p.prog
+        assert not re.search(r"\bissue \d", text, re.I), p.prog
+        assert not re.search(r"\bdlc\.[a-z_]+\.", text), p.prog
+
+
+def test_progress_counts_the_iterations_runs_reports(capsys, tmp_path):
+    """Issue 17 Using-it 7: for iters = 2 the progress says 1/2, 2/2 (then the final validation), as `dlc runs` does."""
+    rc, out, err = dlc(capsys, "fit", str(DLN1), *SMALL, "--data-dir", str(DATA))
+    assert rc == 0, err
+    counts = [line.split("iteration ")[1].split()[0] for line in err.splitlines() if "] iteration " in line]
+    assert counts == ["1/2", "2/2", "2/2"] and "final validation" in err.splitlines()[-1]
+    rc, out, err = dlc(capsys, "runs", "--json")
+    row = json.loads(out.splitlines()[0])
+    assert (row["done_iters"], row["iters"]) == (2, 2)
+
+
+def test_ctrl_c_says_interrupted_once_and_resuming_a_finished_run_formats_its_result(capsys, tmp_path, monkeypatch):
+    """Issue 17 Using-it 7: Ctrl-C during `dlc fit` prints one "interrupted" line (with the resume command), and
+    resuming a finished run prints the end of a fit (4-decimal accuracies), not raw floats."""
+    from dlc.train import trainer as tr
+
+    real, calls = tr.Trainer.step, {"n": 0}
+
+    def step(self):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(tr.Trainer, "step", step)
+    rc, out, err = dlc(capsys, "fit", str(DLN1), *SMALL, "--data-dir", str(DATA), "--no-progress")
+    assert rc == 130 and err.count("interrupted") == 1 and "dlc fit --resume runs/" in err
+    monkeypatch.setattr(tr.Trainer, "step", real)
+    run = next((tmp_path / "runs").iterdir())
+    rc, out, err = dlc(capsys, "fit", "--resume", str(run), "--no-progress")
+    assert rc == 0, err
+    rc, out, err = dlc(capsys, "fit", "--resume", str(run), "--no-progress")
+    assert rc == 0 and "already finished" in out
+    res = json.loads((run / "result.json").read_text())
+    assert f"dev accuracy  {res['baseline']['dev_accuracy']:.4f} -> {res['dev_accuracy']:.4f}" in out
+    assert f"test accuracy {res['baseline']['test_accuracy']:.4f} -> {res['test_accuracy']:.4f}" in out
+    assert f"learned network: {run}/dln1.fit.dln" in out

@@ -285,3 +285,41 @@ def test_serve_chat_keeps_special_token_text_plain(lm):
         assert r.json()["choices"][0]["text"] == lm.generate([GenerateRequest(ChatPrompt("Hi"), max_tokens=3)])[0].texts[0]
     finally:
         srv.stop()
+
+
+def test_llama_log_shows_errors_and_hides_warnings_unless_asked(capsys, monkeypatch):
+    """Issue 17 Using-it 7: llama.cpp's warnings ("control-looking token ... probably a bug in the model" on every
+    load of the default model) are silent unless $DLC_LLAMA_LOG asks; its errors always show."""
+    from dlc.lm.embedded import model as m
+
+    warn = b"load: control-looking token: 128247 '</s>' was not control-type; this is probably a bug in the model\n"
+    monkeypatch.delenv(m.LOG_ENV, raising=False)
+    m._llama_log(m.GGML_LOG_INFO, b"llama_model_loader: loaded meta data\n")
+    m._llama_log(m.GGML_LOG_WARN, warn)
+    m._llama_log(m.GGML_LOG_CONT, b"its type will be overridden\n")
+    m._llama_log(m.GGML_LOG_ERROR, b"gguf_init_from_file: failed to open GGUF file\n")
+    m._llama_log(m.GGML_LOG_CONT, b"(No such file)\n")
+    assert capsys.readouterr().err == "gguf_init_from_file: failed to open GGUF file\n(No such file)\n"
+    monkeypatch.setenv(m.LOG_ENV, "warn")
+    m._llama_log(m.GGML_LOG_WARN, warn)
+    m._llama_log(m.GGML_LOG_INFO, b"info\n")
+    assert capsys.readouterr().err == warn.decode()
+    monkeypatch.setenv(m.LOG_ENV, "all")
+    m._llama_log(m.GGML_LOG_INFO, b"info\n")
+    assert capsys.readouterr().err == "info\n"
+
+
+@pytest.mark.model
+def test_loading_a_model_prints_no_llama_warning(tmp_path):
+    """A real load (vocabulary only) through dlc's llama.cpp set-up: nothing on stderr, a failed load still says why."""
+    import subprocess
+    import sys
+
+    code = ("from dlc.lm.embedded.model import _llama\nfrom dlc.lm.models import resolve_model\n"
+            "L = _llama(); mp = L.llama_model_default_params(); mp.vocab_only = True\n"
+            "assert L.llama_model_load_from_file(str(resolve_model('tiny').path).encode(), mp)\n"
+            "assert not L.llama_model_load_from_file(b'/nonexistent/x.gguf', mp)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()       # only the failed load's error lines
+    assert lines and all("nonexistent" in x or "failed to load" in x for x in lines), p.stderr

@@ -52,3 +52,12 @@ def test_images(branched, tmp_path: Path) -> None:  # type: ignore[no-untyped-de
     assert out.read_text(encoding="utf-8").lstrip().startswith(("<?xml", "<svg"))
     png = viz.render_image(branched, "png", tmp_path / "g.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_text_summary_writes_settings_as_dln_not_python() -> None:
+    """Issue 17 Using-it 7: list and mapping settings are shown as the .dln writes them, not as Python tuples."""
+    g = compile_file(GRAPHS / "dln1.dln", {"fit.train": "[y]", "data.fields": '{x: "text"}',
+                                          "fit.do_first_eval": "false"})
+    text = viz.to_text(g)
+    assert "train=[y]" in text and 'fields={x: "text"}' in text and "do_first_eval=false" in text
+    assert "('" not in text and "False" not in text

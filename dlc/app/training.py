@@ -151,8 +151,9 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
     if run is not None and run.is_finished():
         res = run.result()
         assert res is not None
-        _print(out, f"{run.path} already finished: dev {res.dev_accuracy}, test {res.test_accuracy}")
-        return FitOutcome(run.path, res, plan)
+        _print(out, f"{run.path} already finished (nothing to resume)")
+        fit_dln = _report_result(out, run, res, graph.fit.iters)
+        return FitOutcome(run.path, res, plan, fit_dln)
 
     lms = open_lms(graph, no_cache=no_cache, cache_dir=cache_dir)
     try:
@@ -210,12 +211,14 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
 
     trace = run.trace()
     n_records = len(trace)
-    total = graph.fit.iters + 1          # iterations 0..iters; the last one only validates (trainer.py)
+    # progress counts training iterations, as `dlc runs` and the checkpoint do (state.iteration, 0..iters); the
+    # trainer's last step only validates (trainer.py) and is reported as the final validation, not one more iteration
+    total = graph.fit.iters
     devs = [r.dev for r in trace if r.dev is not None]
     best = max(devs) if devs else None
     live = progress if progress is not None else None
     try:
-        with FitProgress(total, completed=len(trainer.state.history), description=net.name,
+        with FitProgress(total, completed=trainer.state.iteration, description=net.name,
                          stream=err if err is not None else io.StringIO(), live=live) as bar:
             while not trainer.finished():
                 rec = IterationRecord.from_json(trainer.step(), source="the trainer's iteration record")
@@ -230,26 +233,36 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
                     written_at=time.time()))
                 if rec.dev is not None:
                     best = rec.dev if best is None else max(best, rec.dev)
-                bar.update(len(trainer.state.history), dev_accuracy=rec.dev, best_dev=best,
-                           tokens=total_tokens(usage))
-    except KeyboardInterrupt:
+                note = (f"stopped: {rec.stopped}" if rec.stopped else
+                        "final validation" if trainer.finished() else "")
+                bar.update(trainer.state.iteration, dev_accuracy=rec.dev, best_dev=best,
+                           tokens=total_tokens(usage), note=note)
+    except KeyboardInterrupt as e:
         _print(err, f"\ninterrupted: the last checkpoint ({run.path / 'checkpoint.json'}) is intact; "
                     f"continue with `dlc fit --resume {run.path}`")
+        e.reported = True          # type: ignore[attr-defined]   # the CLI does not say "interrupted" again
         raise
     result = _finish(run, net, graph, splits, lms, trainer, totals)
-    fit_dln = run.path / f"{net.name}.fit.dln"
-    stopped = stopped_line(result, graph.fit.iters)
+    fit_dln = _report_result(out, run, result, graph.fit.iters)
+    return FitOutcome(run.path, result, dict(plan), fit_dln)
+
+
+def _report_result(out: TextIO | None, run: RunDir, result: FitResult, iters: int | None) -> Path | None:
+    """The end of a fit (also printed when resuming a finished run): accuracies before -> after, usage, files.
+    Returns the learned network's path when it exists."""
+    fit_dln = run.path / f"{result.net}.fit.dln"
+    stopped = stopped_line(result, iters)
     if stopped:
         _print(out, stopped)
     _print(out, f"dev accuracy  {_fmt(result.baseline.dev_accuracy)} -> {_fmt(result.dev_accuracy)}")
     _print(out, f"test accuracy {_fmt(result.baseline.test_accuracy)} -> {_fmt(result.test_accuracy)}")
     u = result.usage
-    _print(out, f"usage: {u['calls']:,} calls, {u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} "
-                f"completion tokens, {u['cache_hits']:,} cache hits")
+    _print(out, f"usage: {u.get('calls', 0):,} calls, {u.get('prompt_tokens', 0):,} prompt + "
+                f"{u.get('completion_tokens', 0):,} completion tokens, {u.get('cache_hits', 0):,} cache hits")
     _print(out, f"result: {run.path / RESULT}")
     if fit_dln.exists():
         _print(out, f"learned network: {fit_dln}")
-    return FitOutcome(run.path, result, dict(plan), fit_dln if fit_dln.exists() else None)
+    return fit_dln if fit_dln.exists() else None
 
 
 def _fmt(x: Any) -> str:

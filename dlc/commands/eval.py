@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval", help="evaluate runs or networks: accuracy, per-class, confusion, mean ± 95%% CI",
         description="Evaluate the learned prompts of runs (or the prompts of .dln/.fit.dln files) on a split. "
-                    "Several targets and/or seeds give mean ± 95%% t-interval.")
+                    "Several targets and/or seeds give mean ± 95% t-interval.")   # a description is not %-formatted
     p.add_argument("targets", nargs="+", metavar="RUN|NET", help="run directories or .dln / .fit.dln / .json files")
     p.add_argument("--split", default="test", choices=("train", "dev", "test"), help="which split (default test)")
     p.add_argument("--seeds", metavar="S1,S2,...", help="seeds (they draw n-shot demonstrations), e.g. 13,42,25")

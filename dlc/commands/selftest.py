@@ -1,7 +1,7 @@
 """`dlc selftest [--model tiny]`: load the embedded model in a subprocess, decode a few tokens, score a continuation.
 
 Why a subprocess: a llama-cpp-python wheel built with the default flags enables AMX and dies with SIGSEGV at the first
-decode on these CPUs (issue 3). In-process that is a core dump with no message; here the parent sees the signal and
+decode on some CPUs. In-process that is a core dump with no message; here the parent sees the signal and
 names the fix (rebuild with the README's CMAKE_ARGS). The child also checks that the exact scorer (prefix sharing)
 agrees with a plain full-sequence evaluation, so a mis-built library that computes garbage is caught too.
 """

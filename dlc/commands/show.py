@@ -1,7 +1,7 @@
 """`dlc show net.dln|manifest.json|RUN_DIR [--format text|dot|mermaid|json|svg|png] [-o FILE]`.
 
 A network (source or compiled) is summarised or drawn; a run directory (it holds result.json or checkpoint.json)
-is handed to `dlc.report.stats.show_run`.
+is shown with its result, its learned prompts and its learning curve (a PNG next to it).
 """
 from __future__ import annotations
 

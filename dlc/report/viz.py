@@ -32,6 +32,19 @@ def _non_default(obj: object) -> dict[str, object]:
             if getattr(obj, f.name) != getattr(default, f.name)}
 
 
+def _setting_text(value: object) -> str:
+    """A setting as the .dln would write it (`fields = { x: "text" }`, `train = [h, y]`), never a Python repr."""
+    if isinstance(value, tuple) and all(isinstance(v, tuple) and len(v) == 2 for v in value) and value:
+        return "{" + ", ".join(f"{k}: {json.dumps(v) if isinstance(v, str) else v}" for k, v in value) + "}"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    return str(value)
+
+
 def to_text(graph: ir.Graph) -> str:
     """Nodes, parents, templates, trainable prompts and the output, in topological order."""
     lines = [f"network {graph.name}" + (f"  ({graph.source_path})" if graph.source_path else "")]
@@ -58,9 +71,10 @@ def to_text(graph: ir.Graph) -> str:
         lines.append(f"model {name}: {cfg.backend} {cfg.model}{extra}")
     data = _non_default(graph.data)
     if data:
-        lines.append("data: " + "  ".join(f"{k}={v}" for k, v in data.items()))
+        lines.append("data: " + "  ".join(f"{k}={_setting_text(v)}" for k, v in data.items()))
     fit = _non_default(graph.fit)
-    lines.append("fit: " + ("  ".join(f"{k}={v}" for k, v in fit.items()) if fit else "(defaults)"))
+    lines.append("fit: " + ("  ".join(f"{k}={_setting_text(v)}" for k, v in fit.items()) if fit
+                            else "(defaults)"))
     return "\n".join(lines)
 
 

@@ -27,14 +27,40 @@ from dlc.lm.models import ResolvedModel, resolve_model
 _BACKEND_LOCK = threading.Lock()
 _BACKEND_READY = False
 
+# llama.cpp's log levels (ggml.h enum ggml_log_level). llama-cpp-python 0.3.x's own callback maps them with an older
+# numbering (WARN read as ERROR), so its ERROR filter lets warnings through, e.g. "control-looking token ... probably a
+# bug in the model" on every load of the default model: dlc installs its own callback (_llama_log).
+GGML_LOG_DEBUG, GGML_LOG_INFO, GGML_LOG_WARN, GGML_LOG_ERROR, GGML_LOG_CONT = 1, 2, 3, 4, 5
+LOG_ENV = "DLC_LLAMA_LOG"        # unset/error: llama.cpp's errors only; warn: and its warnings; all: everything
+_LOG_LEVELS = {"": GGML_LOG_ERROR, "error": GGML_LOG_ERROR, "warn": GGML_LOG_WARN, "warning": GGML_LOG_WARN,
+               "info": GGML_LOG_INFO, "all": GGML_LOG_DEBUG, "debug": GGML_LOG_DEBUG, "1": GGML_LOG_DEBUG}
+_log_last = GGML_LOG_INFO        # the level a GGML_LOG_CONT line continues
+_log_callback = None             # the ctypes callback, kept alive while llama.cpp holds it
+
+
+def _llama_log(level: int, text: bytes) -> None:
+    """llama.cpp's log line: written to stderr when its level reaches $DLC_LLAMA_LOG's (errors by default)."""
+    global _log_last
+    if level == GGML_LOG_CONT:
+        level = _log_last
+    else:
+        _log_last = level
+    threshold = _LOG_LEVELS.get(os.environ.get(LOG_ENV, "").strip().lower(), GGML_LOG_ERROR)
+    if level >= threshold or level == 0:
+        import sys
+        print(text.decode("utf-8", errors="replace"), end="", flush=True, file=sys.stderr)
+
 
 def _llama():  # imported lazily: `dlc compile` must not pay for loading the shared library
     import llama_cpp
     import llama_cpp._logger as llama_logger
 
     llama_logger.logger.setLevel(logging.ERROR)  # llama.cpp prints every tensor at load time otherwise
-    global _BACKEND_READY
+    global _BACKEND_READY, _log_callback
     with _BACKEND_LOCK:
+        if _log_callback is None:
+            _log_callback = llama_cpp.llama_log_callback(lambda level, text, _user: _llama_log(level, text or b""))
+            llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
         if not _BACKEND_READY:
             llama_cpp.llama_backend_init()
             _BACKEND_READY = True
