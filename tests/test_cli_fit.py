@@ -352,3 +352,26 @@ def test_ctrl_c_says_interrupted_once_and_resuming_a_finished_run_formats_its_re
     assert f"dev accuracy  {res['baseline']['dev_accuracy']:.4f} -> {res['dev_accuracy']:.4f}" in out
     assert f"test accuracy {res['baseline']['test_accuracy']:.4f} -> {res['test_accuracy']:.4f}" in out
     assert f"learned network: {run}/dln1.fit.dln" in out
+
+
+def test_runs_are_named_after_the_network_and_runs_does_not_cut_names(capsys, tmp_path):
+    """Issue 17 Using-it 6: `lang.dln` holding `network langtest` gives runs/langtest-... and langtest.fit.dln, as its
+    artifact is .dlc/langtest.json (from the source and from the compiled artifact); `dlc runs` in a pipe keeps long
+    run names whole."""
+    Path("lang.dln").write_text(DLN1.read_text().replace("network dln1", "network langtest", 1))
+    sets = ["--set", "fit.iters=0", "--set", "data.dev_size=4", "--set", "data.test_size=4"]
+    rc, out, err = dlc(capsys, "fit", "lang.dln", *sets, "--data-dir", str(DATA), "--no-progress")
+    assert rc == 0, err
+    (run,) = list((tmp_path / "runs").iterdir())
+    assert run.name.startswith("langtest-") and (run / "langtest.fit.dln").is_file()
+    assert json.loads((run / "result.json").read_text())["net"] == "langtest"
+    rc, out, err = dlc(capsys, "compile", "lang.dln", *sets)
+    assert rc == 0 and (tmp_path / ".dlc" / "langtest.json").is_file()
+    rc, out, err = dlc(capsys, "fit", "--data-dir", str(DATA), "--no-progress")       # the last compiled network
+    assert rc == 0, err
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "runs").iterdir()) == ["langtest", "langtest"]
+    long_dir = "runs/" + "a-very-long-run-directory-name-" * 5 + "end"
+    rc, out, err = dlc(capsys, "fit", "--run-dir", long_dir, "--data-dir", str(DATA), "--no-progress")
+    assert rc == 0, err
+    rc, out, err = dlc(capsys, "runs")
+    assert rc == 0 and Path(long_dir).name in out and run.name in out

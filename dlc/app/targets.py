@@ -38,18 +38,11 @@ class Network:
     """A compiled graph plus where it came from (for `<net>.fit.dln` and the run's provenance)."""
 
     graph: Graph
-    name: str                        # the net's file stem (runs/<name>-<timestamp>, <name>.fit.dln)
+    name: str                        # the `network` name, as the artifact's (.dlc/<name>.json): runs/<name>-<timestamp>,
+                                     # <name>.fit.dln, whatever the file is called
     source_text: str | None = None   # the .dln text, when known
     source_path: str | None = None
     artifact_path: str | None = None
-
-
-def _stem(path: str) -> str:
-    name = Path(path).name
-    for suf in (".fit.dln", ".dln", ".json"):
-        if name.endswith(suf):
-            return name[: -len(suf)]
-    return Path(path).stem
 
 
 def _read_source(graph: Graph) -> str | None:
@@ -91,9 +84,9 @@ def load_network(target: str | None, overrides: Mapping[str, str] | None = None)
         if overrides:
             raise DlcUsageError("--set applies to .dln sources, not to a compiled artifact", code="E103",
                                 hint=f"pass the .dln file instead ({graph.source_path or 'its source'})")
-        return Network(graph, _stem(graph.source_path or str(p)), _read_source(graph), graph.source_path, str(p))
+        return Network(graph, graph.name, _read_source(graph), graph.source_path, str(p))
     graph = compiler.compile_file(str(p), overrides)
-    return Network(graph, _stem(str(p)), p.read_text(encoding="utf-8"), str(p), None)
+    return Network(graph, graph.name, p.read_text(encoding="utf-8"), str(p), None)
 
 
 def graph_of_run(run: RunDir, *, prompts: str = "learned") -> Graph:

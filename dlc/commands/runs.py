@@ -42,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
                   _f(r.get("test_accuracy")), _f(r.get("baseline_test_accuracy")),
                   f"{r['tokens']:,}" if isinstance(r.get("tokens"), int) else "-")
     print(f"runs under {args.root}/")
-    Console(soft_wrap=True).print(t)
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:     # a pipe or a file: no width to fit, so run names are never cut
+        console = Console(soft_wrap=True, width=100_000)
+    console.print(t)
     for r in rows:
         if r.get("stopped"):
             print(f"{r['name']}: stopped after {r.get('done_iters', 0)} of {r.get('iters', '?')} iterations: "
