@@ -167,6 +167,9 @@ def report(out: Path = BENCH / "LEARNING.md") -> str:
              f"`{DLN}`; paper selection: `{PAPER_SELECTION}`; new: `{NEW_SELECTION}`; calibration_size 64, "
              "calibration_sigma 1.", "",
              "Test accuracy (%), mean over the seeds run, ± the 95% t-interval over seeds when there are several:", ""]
+    notes = BENCH / "LEARNING_NOTES.md"        # the hand-written reading of these tables, checked against them
+    if notes.is_file():
+        lines[2:2] = [notes.read_text(encoding="utf-8").rstrip(), ""]
     methods = [m for m in METHODS if any(k[0] == m for k in by)]
     lines.append("| task | " + " | ".join(methods) + " |")
     lines.append("|---|" + "---|" * len(methods))
