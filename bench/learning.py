@@ -30,6 +30,8 @@ OUT = BENCH / "out"
 sys.path.insert(0, str(BENCH))
 from grid import NINE, RUN_ORDER, SHORT, _output_layer  # noqa: E402
 
+from dlc.report.stats import mean_ci as stats_mean_ci  # noqa: E402
+
 SEEDS = (13, 42, 25)
 SIZES = {"train": 200, "dev": 50, "test": 100}
 METHODS = ("0shot", "0shot_cal", "dln1", "dln1_cal", "default")
@@ -121,22 +123,10 @@ def run_cell(method: str, task: str, seed: int, data_dir: str, threads: int) -> 
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
-
-
-def t975(df: int) -> float:
-    if df <= len(_T975):
-        return _T975[df - 1]
-    return 1.96 + 2.4 / df          # within 0.005 of the exact quantile for df > 10
-
-
 def mean_ci(xs: Sequence[float]) -> tuple[float, float | None]:
-    n = len(xs)
-    m = math.fsum(xs) / n
-    if n < 2:
-        return m, None
-    sd = math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (n - 1))
-    return m, t975(n - 1) * sd / math.sqrt(n)
+    """mean and 95% t half-width (None for one value): dlc.report.stats.mean_ci, as the grid uses it."""
+    ci = stats_mean_ci(xs)
+    return ci.mean, ci.half_width
 
 
 def paired_example_diffs(cells: Sequence[dict[str, Any]]) -> list[float]:

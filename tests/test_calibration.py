@@ -253,3 +253,16 @@ def test_posterior_weights_use_the_calibrated_child():
         assert post.logp_children[i] == pytest.approx([want, want])
     raw = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(c.seed), 0)["h"]
     assert raw.logp_children[0] == pytest.approx([-math.log1p(math.exp(-3.8))] * 2)
+
+
+def test_a_set_validated_again_does_not_rerun_the_calibration_set():
+    """The biased model is all right once calibrated, so the training batch has no errors, the prompt stays and the
+    last validation sees the same set: its calibration fit comes from the memo, not from another forward pass."""
+    lm = biased_world()
+    g = calibrated_graph(iters=2, batch_size=8, num_p_samples=2, val_freq=1)
+    tr = Trainer(g, {"default": lm}, examples(16), examples(20, 100), g.fit)
+    recs = tr.run()
+    assert [r.get("skipped") for r in recs[:2]] == ["no errors in the batch"] * 2
+    assert [r["calibration"]["kept"] for r in recs] == [True, True, True]
+    calibration_passes = [b for b in lm.batches if b[:2] == ("score", "y/forward") and b[2] == 16 * 4]
+    assert len(calibration_passes) == 1

@@ -126,12 +126,7 @@ def evaluate(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], ex
     loglik = raws = None
     out = graph.layers[graph.output].output
     if out.kind == "choice":
-        tot = Counter(targets)
-        ok = Counter(t for t, c in zip(targets, trace.correct) if c)
-        per_class = {t: ok[t] / tot[t] for t in sorted(tot)}
-        for t, p in zip(targets, trace.predictions):
-            confusion.setdefault(t, {}).setdefault(p, 0)
-            confusion[t][p] += 1
+        per_class, confusion = _class_counts(targets, trace.predictions, trace.correct)
         node = trace.nodes[graph.output]
         names = list(out.label_names)
         loglik = [d[names.index(t)] for d, t in zip(node.label_logdist, targets)]  # type: ignore[index]
@@ -140,6 +135,18 @@ def evaluate(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], ex
     return EvalResult(accuracy=acc, predictions=list(trace.predictions), targets=targets, correct=list(trace.correct),
                       ids=[e.id for e in examples], per_class=per_class, confusion=confusion, loglik=loglik,
                       raw_logdists=raws)
+
+
+def _class_counts(targets: Sequence[str], predictions: Sequence[str], correct: Sequence[bool]
+                  ) -> tuple[dict[str, float], dict[str, dict[str, int]]]:
+    """Per-class accuracy and the confusion counts {target: {prediction: n}} of a choice output."""
+    tot = Counter(targets)
+    ok = Counter(t for t, c in zip(targets, correct) if c)
+    confusion: dict[str, dict[str, int]] = {}
+    for t, p in zip(targets, predictions):
+        confusion.setdefault(t, {}).setdefault(p, 0)
+        confusion[t][p] += 1
+    return {t: ok[t] / tot[t] for t in sorted(tot)}, confusion
 
 
 def recalibrate(graph: Graph, res: EvalResult, offsets: Sequence[float]) -> EvalResult:
@@ -152,13 +159,8 @@ def recalibrate(graph: Graph, res: EvalResult, offsets: Sequence[float]) -> Eval
     dists = [apply_offsets(r, offsets) for r in res.raw_logdists]
     preds = [names[argmax(d)] for d in dists]
     correct = [is_correct(graph.metric, p, t) for p, t in zip(preds, res.targets)]
-    tot = Counter(res.targets)
-    ok = Counter(t for t, c in zip(res.targets, correct) if c)
-    confusion: dict[str, dict[str, int]] = {}
-    for t, p in zip(res.targets, preds):
-        confusion.setdefault(t, {}).setdefault(p, 0)
-        confusion[t][p] += 1
+    per_class, confusion = _class_counts(res.targets, preds, correct)
     return EvalResult(accuracy=sum(correct) / len(correct) if correct else 0.0, predictions=preds,
                       targets=list(res.targets), correct=correct, ids=list(res.ids),
-                      per_class={t: ok[t] / tot[t] for t in sorted(tot)}, confusion=confusion,
+                      per_class=per_class, confusion=confusion,
                       loglik=[d[names.index(t)] for d, t in zip(dists, res.targets)], raw_logdists=res.raw_logdists)

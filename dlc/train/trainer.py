@@ -61,8 +61,9 @@ class TrainState:
     offsets: dict[str, list[float]] = field(default_factory=dict)       # calibrated layers: current b ([]: none)
     best_offsets: dict[str, list[float]] = field(default_factory=dict)
     best_scores: list[float] | None = None               # per-dev-example validation scores of the best set
-    dev_memo: dict[str, dict] = field(default_factory=dict)   # dev evaluations by parameter set: a resumed run
-                                                              # does not re-evaluate (and re-count) a set it saw
+    dev_memo: dict[str, dict] = field(default_factory=dict)   # dev evaluations and calibration fits by parameter
+                                                              # set: nothing is re-evaluated (or re-counted) after
+                                                              # a resume or for a set validated again
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -140,11 +141,15 @@ class Trainer:
         out = self.graph.output
         if out not in self.calibrated or not self.calibration_set:
             return None
-        res = evaluate(self.graph, prompts, self.lms, self.calibration_set, config=self.config,
-                       offsets={**self.state.offsets, out: []})
-        names = list(self.graph.layers[out].output.label_names)
-        return fit_offsets(res.raw_logdists or [], [names.index(t) for t in res.targets],
-                           sigma=self.config.calibration_sigma)
+        offsets = {**self.state.offsets, out: []}
+        key = json.dumps(["calibration", prompts, offsets], sort_keys=True)
+        memo = self.state.dev_memo      # a validation of an unchanged set must not re-run the calibration set
+        if key not in memo:
+            res = evaluate(self.graph, prompts, self.lms, self.calibration_set, config=self.config, offsets=offsets)
+            names = list(self.graph.layers[out].output.label_names)
+            memo[key] = {"offsets": fit_offsets(res.raw_logdists or [], [names.index(t) for t in res.targets],
+                                                sigma=self.config.calibration_sigma)}
+        return list(memo[key]["offsets"])
 
     def sample_batch(self, iteration: int) -> list[Example]:
         r = self.rng.derive("iter", iteration, "batch")
