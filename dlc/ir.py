@@ -41,6 +41,7 @@ Calibration = Literal["none", "fit"]
 Backend = Literal["embedded", "openai", "scripted"]   # dlc.lm.registry.open_backend opens each
 Validation = Literal["accuracy", "loglik"]
 Acceptance = Literal["best", "paired"]
+Racing = Literal["off", "halving"]
 CalibrationKeep = Literal["accuracy", "selection"]
 Range = tuple[float | None, float | None, bool]      # (lo, hi, lo exclusive); None: unbounded
 
@@ -160,6 +161,9 @@ class ModelConfig:
     base_url_env: str | None = setting(None, kind="env")   # e.g. "OPENAI_BASE_URL" (several URLs, comma-separated)
     api_key_env: str | None = setting(None, kind="env")    # e.g. "OPENAI_API_KEY"
     n_ctx: int = setting(4096, lo=128, hi=1 << 20)
+    # embedded only: generation rows (samples of all requests of one call) decoded together; 16 from the measured
+    # step-cost curve (bench/BATCHING.md: 16 rows ~4x the tokens/s of one, 32 rows barely more)
+    batch_rows: int = setting(16, lo=1, hi=63)
     max_concurrency: int = setting(8, lo=1, hi=1024)
     timeout: float = setting(120.0, lo=0, lo_open=True)
     delay: float = setting(0.0, lo=0, hi=60)   # scripted backend only: seconds slept per batch call
@@ -231,6 +235,8 @@ class FitConfig:
     max_prompt_words: int = setting(150, lo=0)  # a proposal longer than this is rejected (0: no cap)
     copy_ngram: int = setting(8, lo=0)  # a proposal sharing this many consecutive words with a shown input
                                            # is rejected as a copy (0: off)
+    racing: Racing = setting("off")  # candidate scoring by successive halving (bench/RACING.md: agreement and
+                                     # tokens saved, measured on replayed bench traces)
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

@@ -255,3 +255,51 @@ def test_two_hidden_parents_are_scored_with_the_posteriors_sibling_values(net):
                 texts = dict(tr.example_texts(i), steps=posts["steps"].best[i], brief=b)
                 [dist] = label_logdists(lm, [layer_context(g, y, g.prompts()["y"], texts)], y.output.labels)
                 assert posts["brief"].logp_children[i][k] == pytest.approx(dist[y.output.label_names.index(e.target)])
+
+
+# ------------------------------------------------------------------ candidate racing (issue 15)
+def test_race_schedule_halves_towards_the_whole_batch():
+    from dlc.engine.prompts import race_schedule
+
+    assert race_schedule(6, 8) == [2, 4, 8]          # ⌈log2 6⌉ = 3 rounds: B/8 (≥ 2), B/4, B/2, then all B
+    assert race_schedule(4, 20) == [5, 10, 20]
+    assert race_schedule(20, 20) == [2, 3, 5, 10, 20]
+
+
+def _racing_lm() -> ScriptedLM:
+    """Proposal j is "Q<j>"; under Q<j> the right label's log-prob is -1 + j/10 (+ a per-example wobble), the
+    wrong label's -1.3: the higher j, the better the prompt, on every example."""
+    def gen(p: str, r, i: int) -> str:
+        return f"Q{r.seed % 9 + 1}"
+
+    def score(p: str, c: str) -> float:
+        idx = next(int(t[1:]) for t in p.split() if t.startswith("e") and t[1:].isdigit())
+        q = next((int(t[1:]) for t in p.split() if t.startswith("Q") and t[1:].isdigit()), 0)
+        right = ("yes", "no")[idx % 2]
+        return (-1.0 + q / 10 + 0.01 * (idx % 3)) if c == right else -1.3
+    return ScriptedLM(generate_fn=gen, score_fn=score)
+
+
+def test_racing_picks_the_exhaustive_winner_with_fewer_score_requests():
+    g = paper(compile_source(ONE))
+    chosen, costs = {}, {}
+    for racing in ("off", "halving"):
+        lm = _racing_lm()
+        c = dataclasses.replace(g.fit, num_p_samples=8, use_memory=0, racing=racing)
+        tr = forward(g, g.prompts(), {"default": lm}, ex(16))
+        before = sum(1 for x in lm.calls if x.kind == "score")
+        upd = update_layer(g, "y", g.prompts(), [], {"default": lm}, tr, {}, c, Rng(3), 0, 0.0)
+        costs[racing] = sum(1 for x in lm.calls if x.kind == "score") - before
+        chosen[racing] = upd.chosen
+        if racing == "off":
+            n = len(upd.candidates)
+            assert n > 4 and upd.scored_on is None
+            # the per-example reward terms average to the reward (what the bench replay relies on)
+            assert [sum(r) / 16 for r in upd.example_rewards] == pytest.approx(upd.reward)
+        else:
+            assert upd.scored_on[0] == 16                        # the incumbent always sees the whole batch
+            assert upd.scored_on[upd.chosen_index] == 16
+            assert min(upd.scored_on) < 16                       # somebody was dropped early
+            assert upd.example_rewards is None
+    assert chosen["halving"] == chosen["off"] != "P0"
+    assert costs["halving"] < costs["off"]

@@ -38,7 +38,8 @@ from dlc.engine.calibration import apply_offsets, fit_offsets
 from dlc.engine.proposals import clean_proposal, rejection_reason
 from dlc.engine.labels import label_logdist_from, label_requests
 from dlc.rng import Rng
-from dlc.engine.vi import argmax, elbo_score, exploration_penalty, nce_scores, trust_region_kl
+from dlc.engine.vi import (argmax, categorical_kl, elbo_score, exploration_penalty, nce_scores,
+                           trust_region_kl)
 
 
 @dataclass
@@ -58,6 +59,8 @@ class LayerUpdate:
     proposals: list[dict[str, Any]] = field(default_factory=list)
     step: int = 0
     offsets: list[list[float]] | None = None     # calibrated layer: each candidate's fitted offsets b_n
+    scored_on: list[int] | None = None           # racing: how many batch examples each candidate was scored on
+    example_rewards: list[list[float]] | None = None   # exhaustive: r_ni, each candidate's per-example reward terms
 
     @property
     def chosen_offsets(self) -> list[float] | None:
@@ -76,7 +79,8 @@ class LayerUpdate:
         return {"node": self.node, "step": self.step, "current": self.current, "candidates": self.candidates,
                 "elbo": self.elbo, "kl": self.kl, "penalty": self.penalty, "penalty_weight": self.penalty_weight,
                 "reward": self.reward, "chosen": self.chosen, "chosen_index": self.chosen_index,
-                "proposals": self.proposals, "rejected": self.rejected, "offsets": self.offsets}
+                "proposals": self.proposals, "rejected": self.rejected, "offsets": self.offsets,
+                "scored_on": self.scored_on, "example_rewards": self.example_rewards}
 
 
 def dedupe(prompts: Sequence[str]) -> list[str]:
@@ -176,15 +180,19 @@ def _configs(graph: Graph, node: str, i: int, trace: Trace, posteriors: Mapping[
 
 def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts: Mapping[str, str],
                      lms: Mapping[str, LM], trace: Trace, posteriors: Mapping[str, Posterior], config: FitConfig,
-                     penalty_weight: float, offsets: Mapping[str, Sequence[float]] | None = None
+                     penalty_weight: float, offsets: Mapping[str, Sequence[float]] | None = None,
+                     examples: Sequence[int] | None = None, per_example: list[list[float]] | None = None
                      ) -> tuple[list[float], list[float] | None, list[float] | None, list[list[float]] | None]:
     """ELBO_n for every candidate (one batched score call), plus trust-region KL_n, exploration penalty_n and,
-    for a calibrated layer, each candidate's fitted offsets b_n."""
+    for a calibrated layer, each candidate's fitted offsets b_n. `examples`: score on these batch examples only
+    (candidate racing); every term is then a mean over them. `per_example`, when given, receives each candidate's
+    per-example reward terms r_ni = S_ni − λ_T·KL_ni − λ_t·penalty_ni (reward_n is their mean; bench replay)."""
     layer = graph.layers[node]
     opts = score_opts(config, offsets)
     strip = config.strip_options_for_hidden
     lm = lm_for(lms, layer.model, node)
-    B = len(trace.examples)
+    idx = list(range(len(trace.examples))) if examples is None else list(examples)
+    B = len(idx)
     is_out = node == graph.output
     accuracy = config.output_scoring == "accuracy" if is_out else config.hidden_scoring == "accuracy"
 
@@ -192,17 +200,19 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
         # hidden layer scored by end-to-end accuracy: the whole graph run greedily with the candidate prompt
         elbo = []
         for cand in candidates:
-            tr = forward(graph, dict(prompts, **{node: cand}), lms, trace.examples, temperature=0.0,
-                         strip_hidden_options=strip, opts=opts)
+            tr = forward(graph, dict(prompts, **{node: cand}), lms, [trace.examples[i] for i in idx],
+                         temperature=0.0, strip_hidden_options=strip, opts=opts)
             elbo.append(sum(tr.correct) / max(1, B))
+            if per_example is not None:
+                per_example.append([1.0 if c else 0.0 for c in tr.correct])
         return elbo, None, None, None
 
     spans: list[tuple[int, int, float, int, int, int, str]] = []  # cand, example, w, in_idx, start, n, target
     reqs: list[ScoreRequest] = []
     tag = f"{node}/score"
-    configs = [_configs(graph, node, i, trace, posteriors) for i in range(B)]
+    configs = {i: _configs(graph, node, i, trace, posteriors) for i in idx}
     for n_idx, cand in enumerate(candidates):
-        for i in range(B):
+        for i in idx:
             ins, outs = configs[i]
             for a, (texts, w_in) in enumerate(ins):
                 ctx = layer_context(graph, layer, cand, texts, strip_hidden_options=strip)
@@ -214,7 +224,7 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
     wrong = [not c for c in trace.correct]
     if not is_out and penalty_weight != 0.0 and any(wrong):
         for n_idx, cand in enumerate(candidates):
-            for i in range(B):
+            for i in idx:
                 if not wrong[i] or is_empty_text(layer, trace.texts[node][i]):   # empty ĥ: no log p, no term
                     continue
                 ctx = layer_context(graph, layer, cand, trace.example_texts(i), strip_hidden_options=strip)
@@ -225,7 +235,7 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
     trust = is_out and config.trust_factor > 0 and layer.output.kind == "choice"
     if trust:
         for n_idx, cand in enumerate(candidates):
-            for i in range(B):
+            for i in idx:
                 ctx = layer_context(graph, layer, cand, trace.example_texts(i), strip_hidden_options=strip)
                 rr = label_requests(ctx, layer.output.labels, f"{node}/trust")
                 kl_spans.append((n_idx, i, len(reqs), len(rr)))
@@ -237,7 +247,7 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
         g = layer.generation
         greqs, keys = [], []
         for n_idx, cand in enumerate(candidates):
-            for i in range(B):
+            for i in idx:
                 for a, (texts, _w) in enumerate(configs[i][0]):
                     greqs.append(GenerateRequest(prompt=layer_context(graph, layer, cand, texts,
                                                                       strip_hidden_options=strip),
@@ -266,7 +276,8 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
                         for n in range(len(candidates))]
 
     # S[n][i] -> list of (weight, score, in_idx)
-    table: list[list[list[tuple[float, float, int]]]] = [[[] for _ in range(B)] for _ in candidates]
+    table: dict[int, dict[int, list[tuple[float, float, int]]]] = {n: {i: [] for i in idx}
+                                                                    for n in range(len(candidates))}
     for n_idx, i, w, a, start, n, tgt in spans:
         lp, dist = target_logp_from(graph, layer, res[start:start + n], tgt, opts,
                                     offsets=cand_offsets[n_idx] if cand_offsets is not None else True)
@@ -275,9 +286,10 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
                 else gen_acc[(n_idx, i, a)]
         table[n_idx][i].append((w, lp, a))
     elbo = []
+    ex_terms: list[list[float]] = []       # S_ni: example i's share of ELBO_n (elbo_n is their mean)
     for n_idx in range(len(candidates)):
         ws, ss = [], []
-        for i in range(B):
+        for i in idx:
             row = table[n_idx][i]
             scores = [s for _w, s, _a in row]
             if config.use_nce and not is_out and not accuracy:
@@ -289,23 +301,38 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
             ws.append([w for w, _s, _a in row])
             ss.append(scores)
         elbo.append(elbo_score(ws, ss))
+        ex_terms.append([math.fsum(w * v for w, v in zip(wr, sr) if w != 0.0) for wr, sr in zip(ws, ss)])
 
     penalty = None
     if pen_spans or (not is_out and penalty_weight != 0.0):
+        pos = {i: k for k, i in enumerate(idx)}
         vals = [[0.0] * B for _ in candidates]
         for n_idx, i, start, n in pen_spans:
-            vals[n_idx][i] = target_logp_from(graph, layer, res[start:start + n], trace.texts[node][i], opts)[0]
-        penalty = [exploration_penalty(vals[n], wrong) for n in range(len(candidates))]
+            vals[n_idx][pos[i]] = target_logp_from(graph, layer, res[start:start + n], trace.texts[node][i],
+                                                   opts)[0]
+        sub_wrong = [wrong[i] for i in idx]
+        penalty = [exploration_penalty(vals[n], sub_wrong) for n in range(len(candidates))]
     kl = None
     if trust:
-        ref = [d for d in trace.nodes[node].label_logdist]
+        pos = {i: k for k, i in enumerate(idx)}
+        ref = [trace.nodes[node].label_logdist[i] for i in idx]
         cand_d = [[[] for _ in range(B)] for _ in candidates]  # type: list[list[list[float]]]
         for n_idx, i, start, n in kl_spans:
-            cand_d[n_idx][i] = apply_offsets(
+            cand_d[n_idx][pos[i]] = apply_offsets(
                 label_logdist_from(res[start:start + n], layer.output.labels, agg=opts.label_agg,
                                    reduction=opts.output_logp),
                 cand_offsets[n_idx] if cand_offsets is not None else opts.offsets_for(layer))
         kl = [trust_region_kl(ref, cand_d[n]) for n in range(len(candidates))]  # type: ignore[arg-type]
+        if per_example is not None:
+            for n in range(len(candidates)):
+                ex_terms[n] = [v - config.trust_factor * categorical_kl(p, q)
+                               for v, p, q in zip(ex_terms[n], ref, cand_d[n])]
+    if per_example is not None:
+        for n in range(len(candidates)):
+            if penalty is not None:
+                ex_terms[n] = [v - penalty_weight * (vals[n][k] if sub_wrong[k] else 0.0)
+                               for k, v in enumerate(ex_terms[n])]
+            per_example.append(ex_terms[n])
     return elbo, kl, penalty, cand_offsets
 
 
@@ -326,18 +353,110 @@ def update_layer(graph: Graph, node: str, prompts: Mapping[str, str], memory_pro
         candidates = [current, *candidates]
     else:
         candidates = [current if c == current.strip() else c for c in candidates]
+    if config.racing == "halving" and len(candidates) > 2:
+        return _race(graph, node, candidates, records, prompts, lms, trace, posteriors, config, penalty_weight,
+                     offsets, step)
+    rows: list[list[float]] = []
     elbo, kl, penalty, cand_offsets = score_candidates(graph, node, candidates, prompts, lms, trace, posteriors,
-                                                       config, penalty_weight, offsets)
-    reward = []
-    for n in range(len(candidates)):
-        r = elbo[n]
-        if kl is not None:
-            r -= config.trust_factor * kl[n]
-        if penalty is not None:
-            r -= penalty_weight * penalty[n]
-        reward.append(r if not math.isnan(r) else float("-inf"))
+                                                       config, penalty_weight, offsets, per_example=rows)
+    reward = _rewards(elbo, kl, penalty, config.trust_factor, penalty_weight)
     best = argmax(reward)
     return LayerUpdate(node=node, current=current, candidates=list(candidates), elbo=elbo, reward=reward,
                        chosen=candidates[best], chosen_index=best, kl=kl, penalty=penalty,
                        penalty_weight=penalty_weight if penalty is not None else 0.0, proposals=records, step=step,
-                       offsets=cand_offsets)
+                       offsets=cand_offsets, example_rewards=[[round(v, 6) for v in r] for r in rows] or None)
+
+
+def _rewards(elbo: Sequence[float], kl: Sequence[float] | None, penalty: Sequence[float] | None,
+             trust_factor: float, penalty_weight: float) -> list[float]:
+    """Reward_n = ELBO_n − λ_T·KL_n − λ_t·penalty_n (a NaN reward loses)."""
+    out = []
+    for n, r in enumerate(elbo):
+        if kl is not None:
+            r -= trust_factor * kl[n]
+        if penalty is not None:
+            r -= penalty_weight * penalty[n]
+        out.append(r if not math.isnan(r) else float("-inf"))
+    return out
+
+
+def race_schedule(n_candidates: int, batch: int) -> list[int]:
+    """Successive halving's example counts: R = ⌈log2 N⌉ rounds on the first B/2^R, B/2^(R-1), … examples of the
+    batch (at least 2), the last on all B. Every round keeps the better half; the incumbent is never dropped."""
+    rounds = max(1, math.ceil(math.log2(max(2, n_candidates))))
+    sizes = [max(2, math.ceil(batch / 2 ** (rounds - r))) for r in range(rounds)] + [batch]
+    return sorted({min(batch, m) for m in sizes})
+
+
+def _race(graph: Graph, node: str, candidates: list[str], records: list[dict[str, Any]], prompts: Mapping[str, str],
+          lms: Mapping[str, LM], trace: Trace, posteriors: Mapping[str, Posterior], config: FitConfig,
+          penalty_weight: float, offsets: Mapping[str, Sequence[float]] | None, step: int) -> LayerUpdate:
+    """Candidate racing (issue 15, successive halving): score the live candidates on a growing prefix of the batch
+    and keep the better half each round, until one challenger is left or the batch is used up; the incumbent
+    (index 0, the current prompt) is always kept, so it is scored on the whole batch and the final comparison is
+    on all B examples. A round re-asks the examples of the rounds before: an in-memory memo answers them, so a
+    candidate costs the tokens of the examples it reached. Each round is a mean over its own examples (a
+    calibrated candidate's offsets are refitted on them)."""
+    B = len(trace.examples)
+    memo = {name: _ScoreMemo(lm) for name, lm in lms.items()}   # a round re-asks earlier examples: answered here
+    alive = list(range(len(candidates)))
+    scored_on = [0] * len(candidates)
+    elbo = [float("nan")] * len(candidates)
+    reward = [float("-inf")] * len(candidates)
+    kl_all: list[float] | None = None
+    pen_all: list[float] | None = None
+    off_all: list[list[float]] | None = None
+    sched = race_schedule(len(candidates), B)
+    k_round = 0
+    while True:
+        m = sched[k_round]
+        cands = [candidates[n] for n in alive]
+        e, kl, pen, offs = score_candidates(graph, node, cands, prompts, memo, trace, posteriors, config,
+                                            penalty_weight, offsets, examples=range(m))
+        r = _rewards(e, kl, pen, config.trust_factor, penalty_weight)
+        for k, n in enumerate(alive):
+            scored_on[n], elbo[n], reward[n] = m, e[k], r[k]
+            if kl is not None:
+                kl_all = kl_all or [float("nan")] * len(candidates)
+                kl_all[n] = kl[k]
+            if pen is not None:
+                pen_all = pen_all or [float("nan")] * len(candidates)
+                pen_all[n] = pen[k]
+            if offs is not None:
+                off_all = off_all or [[] for _ in candidates]
+                off_all[n] = offs[k]
+        if m >= B:
+            break
+        if len(alive) > 2:
+            order = sorted(alive, key=lambda n: (-reward[n], n))
+            alive = sorted(set(order[:math.ceil(len(alive) / 2)]) | {0})
+        # the incumbent and one challenger left: straight to the whole batch
+        k_round = k_round + 1 if len(alive) > 2 else len(sched) - 1
+    best = max(alive, key=lambda n: (reward[n], -n))
+    return LayerUpdate(node=node, current=candidates[0], candidates=list(candidates), elbo=elbo, reward=reward,
+                       chosen=candidates[best], chosen_index=best, kl=kl_all, penalty=pen_all,
+                       penalty_weight=penalty_weight if pen_all is not None else 0.0, proposals=records, step=step,
+                       offsets=off_all, scored_on=scored_on)
+
+
+class _ScoreMemo:
+    """An LM whose `score` answers a request it has already answered from memory (racing's later rounds re-ask the
+    earlier rounds' examples); everything else goes to the wrapped LM."""
+
+    def __init__(self, lm: LM) -> None:
+        self._lm = lm
+        self._seen: dict[ScoreRequest, Any] = {}
+        self.model_id = lm.model_id
+        self.capabilities = lm.capabilities
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[Any]:
+        todo = list(dict.fromkeys(r for r in requests if r not in self._seen))
+        if todo:
+            self._seen.update(zip(todo, self._lm.score(todo)))
+        return [self._seen[r] for r in requests]
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[Any]:
+        return self._lm.generate(requests)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lm, name)
