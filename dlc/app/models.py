@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from dlc.artifacts.canonical import canonical_sha256
 from dlc.artifacts.identity import _jsonable
@@ -82,8 +82,21 @@ def usage_totals(lms: Mapping[str, LM], base: Mapping[str, Any] | None = None) -
             "seconds": round(float(base_work.get("seconds", 0.0)) + sum(w.seconds for w in works), 3),
             "decode_seconds": round(float(base_work.get("decode_seconds", 0.0))
                                     + sum(w.decode_seconds for w in works), 3),
+            "phases": _sum_phases([base_work.get("phases") or {}, *(w.phases for w in works)]),
         }
     return tot
+
+
+def _sum_phases(tables: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per-phase backend work summed over processes/models (seconds rounded to ms)."""
+    out: dict[str, dict[str, float]] = {}
+    for table in tables:
+        for phase, row in table.items():
+            acc = out.setdefault(phase, {"seconds": 0.0, "decoded_tokens": 0, "completion_tokens": 0})
+            for k in acc:
+                acc[k] += row.get(k, 0) if isinstance(row, Mapping) else 0
+    return {k: {kk: (round(v, 3) if kk == "seconds" else int(v)) for kk, v in row.items()}
+            for k, row in sorted(out.items())}
 
 
 def backend_info(graph: Graph, lms: Mapping[str, LM]) -> dict[str, Any]:

@@ -165,10 +165,20 @@ class BackendWork:
     unique_tokens: int | None = None
     seconds: float = 0.0
     decode_seconds: float = 0.0
+    # per phase ("generate:posterior", "score:score", ...: the call's kind and the purpose part of its first
+    # request's tag): {"seconds", "decoded_tokens", "completion_tokens"} — bench/ throughput per phase
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def add_phase(self, phase: str, seconds: float, decoded: int, completion: int = 0) -> None:
+        row = self.phases.setdefault(phase, {"seconds": 0.0, "decoded_tokens": 0, "completion_tokens": 0})
+        row["seconds"] += seconds
+        row["decoded_tokens"] += decoded
+        row["completion_tokens"] += completion
 
     def to_json(self) -> dict[str, object]:
         return {"decoded_tokens": self.decoded_tokens, "unique_tokens": self.unique_tokens,
-                "seconds": round(self.seconds, 3), "decode_seconds": round(self.decode_seconds, 3)}
+                "seconds": round(self.seconds, 3), "decode_seconds": round(self.decode_seconds, 3),
+                "phases": {k: {kk: round(v, 3) for kk, v in row.items()} for k, row in sorted(self.phases.items())}}
 
 
 @runtime_checkable

@@ -49,8 +49,9 @@ class EmbeddedGeneration(EmbeddedModel):
     """The generation half of `EmbeddedLM`."""
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        with self._lock, self._timed():
+        with self._lock, self._timed("generate", requests[0].tag if requests else "") as completion:
             results = [res for res, _ in self._generate_many(list(requests))]
+            completion.append(sum(r.completion_tokens for r in results))
             for r, res in zip(requests, results):
                 self.usage.add(r.tag, calls=1, prompt_tokens=res.prompt_tokens,
                                completion_tokens=res.completion_tokens)

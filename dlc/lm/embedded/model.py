@@ -396,18 +396,27 @@ class EmbeddedModel:
 
     # ---------------------------------------------------------------- accounting
     @contextlib.contextmanager
-    def _timed(self) -> Iterator[None]:
+    def _timed(self, kind: str = "", tag: str = "") -> Iterator[list[int]]:
+        """Time a call; with `kind`, also book it under its phase (kind + the purpose part of the tag). The caller
+        appends the completion tokens it produced to the yielded list."""
         t0 = time.perf_counter()
+        d0 = self._work.decoded_tokens
+        completion: list[int] = []
         try:
-            yield
+            yield completion
         finally:
-            self._work.seconds += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            self._work.seconds += dt
+            if kind:
+                phase = f"{kind}:{(tag or '-').rsplit('/', 1)[-1]}"
+                self._work.add_phase(phase, dt, self._work.decoded_tokens - d0, sum(completion))
 
     def work(self) -> BackendWork:
         """A snapshot of what this backend really computed (see `BackendWork`)."""
         with self._lock:
             unique = len(self._trie) if self._trie is not None else None
-            return BackendWork(self._work.decoded_tokens, unique, self._work.seconds, self._work.decode_seconds)
+            return BackendWork(self._work.decoded_tokens, unique, self._work.seconds, self._work.decode_seconds,
+                               {k: dict(v) for k, v in self._work.phases.items()})
 
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:

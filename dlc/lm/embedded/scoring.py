@@ -18,7 +18,7 @@ class EmbeddedScoring(EmbeddedModel):
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Exact teacher-forced log p(continuation | prompt) per token, prompts shared within and across groups."""
-        with self._lock, self._timed():
+        with self._lock, self._timed("score", requests[0].tag if requests else ""):
             prepared = [(self._prompt_tokens(r.prompt), self.tokenize(r.continuation, special=False, add_bos=False))
                         for r in requests]
             if self._trie is not None:
