@@ -357,6 +357,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E509", "cannot resume: the dataset splits differ from the run's"),
         ("E510", "the saved training state lacks fields"),
         ("E511", "the saved training state has no prompt for a trained layer"),
+        ("E512", "cannot write the HTML report (`dlc report -o FILE`)"),
         ("E530", "cannot open the LLM cache"),
         ("E531", "cannot read the LLM cache"),
         ("E532", "cannot write the LLM cache"),

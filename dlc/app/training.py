@@ -25,7 +25,7 @@ from dlc.artifacts.records import (Baseline, Checkpoint, ClassReport, FitResult,
                                    SplitPredictions, total_tokens)
 from dlc.artifacts.rundir import BACKEND, GRAPH, RESULT, SOURCE, RunDir, check_new_run_dir, check_resumable
 from dlc.data import Splits, load_splits
-from dlc.errors import DlcArtifactError, DlcUsageError
+from dlc.errors import DlcArtifactError, DlcUsageError, redact
 from dlc.train import trainer as tr
 from dlc.train.evaluation import EvalResult, evaluate
 from dlc.train.plan import plan as fit_plan
@@ -243,6 +243,7 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
         e.reported = True          # type: ignore[attr-defined]   # the CLI does not say "interrupted" again
         raise
     result = _finish(run, net, graph, splits, lms, trainer, totals)
+    write_html_report(run, err)
     fit_dln = _report_result(out, run, result, graph.fit.iters)
     return FitOutcome(run.path, result, dict(plan), fit_dln)
 
@@ -262,7 +263,21 @@ def _report_result(out: TextIO | None, run: RunDir, result: FitResult, iters: in
     _print(out, f"result: {run.path / RESULT}")
     if fit_dln.exists():
         _print(out, f"learned network: {fit_dln}")
+    if (run.path / "report.html").exists():
+        _print(out, f"report: {run.path / 'report.html'}")
     return fit_dln if fit_dln.exists() else None
+
+
+def write_html_report(run: RunDir, err: TextIO | None) -> None:
+    """RUN/report.html (dlc report) at the end of a fit. The run is complete without it, so a failure to write it
+    (a full disk, a bug in the report) is a warning and the fit ends normally; `dlc report RUN` writes it again."""
+    try:
+        from dlc.report.html import write_report
+
+        write_report([run.path])
+    except Exception as e:  # noqa: BLE001 -- nothing of the run may be lost for its report
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        _print(err, f"warning: the HTML report was not written ({redact(why)}); `dlc report {run.path}` writes it")
 
 
 def _fmt(x: Any) -> str:
