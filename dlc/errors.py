@@ -262,7 +262,8 @@ REGISTRY: tuple[ErrorCode, ...] = (
         DlcUsageError,
         ("E101", "malformed `--set` (not BLOCK.KEY=VALUE)"),
         ("E102", "`--set` names an unknown block, key or layer"),
-        ("E103", "`--set` on something without a .dln source (a compiled artifact, a run without its source)"),
+        ("E103", "`--set` on something without its .dln source (a compiled artifact whose source is gone or "
+                 "changed since compile, a run without its source)"),
         ("E104", "no such file, a directory where a file is expected, or an unreadable file"),
         ("E105", "a .dln file that is not UTF-8"),
         ("E106", "an image format needs Graphviz `dot`, which is missing or failed"),

@@ -148,9 +148,31 @@ def test_fit_with_no_argument_uses_the_last_compiled_network(capsys, tmp_path):
     rc, out, err = dlc(capsys, "fit", "--data-dir", str(DATA), "--dry-run")
     assert rc == 0, err
     assert "network dln1" in out
-    # --set applies to sources only, never silently to a compiled artifact
-    rc, out, err = dlc(capsys, "fit", "--set", "fit.iters=1", "--data-dir", str(DATA), "--dry-run")
-    assert rc == 1 and "error[E103]" in err
+
+def test_set_after_compile_recompiles_the_unchanged_source(capsys, tmp_path, monkeypatch):
+    """The quickstart's hint (`dlc fit --set fit.seed=13` after `dlc compile`): --set on the compiled artifact
+    compiles its recorded source again with the override, while that source is unchanged; else E103."""
+    assert dlc(capsys, "compile", str(DLN1))[0] == 0
+    for target in ([], [".dlc/dln1.json"]):
+        rc, out, err = dlc(capsys, "fit", *target, "--set", "fit.iters=7", "--data-dir", str(DATA), "--dry-run")
+        assert rc == 0, err
+        assert "7 training iteration(s)" in out
+    rc, out, err = dlc(capsys, "show", ".dlc/dln1.json", "--set", "fit.iters=7")
+    assert rc == 0, err
+    # from another directory: the relative source path is found next to .dlc/
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    rc, out, err = dlc(capsys, "fit", "../.dlc/dln1.json", "--set", "fit.iters=7", "--data-dir", str(DATA),
+                       "--dry-run")
+    assert rc == 0 and "7 training iteration(s)" in out, err
+    monkeypatch.chdir(tmp_path)
+    # the source changed since compile: never a silently different network
+    DLN1.write_text(DLN1.read_text() + "\n# edited\n")
+    rc, out, err = dlc(capsys, "fit", "--set", "fit.iters=7", "--data-dir", str(DATA), "--dry-run")
+    assert rc == 1 and "error[E103]" in err and "changed since it was compiled" in err and "Traceback" not in err
+    DLN1.unlink()
+    rc, out, err = dlc(capsys, "fit", "--set", "fit.iters=7", "--data-dir", str(DATA), "--dry-run")
+    assert rc == 1 and "error[E103]" in err and "is not there" in err
 
 
 @pytest.mark.parametrize("args, code", [

@@ -56,6 +56,35 @@ def _read_source(graph: Graph) -> str | None:
     return text
 
 
+def _source_file(graph: Graph, artifact: Path) -> Path | None:
+    """Where the artifact's recorded source is now: its path as recorded (relative to the current directory), or,
+    for a relative path and an artifact in `.dlc/`, relative to the directory `dlc compile` ran in."""
+    if not graph.source_path:
+        return None
+    recorded = Path(graph.source_path)
+    candidates = [recorded]
+    if not recorded.is_absolute() and artifact.parent.name == manifest.MANIFEST_DIR:
+        candidates.append(artifact.parent.parent / recorded)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def recompile_artifact(graph: Graph, artifact: Path,
+                       overrides: Mapping[str, str]) -> tuple[Graph, str, str, str]:
+    """`--set` on a compiled artifact: the overrides are .dln edits, so compile the recorded source again with
+    them -- but only while that source is byte for byte what the artifact was compiled from (its sha256), or the
+    user would silently get a different network. Returns (graph, name, source text, source path)."""
+    src = _source_file(graph, artifact)
+    if src is None:
+        raise DlcUsageError(f"--set needs the .dln source of {artifact}, and {graph.source_path or 'it'} "
+                            "is not there", code="E103", hint="pass the .dln file instead of the compiled artifact")
+    text = src.read_text(encoding="utf-8")
+    if graph.source_sha256 and hashlib.sha256(text.encode("utf-8")).hexdigest() != graph.source_sha256:
+        raise DlcUsageError(f"--set needs the .dln source of {artifact}, and {src} changed since it was compiled",
+                            code="E103", hint=f"run `dlc compile {src}` again, or pass {src} instead")
+    new = compiler.compile_source(text, str(src), overrides)
+    return new, new.name, text, str(src)
+
+
 def load_network(target: str | None, overrides: Mapping[str, str] | None = None) -> Network:
     """`net.dln` (compiled now), a compiled `.json` artifact, a run directory (its graph with its learned
     prompts), or None (the last `dlc compile`, via `.dlc/LAST`)."""
@@ -82,8 +111,7 @@ def load_network(target: str | None, overrides: Mapping[str, str] | None = None)
     if p.suffix == ".json":
         graph = manifest.read(p)
         if overrides:
-            raise DlcUsageError("--set applies to .dln sources, not to a compiled artifact", code="E103",
-                                hint=f"pass the .dln file instead ({graph.source_path or 'its source'})")
+            return Network(*recompile_artifact(graph, p, overrides), None)
         return Network(graph, graph.name, _read_source(graph), graph.source_path, str(p))
     graph = compiler.compile_file(str(p), overrides)
     return Network(graph, graph.name, p.read_text(encoding="utf-8"), str(p), None)

@@ -38,10 +38,11 @@ def is_run_dir(path: Path) -> bool:
 def load_graph(path: str, sets: dict[str, str] | None = None) -> ir.Graph:
     p = Path(path)
     if p.suffix == ".json":
+        graph = manifest.read(p)
         if sets:
-            raise DlcUsageError("--set applies to .dln sources, not to a compiled manifest", code="E103",
-                                hint="pass the .dln file instead")
-        return manifest.read(p)
+            from dlc.app.targets import recompile_artifact
+            return recompile_artifact(graph, p, sets)[0]
+        return graph
     if p.is_dir():
         raise DlcUsageError(f"{p} is a directory but not a run directory (no result.json or checkpoint.json)",
                             code="E104", hint="pass a .dln file, a compiled .json, or a run directory")
