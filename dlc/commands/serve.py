@@ -1,5 +1,5 @@
-"""`dlc serve --model MODEL [--host 127.0.0.1] [--port PORT] [--max-logprobs K]`: an OpenAI-compatible server over
-the embedded model.
+"""`dlc serve --model MODEL [--host 127.0.0.1] [--port PORT] [--max-logprobs K] [--no-logprobs]`: an
+OpenAI-compatible server over the embedded model.
 
 Contract (scripts rely on it): `--port 0` picks a free port, and exactly one line `listening on http://HOST:PORT/v1`
 is printed on stdout once the server accepts requests. Binds 127.0.0.1 by default; anything else exposes the model
@@ -24,6 +24,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-logprobs", type=int, default=100,
                    help="most alternatives per token a request may ask for (`logprobs` of /v1/completions, "
                         "`top_logprobs` of /v1/chat/completions; default: %(default)s, as DLN's scorer asks)")
+    p.add_argument("--no-logprobs", action="store_true",
+                   help="refuse every request for log-probabilities (400), like a chat-only hosted model: to try "
+                        "clients on such a backend locally")
     p.set_defaults(func=run)
 
 
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     lm = EmbeddedLM(args.model, n_ctx=args.n_ctx)
     try:
-        app = create_app(lm, args.name or args.model, n_ctx=args.n_ctx, max_logprobs=args.max_logprobs)
+        app = create_app(lm, args.name or args.model, n_ctx=args.n_ctx, max_logprobs=args.max_logprobs,
+                         logprobs=not args.no_logprobs)
         server = Server(app, sock)
         server.run(on_ready=lambda url: print(f"listening on {url}", flush=True))
     finally:

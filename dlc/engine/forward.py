@@ -16,7 +16,7 @@ from dlc.ir import Example, Graph, Layer
 from dlc.lm.base import LM, ChatPrompt, GenerateRequest, GenerateResult, Prompt, ScoreRequest, ScoreResult
 from dlc.engine.calibration import apply_offsets
 from dlc.engine.labels import label_logdist_from, label_requests, verbalizers
-from dlc.engine.metrics import final_number, format_number, is_correct, match_label
+from dlc.engine.metrics import final_number, format_number, is_correct, match_label, normalize
 from dlc.rng import Rng
 from dlc.engine.vi import argmax, reduce_logprobs
 
@@ -35,8 +35,9 @@ def prompt_to_json(p: Prompt) -> Any:
 
 def layer_variables(graph: Graph, layer: Layer, prompt: str, texts: Mapping[str, str], *,
                     strip_hidden_options: bool = False) -> dict[str, Any]:
-    """The forward-template variables of `layer` (ir.py contract): prompt, input, hidden, inputs, and each parent
-    under its own name. With strip_hidden_options, a hidden layer sees graph inputs cut before "Options:"."""
+    """The forward-template variables of `layer` (ir.py contract): prompt, input, hidden, inputs, parents ({name,
+    text, input: is it a graph input} per parent), and each parent under its own name. With strip_hidden_options,
+    a hidden layer sees graph inputs cut before "Options:"."""
     vals = []
     for p in layer.parents:
         t = texts[p]
@@ -44,7 +45,9 @@ def layer_variables(graph: Graph, layer: Layer, prompt: str, texts: Mapping[str,
             t = strip_options(t)
         vals.append(t)
     variables: dict[str, Any] = {p: v for p, v in zip(layer.parents, vals)}
-    variables.update(prompt=prompt, input=vals[0] if vals else "", hidden="\n\n".join(vals[1:]), inputs=vals)
+    variables.update(prompt=prompt, input=vals[0] if vals else "", hidden="\n\n".join(vals[1:]), inputs=vals,
+                     parents=[{"name": p, "text": v, "input": p in graph.inputs}
+                              for p, v in zip(layer.parents, vals)])
     return variables
 
 
@@ -122,6 +125,48 @@ def generate_batch(lm: LM, requests: Sequence[GenerateRequest], node: str = "") 
     return [res[index[k]] for k in keys]
 
 
+# ---------------------------------------------------------------------------------------------------- choice by generation
+CHOICE_MAX_TOKENS = 32     # a generated answer of a choice layer: enough to spell a verbalizer, not an essay
+
+
+def scores_labels(lm: LM) -> bool:
+    """Can `lm` score continuations (prompt log-probs)? Chat-only hosted models cannot (the OpenAI backend's probe
+    says so in `capabilities`); their choice layers then answer by generation (`choice_requests`)."""
+    caps = getattr(lm, "capabilities", None)
+    return caps is None or bool(getattr(caps, "prompt_logprobs", True))
+
+
+def choice_requests(layer: Layer, contexts: Sequence[Prompt], tag: str) -> list[GenerateRequest]:
+    """A choice layer on a backend without prompt log-probs: one greedy generation per context, at most
+    CHOICE_MAX_TOKENS tokens (or the layer's max_tokens when smaller), mapped to a label by `label_of_text`."""
+    g = layer.generation
+    return [GenerateRequest(prompt=c, max_tokens=max(1, min(g.max_tokens, CHOICE_MAX_TOKENS)), temperature=0.0,
+                            stop=g.stop, n=1, seed=0, tag=tag) for c in contexts]
+
+
+def label_of_text(layer: Layer, text: str) -> str:
+    """The label a generated answer names, or "" (no label: counted wrong). The whole text naming a label or a
+    verbalizer (`match_label`: case, punctuation, "Option (B)"), else the label whose verbalizer the text starts
+    with, on a word boundary ("positive. The review praises..." -> positive); the longest verbalizer wins, and two
+    labels tied for the longest are no answer."""
+    labels = layer.output.labels
+    name = match_label(text, labels)
+    if name is not None:
+        return name
+    words = normalize(text)
+    best: list[tuple[int, str]] = []
+    for lab in labels:
+        for v in (lab.name, *lab.verbalizers):
+            nv = normalize(v)
+            if nv and (words == nv or words.startswith(nv + " ")):
+                best.append((len(nv), lab.name))
+    if not best:
+        return ""
+    top = max(n for n, _ in best)
+    names = {lab for n, lab in best if n == top}
+    return names.pop() if len(names) == 1 else ""
+
+
 @dataclass(frozen=True)
 class ScoreOpts:
     """How log-probabilities are reduced and labels aggregated (FitConfig.hidden_logp/output_logp/label_agg), and
@@ -193,10 +238,14 @@ class NodeTrace:
     seeds: list[int] = field(default_factory=list)
     raw_logdist: list[list[float] | None] = field(default_factory=list)     # p_LM before the offsets
     offsets: list[float] | None = None
+    generated: list[str] | None = None     # a choice layer answering by generation: the texts its labels are read
+                                           # from (no label distribution then)
 
     def to_json(self) -> dict[str, Any]:
         d = {"contexts": [prompt_to_json(c) for c in self.contexts], "outputs": list(self.outputs),
              "label_logdist": self.label_logdist, "seeds": list(self.seeds)}
+        if self.generated is not None:
+            d["generated"] = list(self.generated)
         if self.offsets is not None:
             d["offsets"] = list(self.offsets)
             d["raw_logdist"] = self.raw_logdist
@@ -247,7 +296,8 @@ def forward(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], exa
     """Run every layer in topological order on `examples` (paper Eq. 1 read left to right).
 
     Text/number layers generate with their Generation settings at `temperature` (None: the layer's own); choice
-    layers output argmax of the label distribution. `input_prefix[i]` (n-shot demonstrations) is prepended to the
+    layers output argmax of the label distribution, or, on a backend without prompt log-probs, the label their
+    greedy answer names ("" when none: wrong). `input_prefix[i]` (n-shot demonstrations) is prepended to the
     output layer's first parent text for example i."""
     rng = rng or Rng(0)
     texts: dict[str, list[str]] = {}
@@ -269,7 +319,15 @@ def forward(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], exa
                                              strip_hidden_options=strip_hidden_options))
         lm = lm_for(lms, layer.model, name)
         tag = f"{name}/forward"
-        if layer.output.kind == "choice":
+        if layer.output.kind == "choice" and not scores_labels(lm):
+            # no prompt log-probs (a chat-only backend): generate greedily and read the label from the text
+            res = generate_batch(lm, choice_requests(layer, nt.contexts, tag), name)
+            nt.generated = [r.texts[0] if r.texts else "" for r in res]
+            nt.outputs = [label_of_text(layer, t) for t in nt.generated]
+            nt.label_logdist = [None] * len(examples)
+            nt.raw_logdist = [None] * len(examples)
+            nt.seeds = [0] * len(examples)
+        elif layer.output.kind == "choice":
             reqs = [r for c in nt.contexts for r in label_requests(c, layer.output.labels, tag)]
             res = score_batch(lm, reqs, name)
             per = sum(len(verbalizers(lab)) for lab in layer.output.labels)

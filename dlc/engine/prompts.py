@@ -29,9 +29,10 @@ from typing import Any, Mapping, Sequence
 
 from dlc.lang import templates
 from dlc.engine.hidden import Posterior, score_opts
-from dlc.engine.forward import (Trace, as_backward_prompt, forward, generate_batch, layer_context, layer_variables, lm_for,
-                        is_empty_text, output_correct, score_batch, target_logp_from, target_logp_requests)
-from dlc.errors import DlcError
+from dlc.engine.forward import (Trace, as_backward_prompt, choice_requests, forward, generate_batch, label_of_text,
+                                layer_context, layer_variables, lm_for, is_empty_text, output_correct, score_batch,
+                                scores_labels, target_logp_from, target_logp_requests)
+from dlc.errors import DlcError, DlcLMError
 from dlc.ir import FitConfig, Graph, Layer
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
 from dlc.engine.calibration import apply_offsets, fit_offsets
@@ -195,6 +196,13 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
     B = len(idx)
     is_out = node == graph.output
     accuracy = config.output_scoring == "accuracy" if is_out else config.hidden_scoring == "accuracy"
+    generative = layer.output.kind == "choice" and not scores_labels(lm)   # answers by generation (forward.py)
+    if generative and (not accuracy or (is_out and config.trust_factor > 0)):
+        raise DlcLMError(f"model '{layer.model}' gives no prompt log-probabilities, which scoring the prompts of "
+                         f"choice layer '{node}' by log p(label) needs", code="E628", node=node,
+                         hint=f"set fit.{'output' if is_out else 'hidden'}_scoring = accuracy"
+                              f"{' and fit.trust_factor = 0' if is_out else ''}: the layer is then scored by its "
+                              "generated answers")
 
     if accuracy and not is_out:
         # hidden layer scored by end-to-end accuracy: the whole graph run greedily with the candidate prompt
@@ -217,7 +225,7 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
             for a, (texts, w_in) in enumerate(ins):
                 ctx = layer_context(graph, layer, cand, texts, strip_hidden_options=strip)
                 for tgt, w_out in outs:
-                    rr = target_logp_requests(graph, layer, ctx, tgt, tag)
+                    rr = [] if generative else target_logp_requests(graph, layer, ctx, tgt, tag)
                     spans.append((n_idx, i, w_in * w_out, a, len(reqs), len(rr), tgt))
                     reqs.extend(rr)
     pen_spans: list[tuple[int, int, int, int]] = []
@@ -243,25 +251,27 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
     res = score_batch(lm, reqs, node)
 
     gen_acc: dict[tuple[int, int, int], float] = {}
-    if accuracy and layer.output.kind != "choice":
+    if accuracy and (layer.output.kind != "choice" or generative):
         g = layer.generation
         greqs, keys = [], []
         for n_idx, cand in enumerate(candidates):
             for i in idx:
                 for a, (texts, _w) in enumerate(configs[i][0]):
-                    greqs.append(GenerateRequest(prompt=layer_context(graph, layer, cand, texts,
-                                                                      strip_hidden_options=strip),
-                                                 max_tokens=max(1, g.max_tokens), temperature=0.0, stop=g.stop,
-                                                 tag=f"{node}/score"))
+                    ctx = layer_context(graph, layer, cand, texts, strip_hidden_options=strip)
+                    greqs.extend(choice_requests(layer, [ctx], f"{node}/score") if generative else
+                                 [GenerateRequest(prompt=ctx, max_tokens=max(1, g.max_tokens), temperature=0.0,
+                                                  stop=g.stop, tag=f"{node}/score")])
                     keys.append((n_idx, i, a))
         for key, gr in zip(keys, generate_batch(lm, greqs, node)):
             out = gr.texts[0].strip() if gr.texts else ""
+            if generative:
+                out = label_of_text(layer, out)
             gen_acc[key] = 1.0 if output_correct(graph, out, trace.examples[key[1]].target) else 0.0
 
     # a calibrated choice layer scores each candidate with its own offsets, fitted (MAP) on this batch's label
     # distributions under that candidate: prompt search and calibration optimise one objective instead of fighting
     cand_offsets: list[list[float]] | None = None
-    if calibrated(layer):
+    if calibrated(layer) and not generative:
         names = list(layer.output.label_names)
         raws: list[list[list[float]]] = [[] for _ in candidates]
         tix: list[list[int]] = [[] for _ in candidates]
@@ -279,6 +289,9 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
     table: dict[int, dict[int, list[tuple[float, float, int]]]] = {n: {i: [] for i in idx}
                                                                     for n in range(len(candidates))}
     for n_idx, i, w, a, start, n, tgt in spans:
+        if generative:
+            table[n_idx][i].append((w, gen_acc[(n_idx, i, a)], a))
+            continue
         lp, dist = target_logp_from(graph, layer, res[start:start + n], tgt, opts,
                                     offsets=cand_offsets[n_idx] if cand_offsets is not None else True)
         if accuracy:

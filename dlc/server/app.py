@@ -171,8 +171,10 @@ def _top_list(e: TokenLogprob, k: int) -> list[dict[str, Any]]:
 
 
 def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
-               max_logprobs: int = MAX_LOGPROBS) -> FastAPI:
-    """The FastAPI app serving `lm` under the name `model_name`; `logprobs` / `top_logprobs` up to `max_logprobs`."""
+               max_logprobs: int = MAX_LOGPROBS, logprobs: bool = True) -> FastAPI:
+    """The FastAPI app serving `lm` under the name `model_name`; `logprobs` / `top_logprobs` up to `max_logprobs`.
+    With logprobs=False (`dlc serve --no-logprobs`) every request asking for log-probs is refused (400), as by a
+    chat-only hosted model: clients and dlc's fallbacks for such backends can be tested locally."""
     app = FastAPI(title="dlc serve", docs_url=None, redoc_url=None)
     lock = threading.Lock()
     ctx_size = n_ctx if n_ctx is not None else getattr(lm, "n_ctx", None)
@@ -222,6 +224,9 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
     exact_logprobs = hasattr(lm, "echo_logprobs") and hasattr(lm, "generate_logprobs")   # EmbeddedLM
 
     def check_k(k: int | None, param: str) -> None:
+        if k is not None and not logprobs:
+            raise ApiError(400, f"{param}: this server does not return log-probabilities (dlc serve --no-logprobs)",
+                           param=param)
         if k is not None and k > max_logprobs:
             raise ApiError(400, f"{param}: requested {k} log-probs per token, but this server returns at most "
                                 f"{max_logprobs} (dlc serve --max-logprobs)", param=param)
@@ -325,7 +330,7 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
             raise ApiError(400, "max_tokens must be >= 1", param="max_tokens")
         prompt = chat_prompt(body.messages)
         k = body.top_logprobs or 0
-        check_k(k, "top_logprobs")
+        check_k(k if body.logprobs or body.top_logprobs is not None else None, "top_logprobs")
         choices = []
         with lock:
             rendered = lm.render(prompt)

@@ -129,8 +129,9 @@ def evaluate(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM], ex
         per_class, confusion = _class_counts(targets, trace.predictions, trace.correct)
         node = trace.nodes[graph.output]
         names = list(out.label_names)
-        loglik = [d[names.index(t)] for d, t in zip(node.label_logdist, targets)]  # type: ignore[index]
-        raws = [list(r) for r in node.raw_logdist]  # type: ignore[arg-type]
+        if node.generated is None:      # answered by generation (no prompt log-probs): no distribution
+            loglik = [d[names.index(t)] for d, t in zip(node.label_logdist, targets)]  # type: ignore[index]
+            raws = [list(r) for r in node.raw_logdist]  # type: ignore[arg-type]
     acc = sum(trace.correct) / len(examples) if examples else 0.0
     return EvalResult(accuracy=acc, predictions=list(trace.predictions), targets=targets, correct=list(trace.correct),
                       ids=[e.id for e in examples], per_class=per_class, confusion=confusion, loglik=loglik,

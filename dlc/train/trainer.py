@@ -147,9 +147,12 @@ class Trainer:
         if key not in memo:
             res = evaluate(self.graph, prompts, self.lms, self.calibration_set, config=self.config, offsets=offsets)
             names = list(self.graph.layers[out].output.label_names)
-            memo[key] = {"offsets": fit_offsets(res.raw_logdists or [], [names.index(t) for t in res.targets],
-                                                sigma=self.config.calibration_sigma)}
-        return list(memo[key]["offsets"])
+            # no label distributions (the output answers by generation on a backend without prompt log-probs):
+            # nothing to calibrate
+            memo[key] = {"offsets": None if res.raw_logdists is None else fit_offsets(
+                res.raw_logdists, [names.index(t) for t in res.targets], sigma=self.config.calibration_sigma)}
+        b = memo[key]["offsets"]
+        return None if b is None else list(b)
 
     def sample_batch(self, iteration: int) -> list[Example]:
         r = self.rng.derive("iter", iteration, "batch")

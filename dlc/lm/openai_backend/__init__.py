@@ -9,8 +9,9 @@ counted as a continuation token, so no continuation character goes unscored.
 Chat prompts are generated with `/v1/chat/completions`; when they need an assistant prefix, or are scored, the
 client needs the exact rendered text, which it asks the server for (`POST /apply-template`, llama.cpp server and
 `dlc serve`). Endpoints are probed once (`probe`); what an algorithm needs and an endpoint lacks is a clear
-`DlcLMError` naming it (E628), never a silent approximation. The documented fallback for label scoring without
-prompt log-probs is `first_token_top_logprobs` (first-token top-k, dln-reference §3.2) or accuracy scoring.
+`DlcLMError` naming it (E628), never a silent approximation. Without prompt log-probs the engine's choice layers
+answer by generation (greedy text mapped to a label, dlc.engine.forward.label_of_text) and prompts are scored by
+accuracy; `first_token_top_logprobs` (first-token top-k, dln-reference §3.2) is an approximation offered to callers.
 
 Scale-out: several base URLs serve one model (e.g. a vLLM cluster): requests go round-robin to replicas that are
 healthy; a replica that fails (connection error, timeout, 5xx, garbage) is set aside with an exponential cool-down,

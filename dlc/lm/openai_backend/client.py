@@ -151,8 +151,9 @@ class OpenAILM(Transport):
         if not self.capabilities.prompt_logprobs:
             raise self._needs("prompt log-probabilities (/v1/completions with echo + logprobs)",
                               "exact scoring (log p(y | .) of labels, log p(h | .) of hidden texts in DLN-2)",
-                              "serve the model with vLLM or `dlc serve`; for a DLN-1 fit, set output_scoring = "
-                              "accuracy (labels can also use first-token top-k via first_token_top_logprobs)")
+                              "serve the model with vLLM or `dlc serve`; without prompt log-probs only a network "
+                              "without hidden layers trains, with fit.output_scoring = accuracy (choice layers then "
+                              "answer by generation) and fit.trust_factor = 0")
         contexts = await asyncio.gather(*(self._context_text(r.prompt) for r in reqs))
         results: list[ScoreResult | None] = [None] * len(reqs)
         todo = []
