@@ -29,6 +29,7 @@ from dlc.lang import templates
 from dlc.engine.forward import (ScoreOpts, Trace, as_backward_prompt, generate_batch, layer_context, layer_variables,
                         is_empty_text, lm_for, output_correct, render_forward, score_batch, target_logp_from,
                         target_logp_requests)
+from dlc.engine.budget import clip_limit, clip_text, generate_fitting
 from dlc.errors import DlcError
 from dlc.ir import FitConfig, Graph
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
@@ -55,6 +56,8 @@ class Posterior:
     # per example, the text of every other node while the samples were weighted (h* of the layers visited before
     # n, ĥ otherwise); empty when unknown (a hand-built posterior), which means the forward texts
     context: list[dict[str, str]] = field(default_factory=list)
+    # "i,k" -> the character limit the texts of sample k's posterior prompt were clipped to (context budgeting)
+    clipped: dict[str, int] = field(default_factory=dict)
 
     def context_of(self, trace: Trace, i: int) -> dict[str, str]:
         """The other nodes' texts with which example i's samples were weighted."""
@@ -63,7 +66,8 @@ class Posterior:
     def to_json(self) -> dict[str, Any]:
         return {"samples": self.samples, "weights": self.weights, "logits": self.logits, "best": self.best,
                 "logp_children": self.logp_children, "logp_prior": self.logp_prior, "logq": self.logq,
-                "logp_mi": self.logp_mi, "templates": self.templates, "resampled": self.resampled}
+                "logp_mi": self.logp_mi, "templates": self.templates, "resampled": self.resampled,
+                **({"clipped": self.clipped} if self.clipped else {})}
 
 
 def score_opts(config: FitConfig, offsets: Mapping[str, Sequence[float]] | None = None) -> ScoreOpts:
@@ -119,34 +123,58 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
         where: list[tuple[int, int]] = []
         used: list[list[str]] = [[] for _ in range(B)]
         q_prompts: dict[tuple[int, int], Any] = {}
+        comp_of: dict[tuple[int, int], Any] = {}
+
+        def q_request(i: int, k: int, limit: int | None = None) -> GenerateRequest:
+            """Sample k of example i from its mixture component; with `limit`, every text of the example (inputs,
+            ĥ, children's targets) clipped to that many characters (context budgeting, engine/budget.py)."""
+            texts = trace.example_texts(i)
+            clip = (lambda t: clip_text(t, limit)) if limit is not None else (lambda t: t)
+            texts = {n: clip(t) for n, t in texts.items()}
+            fvars = layer_variables(graph, layer, prompts[node], texts, strip_hidden_options=strip)
+            fvars["forward"] = render_forward(graph, layer, prompts[node], texts, strip_hidden_options=strip)
+            fvars["output"] = texts[node]
+            fvars["target"] = "\n\n".join(clip(child_targets[c][i]) for c in children)  # type: ignore[index]
+            fvars["next_prompt"] = "\n\n".join(prompts[c] for c in children)
+            comp = comp_of[(i, k)]
+            pool = templates.messages(comp.template.text)
+            v = dict(fvars, message=pool[k % len(pool)] if pool else "")
+            try:
+                text = templates.render(comp.template.text, v)
+            except DlcError as e:
+                raise e.with_node(node)
+            p = as_backward_prompt(layer, text)
+            q_prompts[(i, k)] = p
+            return GenerateRequest(
+                prompt=p, max_tokens=max(1, layer.backward.max_tokens), temperature=config.bwd_temp,
+                stop=layer.backward.stop, n=1, tag=f"{node}/posterior",
+                seed=rng.seed_for("iter", iteration, "node", node, "posterior", i, k))
+
         for i in range(B):
             if not resample[i] or not comps:
                 continue
-            texts = trace.example_texts(i)
-            fvars = layer_variables(graph, layer, prompts[node], texts, strip_hidden_options=strip)
-            fvars["forward"] = render_forward(graph, layer, prompts[node], texts, strip_hidden_options=strip)
-            fvars["output"] = trace.texts[node][i]
-            fvars["target"] = "\n\n".join(child_targets[c][i] for c in children)  # type: ignore[index]
-            fvars["next_prompt"] = "\n\n".join(prompts[c] for c in children)
             for k in range(K):
                 r = rng.derive("iter", iteration, "node", node, "posterior", i, k)
-                comp = comps[0] if len(comps) == 1 else r.choices(comps, weights=[c.weight for c in comps])[0]
-                pool = templates.messages(comp.template.text)
-                v = dict(fvars, message=pool[k % len(pool)] if pool else "")
-                try:
-                    text = templates.render(comp.template.text, v)
-                except DlcError as e:
-                    raise e.with_node(node)
-                p = as_backward_prompt(layer, text)
-                q_prompts[(i, k)] = p
-                used[i].append(comp.template.name)
-                gen_reqs.append(GenerateRequest(
-                    prompt=p, max_tokens=max(1, layer.backward.max_tokens), temperature=config.bwd_temp,
-                    stop=layer.backward.stop, n=1, tag=f"{node}/posterior",
-                    seed=rng.seed_for("iter", iteration, "node", node, "posterior", i, k)))
+                comp_of[(i, k)] = comps[0] if len(comps) == 1 else \
+                    r.choices(comps, weights=[c.weight for c in comps])[0]
+                used[i].append(comp_of[(i, k)].template.name)
+                gen_reqs.append(q_request(i, k))
                 where.append((i, k))
+        clipped: dict[str, int] = {}
+
+        def clipped_request(j: int, attempt: int) -> GenerateRequest | None:
+            """Over the context: clip the example's texts to the longest one halved `attempt` times (recorded)."""
+            i, k = where[j]
+            texts = [*trace.example_texts(i).values(), *(child_targets[c][i] for c in children)]  # type: ignore
+            limit = clip_limit(texts, attempt)
+            if limit is None:
+                return None
+            clipped[f"{i},{k}"] = limit
+            return q_request(i, k, limit)
+
         bwd_lm = lm_for(lms, layer.backward_model, node)
-        results = generate_batch(bwd_lm, gen_reqs, node)
+        results, _steps = generate_fitting(bwd_lm, gen_reqs, node, clipped_request,
+                                           "the posterior prompt with its texts clipped")
         samples: list[list[str]] = [[] if resample[i] and comps else [trace.texts[node][i]] for i in range(B)]
         for (i, k), res in zip(where, results):
             samples[i].append(_as_layer_value(graph, node, res.texts[0].strip() if res.texts else "",
@@ -251,7 +279,7 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
             best.append(samples[i][argmax(w)] if samples[i] else trace.texts[node][i])
         post = Posterior(node=node, samples=samples, weights=weights, logits=logits, best=best,
                          logp_children=logp_children, logp_prior=logp_prior, logq=logq, logp_mi=logp_mi,
-                         templates=used, resampled=resample, context=known)
+                         templates=used, resampled=resample, context=known, clipped=clipped)
         if config.use_h_argmax:
             post.samples = [[b] for b in best]
             post.weights = [[1.0] for _ in best]

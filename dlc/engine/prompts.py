@@ -35,6 +35,7 @@ from dlc.engine.forward import (Trace, as_backward_prompt, choice_requests, forw
 from dlc.errors import DlcError, DlcLMError
 from dlc.ir import FitConfig, Graph, Layer
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
+from dlc.engine.budget import generate_fitting
 from dlc.engine.calibration import apply_offsets, fit_offsets
 from dlc.engine.proposals import clean_proposal, rejection_reason
 from dlc.engine.labels import label_logdist_from, label_requests
@@ -121,26 +122,44 @@ def propose(graph: Graph, node: str, current: str, memory_prompts: Sequence[str]
     pool = templates.messages(layer.backward.prompt_template.text)
     reqs, records = [], []
     B = len(view)
-    for j in range(max(0, config.num_p_samples - 1)):
-        r = rng.derive("iter", iteration, "node", node, "propose", step, j)
-        perm = r.sample(range(B), B)
-        if config.held_out_prompt_ranking and B > 1:
-            perm = perm[:max(1, B // 2)]
+    strip_keys = ("input", "output", "target")
+
+    def request(j: int, base: str, message: str, perm: Sequence[int], seed: int) -> GenerateRequest:
         shown = [view[i] for i in perm]
-        strip_keys = ("input", "output", "target")
-        variables = {"prompt": bases[j % len(bases)], "message": pool[j % len(pool)] if pool else "",
+        variables = {"prompt": base, "message": message,
                      "successes": [{k: ex[k] for k in strip_keys} for ex in shown if ex["correct"]],
                      "errors": [{k: ex[k] for k in strip_keys} for ex in shown if not ex["correct"]]}
         try:
             text = templates.render(layer.backward.prompt_template.text, variables)
         except DlcError as e:
             raise e.with_node(node)
+        return GenerateRequest(prompt=as_backward_prompt(layer, text), max_tokens=max(1, layer.backward.max_tokens),
+                               temperature=config.bwd_temp, stop=layer.backward.stop, n=1, seed=seed,
+                               tag=f"{node}/propose")
+
+    for j in range(max(0, config.num_p_samples - 1)):
+        r = rng.derive("iter", iteration, "node", node, "propose", step, j)
+        perm = r.sample(range(B), B)
+        if config.held_out_prompt_ranking and B > 1:
+            perm = perm[:max(1, B // 2)]
         seed = rng.seed_for("iter", iteration, "node", node, "propose", step, j)
-        reqs.append(GenerateRequest(prompt=as_backward_prompt(layer, text), max_tokens=max(1, layer.backward.max_tokens),
-                                    temperature=config.bwd_temp, stop=layer.backward.stop, n=1, seed=seed,
-                                    tag=f"{node}/propose"))
-        records.append({"base": variables["prompt"], "message": variables["message"], "shown": perm, "seed": seed})
-    results = generate_batch(lm_for(lms, layer.backward_model, node), reqs, node)
+        rec = {"base": bases[j % len(bases)], "message": pool[j % len(pool)] if pool else "", "shown": perm,
+               "seed": seed}
+        reqs.append(request(j, rec["base"], rec["message"], perm, seed))
+        records.append(rec)
+
+    def fewer(j: int, attempt: int) -> GenerateRequest | None:
+        """Over the context: show the first half of the examples shown so far (recorded), down to one."""
+        rec = records[j]
+        if len(rec["shown"]) <= 1:
+            return None
+        rec.setdefault("shown_all", list(rec["shown"]))
+        rec["shown"] = rec["shown"][:len(rec["shown"]) // 2]
+        rec["context_budget"] = f"{len(rec['shown'])} of {len(rec['shown_all'])} examples shown (context)"
+        return request(j, rec["base"], rec["message"], rec["shown"], rec["seed"])
+
+    results, _steps = generate_fitting(lm_for(lms, layer.backward_model, node), reqs, node, fewer,
+                                       "the proposal prompt with one example shown")
     new = []
     for rec, res in zip(records, results):
         raw = res.texts[0] if res.texts else ""
