@@ -82,6 +82,18 @@ def test_read_errors(tmp_path: Path) -> None:
     with pytest.raises(DlcArtifactError) as ei:
         manifest.read(bad)
     assert ei.value.code == "E508" and str(bad) in ei.value.message
+    assert "the entry 'backward' is missing" in ei.value.message and "KeyError" not in ei.value.message
+    d = manifest.to_json(g)
+    del d["nodes"]
+    bad.write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(DlcArtifactError) as ei:
+        manifest.read(bad)
+    assert ei.value.message.endswith("the manifest is malformed: the entry 'nodes' is missing")
+    d = manifest.to_json(g)
+    d["nodes"] = "y"
+    with pytest.raises(DlcArtifactError) as ei:
+        manifest.from_json(d)
+    assert ei.value.message == "the manifest is malformed: an entry has the wrong type or shape"
     with pytest.raises(DlcArtifactError):
         manifest.from_json([1, 2])  # type: ignore[arg-type]
 

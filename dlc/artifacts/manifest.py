@@ -102,8 +102,17 @@ def from_json(d: dict[str, Any]) -> ir.Graph:
     try:
         return _from_json(d)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        raise DlcArtifactError(f"the manifest is malformed ({type(e).__name__}: {e})", code="E508",
+        raise DlcArtifactError(f"the manifest is malformed: {_malformed(e)}", code="E508",
                                hint="recompile the network with `dlc compile`") from None
+
+
+def _malformed(e: Exception) -> str:
+    """What is wrong, in the manifest's terms, not as a Python exception ("(KeyError: 'nodes')" was shown before)."""
+    if isinstance(e, KeyError) and e.args:
+        return f"the entry {e.args[0]!r} is missing"
+    if isinstance(e, ValueError) and str(e):
+        return str(e)                        # the decoder's own words ("unknown fit options [...]") or a bad number
+    return "an entry has the wrong type or shape"
 
 
 def _from_json(d: dict[str, Any]) -> ir.Graph:
