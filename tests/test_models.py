@@ -14,6 +14,20 @@ from dlc.lm.models import ChunkedModel, resolve_chunked, resolve_model, sha256_f
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DLC_MODEL_DIR", str(tmp_path / "models-home"))
+
+
+def test_the_llm_cache_and_the_models_move_separately(tmp_path, monkeypatch):
+    """DLC_CACHE_DIR moves the LLM cache only; the models stay in the user cache unless DLC_MODEL_DIR moves them."""
+    from dlc.lm.cache import default_cache_dir
+
+    assert default_cache_dir() == tmp_path / "cache"
+    assert models.model_root() == tmp_path / "models-home"
+    monkeypatch.delenv("DLC_MODEL_DIR")
+    home = models.model_root()
+    assert home != tmp_path / "cache" and home.name == "dlc" and not str(home).startswith(str(tmp_path))
+    monkeypatch.delenv("DLC_CACHE_DIR")
+    assert default_cache_dir() == home
 
 
 def test_tiny_resolves_from_its_package_and_is_verified():
@@ -21,7 +35,7 @@ def test_tiny_resolves_from_its_package_and_is_verified():
     assert m.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and m.sha256 == models.TINY_SHA256
     assert m.model_id == f"embedded:tiny@{models.TINY_SHA256}"
     # the hash is remembered by (path, size, mtime) in the cache dir
-    assert (models.cache_root() / "hashes.json").is_file()
+    assert (models.model_root() / "hashes.json").is_file()
 
 
 def test_gguf_path_and_bad_files(tmp_path):
@@ -72,14 +86,14 @@ def test_chunked_model_is_assembled_once_and_verified(tmp_path, monkeypatch):
     spec = ChunkedModel("fake", "Fake model", "fake-chunk-part", 3, "1.0", digest, "fake.gguf")
     m = resolve_chunked(spec)
     assert m.path.read_bytes() == b"".join(chunks) and m.sha256 == digest
-    assert m.path.parent == models.cache_root() / "models"
+    assert m.path.parent == models.model_root() / "models"
     mtime = m.path.stat().st_mtime_ns
     assert resolve_chunked(spec).path.stat().st_mtime_ns == mtime   # second time: reused, not rebuilt
     bad = ChunkedModel("fake2", "Fake model", "fake-chunk-part", 3, "1.0", "0" * 64, "fake2.gguf")
     with pytest.raises(DlcLMError) as e:
         resolve_chunked(bad)
     assert e.value.code == "E612" and "--force-reinstall" in (e.value.hint or "")
-    assert not (models.cache_root() / "models" / "fake2.gguf").exists()   # never published when corrupt
+    assert not (models.model_root() / "models" / "fake2.gguf").exists()   # never published when corrupt
 
 
 def test_missing_chunk_packages_say_how_to_install():

