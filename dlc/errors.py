@@ -324,6 +324,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E328", "calibration offsets name a label the layer does not have"),
         ("E329", "calibration needs a choice output"),
         ("E330", "`n_shots` > 0 with `iters` > 0 (demonstrations are an evaluation baseline, not trained with)"),
+        ("E331", "the output's `target` and the data block's `target_field` name different fields"),
         ("E355", "template file not found"),
         ("E356", "template file outside the .dln's directory tree (and $DLC_TEMPLATE_DIRS)"),
         ("E357", "template file not a regular file, or over the size cap (1 MiB)"),

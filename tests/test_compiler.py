@@ -212,3 +212,22 @@ def test_n_shots_needs_iters_zero():
         compile_source(src % "iters = 0", overrides={"fit.n_shots": "2", "fit.iters": "1"})
     assert [e.code for e in ei.value.errors] == ["E330"]
     assert compile_source(src % "iters = 4", overrides={"fit.n_shots": "2", "fit.iters": "0"}).fit.iters == 0
+
+
+def test_the_target_is_named_in_one_place_or_alike():
+    """Issue 17, using it 4: `output { target }` and `data { target_field }` name one thing; set in both with
+    different fields it is E331 at the output's key (the data block used to win silently)."""
+    src = 'input x\nlayer y(x) { output = choice { yes: "yes", no: "no" } }\noutput y { %s }\ndata { %s }\n'
+    assert compile_source(src % ("target = answer", "")).data.target_field == "answer"
+    assert compile_source(src % ("", 'target_field = "answer"')).target == "answer"
+    both = compile_source(src % ("target = answer", 'target_field = "answer"'))
+    assert both.target == both.data.target_field == "answer"
+    with pytest.raises(CompileFailed) as ei:
+        compile_source(src % ("target = answer", 'target_field = "label"'))
+    [e] = ei.value.errors
+    assert e.code == "E331" and "answer" in e.message and "label" in e.message and "line 4" in e.hint
+    assert e.span.line == 3
+    with pytest.raises(CompileFailed) as ei:                         # also through --set
+        compile_source(src % ("target = answer", ""), overrides={"data.target_field": '"label"'})
+    assert [e.code for e in ei.value.errors] == ["E331"]
+

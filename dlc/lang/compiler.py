@@ -191,6 +191,7 @@ class _Lowering:
     def data(self, inputs: Mapping[str, S.Name]) -> ir.DataConfig:
         decl = self._config("data")
         self._data_target = False
+        self._data_target_span: SourceSpan | None = None
         if decl is None:
             return ir.DataConfig()
         vals, settings, _ = self.ck.settings(decl.body, schema(self.ck, "data"), "data")
@@ -205,6 +206,7 @@ class _Lowering:
                 relative = not self.p.path.startswith("<") and not Path(v).is_absolute()
                 out[k] = str((self.base_dir / v).resolve()) if relative else v
         self._data_target = "target_field" in out
+        self._data_target_span = settings["target_field"].span if "target_field" in vals else None
         return ir.DataConfig(**{k: v for k, v in out.items() if v is not INVALID})
 
     def task(self, name: str, value: S.Value) -> Any:
@@ -311,8 +313,9 @@ class _Lowering:
     def output_settings(self, decl: S.OutputDecl | None, out_layer: ir.Layer | None,
                         data: ir.DataConfig) -> tuple[str, ir.Metric]:
         vals: dict[str, Any] = {}
+        settings: dict[str, Any] = {}
         if decl is not None:
-            vals, _, _ = self.ck.settings(decl.body, schema(self.ck, "output"), "output")
+            vals, settings, _ = self.ck.settings(decl.body, schema(self.ck, "output"), "output")
         kind = out_layer.output.kind if out_layer is not None else "choice"
         default_metric = {"choice": "accuracy", "number": "number_presence", "text": "exact_match"}[kind]
         metric = vals.get("metric", default_metric)
@@ -321,6 +324,11 @@ class _Lowering:
         target = vals.get("target")
         if target is None or target is INVALID:
             target = data.target_field if self._data_target else "label"
+        elif self._data_target_span is not None and data.target_field != target:
+            # two places name the target field: they must agree (the data block used to win silently)
+            self.err("E331", f"the target is set twice, differently: output {{ target = {target} }} and data "
+                     f"{{ target_field = \"{data.target_field}\" }}", settings["target"].span,
+                     hint=f"keep one of them (the data block's is on line {self._data_target_span.line})")
         return target, metric
 
     def layer(self, d: S.LayerDecl, *, is_output: bool, models: Mapping[str, ir.ModelConfig], g: nx.DiGraph,
