@@ -11,6 +11,8 @@ forward templates (`templates/forward/*.j2`) receive
     input    the text of the layer's first parent
     hidden   the texts of the other parents, joined by a blank line ("" for a single-parent layer)
     inputs   the list of all parent texts, in declaration order
+    parents  the same as {name, text, input} records (input: the parent is a graph input), for templates that
+             present each parent by name (the `named` default of a layer with several inputs)
     <name>   each parent's text under its own name (e.g. `x`, `h1`)
 posterior templates (`templates/backward/hidden_*.j2`) receive the forward variables of the hidden layer plus
     forward      the layer's fully rendered forward context (so q_pri can be `{{ forward }}` for any layer)

@@ -231,3 +231,23 @@ def test_the_target_is_named_in_one_place_or_alike():
         compile_source(src % ("target = answer", ""), overrides={"data.target_field": '"label"'})
     assert [e.code for e in ei.value.errors] == ["E331"]
 
+
+def test_several_inputs_are_each_shown_under_their_name():
+    """Issue 17, using it 5: a layer reading two graph inputs used to get the residual join, which presents the
+    second input as "Your thoughts were:". Inputs now default to `named` (each under its name); one input followed
+    by hidden layers keeps the residual join of the paper."""
+    from dlc.engine.forward import render_forward
+    src = ('input question, context\nlayer h(question) { output = text }\nlayer y(%s) { prompt = "Answer it."\n'
+           '  output = choice { yes: "yes", no: "no" } }\noutput y\n')
+    g = compile_source(src.replace("layer h(question) { output = text }\n", "") % "question, context")
+    assert g.layers["y"].template.name == "named"
+    text = render_forward(g, g.layers["y"], "Answer it.", {"question": "Is it?", "context": "It is."})
+    assert text == "Answer it.\n\nquestion:\nIs it?\n\ncontext:\nIt is.\n\nAnswer:"
+    g = compile_source(src % "question, context, h")
+    assert g.layers["y"].template.name == "named"
+    text = render_forward(g, g.layers["y"], "", {"question": "Is it?", "context": "It is.", "h": "Think."})
+    assert text == "question:\nIs it?\n\ncontext:\nIt is.\n\nYour thoughts were:\nThink.\n\nAnswer:"
+    assert compile_source(src % "question, h").layers["y"].template.name == "residual"
+    with pytest.raises(CompileFailed) as ei:                           # the new variable is a reserved name
+        compile_source("input parents\nlayer y(parents)\noutput y\n")
+    assert ei.value.errors[0].code == "E305"

@@ -17,7 +17,7 @@ def src(kind: str, name: str) -> str:
 
 
 def test_library_contents() -> None:
-    assert T.builtin_names("forward") == ["brief_analysis", "classify", "residual", "step_by_step"]
+    assert T.builtin_names("forward") == ["brief_analysis", "classify", "named", "residual", "step_by_step"]
     assert T.builtin_names("prompt") == ["proposal"]
     assert T.builtin_names("posterior") == ["edit", "prior", "prior_answer"]
 

@@ -42,9 +42,10 @@ class _Invalid:
 INVALID: Any = _Invalid()
 
 # Names the template contract gives a meaning to (dlc/ir.py); a node may not shadow them.
-RESERVED = frozenset({"prompt", "input", "hidden", "inputs", "forward", "output", "target", "next_prompt",
-                      "message", "successes", "errors", "loop", "range", "true", "false", "none", "self"})
-FORWARD_VARS = frozenset({"prompt", "input", "hidden", "inputs"})
+RESERVED = frozenset({"prompt", "input", "hidden", "inputs", "parents", "forward", "output", "target",
+                      "next_prompt", "message", "successes", "errors", "loop", "range", "true", "false", "none",
+                      "self"})
+FORWARD_VARS = frozenset({"prompt", "input", "hidden", "inputs", "parents"})
 POSTERIOR_VARS = frozenset({"forward", "output", "target", "next_prompt", "message"})
 PROMPT_VARS = frozenset({"prompt", "successes", "errors", "message"})
 IMPLICIT_MODELS = ("tiny", "small", "default")

@@ -348,12 +348,14 @@ class _Lowering:
         if out is INVALID:
             out = ir.Output()
 
-        # forward template: explicit, or by shape (residual joins several parents; hidden text -> step by step)
+        # forward template: explicit, or by shape: one input and hidden texts -> residual (the DLN join), other
+        # parent lists -> named (each input under its name, hidden texts as thoughts), hidden text -> step by step
         if "template" in vals:
             fwd = self.tpl.template(vals["template"], "forward", name, "template")
         else:
-            default = "residual" if len(parents) > 1 else ("classify" if is_output or out.kind != "text"
-                                                          else "step_by_step")
+            residual = parents[0] in inputs and not any(p in inputs for p in parents[1:]) if parents else False
+            default = ("residual" if residual else "named") if len(parents) > 1 else (
+                "classify" if is_output or out.kind != "text" else "step_by_step")
             fwd = Resolved(builtin_template("forward", default), d.span)
 
         # backward
