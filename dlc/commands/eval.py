@@ -46,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal reports, NaN included (an absent class has accuracy NaN, and NaN != NaN made every seed its own
+    block): compared as canonical JSON text, where NaN is spelled alike."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def format_eval(rep: EvalReport) -> str:
     """Per target: accuracy, per-class accuracy and confusion (one block when every seed gave the same result),
     then the mean ± 95% CI line."""
@@ -54,7 +60,7 @@ def format_eval(rep: EvalReport) -> str:
     for row in rep.rows:
         groups.setdefault(row["target"], []).append(row)
     for target, rows in groups.items():
-        blocks = [rows] if all(r["report"] == rows[0]["report"] for r in rows) else [[r] for r in rows]
+        blocks = [rows] if all(_same(r["report"], rows[0]["report"]) for r in rows) else [[r] for r in rows]
         for b in blocks:
             r = b[0]["report"]
             cr = ClassReport.from_json(r)
