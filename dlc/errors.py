@@ -226,6 +226,7 @@ def render_error(err: DlcError, source_text: str | None = None) -> str:
             src_lines = text.splitlines()
             if 1 <= span.line <= len(src_lines):
                 src = src_lines[span.line - 1].expandtabs(1)
+                src, span = _window(src, span)
                 width = 1
                 if span.end_line == span.line and span.end_col is not None and span.end_col > span.col:
                     width = span.end_col - span.col
@@ -239,6 +240,23 @@ def render_error(err: DlcError, source_text: str | None = None) -> str:
     if err.hint:
         lines.append(f"hint: {redact(err.hint)}")
     return "\n".join(lines)
+
+
+_LINE_SHOWN = 160     # characters of a source line an error shows (a 5 MB one-line string used to be printed whole)
+
+
+def _window(src: str, span: SourceSpan) -> tuple[str, SourceSpan]:
+    """At most _LINE_SHOWN characters of a long source line, around the span's column (cut ends marked ...), and
+    the span moved to match."""
+    if len(src) <= _LINE_SHOWN:
+        return src, span
+    start = max(0, min(span.col - 1 - _LINE_SHOWN // 3, len(src) - _LINE_SHOWN))
+    cut = src[start:start + _LINE_SHOWN]
+    head = "..." if start > 0 else ""
+    tail = "..." if start + _LINE_SHOWN < len(src) else ""
+    col = span.col - start + len(head)
+    end_col = None if span.end_col is None else min(span.end_col - start + len(head), len(head) + len(cut) + 1)
+    return head + cut + tail, replace(span, col=col, end_col=end_col)
 
 
 # ------------------------------------------------------------------------------------------------ the registry
@@ -264,10 +282,13 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E102", "`--set` names an unknown block, key or layer"),
         ("E103", "`--set` on something without its .dln source (a compiled artifact whose source is gone or "
                  "changed since compile, a run without its source)"),
-        ("E104", "no such file, a directory where a file is expected, or an unreadable file"),
+        ("E104", "no such file, a file of the wrong kind (a directory where a file belongs, or the reverse), or an "
+                 "unreadable file"),
         ("E105", "a .dln file that is not UTF-8"),
         ("E106", "an image format needs Graphviz `dot`, which is missing or failed"),
         ("E107", "a `--set` that is not valid text (undecodable bytes, a lone UTF-16 surrogate)"),
+        ("E109", "an output file (`--json FILE`, `-o FILE`) that cannot be written: a directory, a parent that is "
+                 "a file, no permission"),
         ("E111", "bad `--seeds` (not a comma-separated list of distinct integers)"),
         ("E112", "`--resume` combined with `--run-dir`"),
         ("E113", "bad `--split` (train, dev or test)"),
@@ -278,6 +299,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E120", "nothing to evaluate (no network or run given)"),
         ("E122", "an input line on stdin is not a JSON object"),
         ("E123", "an input line on stdin lacks a graph input"),
+        ("E124", "an input row whose text is not valid (a lone UTF-16 surrogate, bytes that are not UTF-8)"),
         ("E130", "the run directory cannot be used (exists and is not empty, or cannot be created)"),
         ("E131", "the run directory is in use by another dlc process"),
         ("E140", "plotting needs matplotlib"),
@@ -299,6 +321,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E213", "a lone UTF-16 surrogate (`\\uD800`-`\\uDFFF` not in a pair) in a string"),
         ("E214", "a number literal longer than 100 characters"),
         ("E215", "lists or maps nested more than 32 deep"),
+        ("E216", "a .dln source or `--set` value over the size cap (1 Mi characters)"),
     ),
     *_family(
         DlcSemanticError,
@@ -352,7 +375,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E502", "a corrupt compiled network or run directory file"),
         ("E503", "cannot resume: the network changed since the run started"),
         ("E504", "cannot resume: the fit/data/model config changed since the run started"),
-        ("E505", "no compiled network to fall back to (`.dlc/LAST` missing or stale)"),
+        ("E505", "no compiled network to fall back to (`.dlc/LAST` missing, stale or damaged)"),
         ("E506", "cannot write the compiled network"),
         ("E507", "a compiled network of an unsupported schema version"),
         ("E508", "a malformed compiled network (valid JSON, wrong shape)"),
@@ -417,6 +440,10 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E817", "the data block sets both task and path"),
         ("E818", "no data (neither task nor path)"),
         ("E819", "a target that is none of the output layer's labels"),
+        ("E820", "a data file row without the `split` column other rows have"),
+        ("E821", "a data file over the size cap (256 MiB)"),
+        ("E822", "a CSV/TSV row with more or fewer values than the header has columns"),
+        ("E823", "a target that is a JSON list or object, not one label"),
     ),
 )
 

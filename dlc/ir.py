@@ -168,6 +168,7 @@ class ModelConfig:
     batch_rows: int = setting(16, lo=1, hi=63)
     max_concurrency: int = setting(8, lo=1, hi=1024)
     timeout: float = setting(120.0, lo=0, lo_open=True)
+    max_retries: int = setting(6, lo=0, hi=100)   # openai only: retries of one request (429, 5xx, timeouts, garbage)
     delay: float = setting(0.0, lo=0, hi=60)   # scripted backend only: seconds slept per batch call
                                                         # (lets a test interrupt a fit inside an iteration)
 

@@ -253,3 +253,20 @@ def test_unset_key_variable_stops_the_fit_before_the_run_directory(tmp_path, mon
     monkeypatch.delenv("PLANT_URLS")
     assert main(args) == 1
     assert "error[E620]: " in capsys.readouterr().err and not Path("runs").exists()
+
+
+@pytest.mark.parametrize("key_env", ["MY_SERVICE_KEY", None])
+def test_401_at_the_probe_is_e624_naming_the_key_variable(echo_server, monkeypatch, key_env):
+    """A 401 during the capability probe used to be recorded as a missing capability and reported later as E628
+    ("does not provide prompt log-probabilities") with a hint already applied."""
+    from dlc.ir import ModelConfig
+    from dlc.lm.registry import open_backend
+
+    monkeypatch.setenv("OPENAI_BASE_URL", echo_server(401))
+    monkeypatch.setenv(key_env or "OPENAI_API_KEY", KEY)
+    cfg = ModelConfig(name="remote", backend="openai", model="m", api_key_env=key_env)
+    with pytest.raises(DlcLMError) as e:
+        open_backend(cfg).close()
+    shown = _shown(e.value)
+    assert e.value.code == "E624" and not _leaks(shown), shown
+    assert f"${key_env or 'OPENAI_API_KEY'}" in e.value.hint and "'remote'" in e.value.hint

@@ -8,6 +8,7 @@ from dlc.app.models import close_lms, open_lms
 from dlc.app.targets import load_network
 from dlc.engine import forward as engine
 from dlc.errors import DlcUsageError
+from dlc.textcheck import bad_char
 from dlc.ir import Example, Graph
 from dlc.lm.base import LM
 
@@ -46,6 +47,9 @@ def run_inference(target: str, stdin: TextIO, stdout: TextIO, *, no_cache: bool 
             if len(pending) >= batch:
                 flush()
         flush()
+    except UnicodeDecodeError as e:        # stdin opened strict (a UTF-8 locale) and fed other bytes
+        raise DlcUsageError(f"stdin is not UTF-8 text ({e.reason} after {n} input line(s))", code="E124",
+                            hint="send UTF-8 text") from None
     finally:
         close_lms(lms)
     return n
@@ -77,6 +81,10 @@ def _example(graph: Graph, row: Mapping[str, Any], index: int, where: str) -> Ex
             raise DlcUsageError(f"{where} has no field '{name}'", code="E123",
                                 hint=f"the network's inputs are: {', '.join(graph.inputs)}")
         inputs[name] = str(row[key])
+        if bad_char(inputs[name]) is not None:     # a "\ud800" escape, or stdin bytes that are not UTF-8
+            raise DlcUsageError(f"{where}: field '{key}' is not valid text (a lone UTF-16 surrogate, or bytes that "
+                                "are not UTF-8)", code="E124", hint="send UTF-8 text; escape only whole "
+                                "characters (\\ud83d\\ude00 pairs are fine)")
     return Example(inputs=inputs, target="", id=str(row.get("id", index)))
 
 

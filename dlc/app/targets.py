@@ -50,7 +50,10 @@ def _read_source(graph: Graph) -> str | None:
     p = graph.source_path
     if not p or not Path(p).is_file():
         return None
-    text = Path(p).read_text(encoding="utf-8")
+    try:
+        text = compiler.read_dln(p)
+    except DlcUsageError:
+        return None          # rewritten since (not UTF-8 any more, unreadable): not the source it was compiled from
     if graph.source_sha256 and hashlib.sha256(text.encode("utf-8")).hexdigest() != graph.source_sha256:
         return None
     return text

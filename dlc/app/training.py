@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from dlc import __version__
 from dlc.app.models import close_lms, open_lms, usage_totals, backend_info
+from dlc.app.prechecks import check_before_run, check_capabilities
 from dlc.app.targets import Network, graph_of_run, load_network
 from dlc.artifacts import manifest
 from dlc.artifacts.identity import config_identity, data_identity, graph_identity, resolved_config
@@ -137,6 +138,7 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
             raise DlcArtifactError(f"cannot resume {run.path}: the dataset splits differ from the ones the run "
                                    "started with", code="E509",
                                    hint="pass the --data-dir the run used, or start a new run")
+    check_before_run(graph, splits)           # targets and templates against the data (E819, E353), before any run
     plan = fit_plan(graph, graph.fit, len(splits.train), len(splits.dev))
     _print(out, f"network {graph.name}: {len(graph.order)} layer(s) {', '.join(graph.order)}; output {graph.output}")
     _print(out, f"data: train {len(splits.train)}, dev {len(splits.dev)}, test {len(splits.test)}")
@@ -157,6 +159,7 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
 
     lms = open_lms(graph, no_cache=no_cache, cache_dir=cache_dir)
     try:
+        check_capabilities(graph, lms)        # what the probe found against what the fit needs (E628), before any run
         if run is None:
             # built under a temporary name with its lock held, then renamed into place: nothing is written where
             # another run could see it, and the lock is still held when training starts (rundir.RunDir.create)

@@ -24,12 +24,25 @@ def graph_identity(graph: Graph) -> str:
     return canonical_sha256(doc)
 
 
+# Model keys added after runs existed: at their default they are left out of the identity, so the runs started
+# before them (and the one being resumed) keep their config hash.
+_LATER_MODEL_KEYS = {"max_retries": 6}
+
+
+def _model_json(m: Any) -> dict[str, Any]:
+    d = _jsonable(dataclasses.asdict(m))
+    for key, default in _LATER_MODEL_KEYS.items():
+        if d.get(key) == default:
+            d.pop(key)
+    return d
+
+
 def resolved_config(graph: Graph) -> dict[str, Any]:
     """The fit, data and model blocks as plain JSON (data_dir excluded: it is where the files are, not what)."""
     data = dataclasses.asdict(graph.data)
     data.pop("data_dir", None)
     return {"fit": _jsonable(dataclasses.asdict(graph.fit)), "data": _jsonable(data),
-            "models": {k: _jsonable(dataclasses.asdict(v)) for k, v in sorted(graph.models.items())}}
+            "models": {k: _model_json(v) for k, v in sorted(graph.models.items())}}
 
 
 def config_identity(graph: Graph) -> str:

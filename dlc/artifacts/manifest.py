@@ -231,6 +231,10 @@ def find_last(cwd: str | Path = ".") -> Path:
     last = Path(cwd) / MANIFEST_DIR / LAST_FILE
     try:
         target = last.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise DlcArtifactError(f"{last} is damaged (not UTF-8 text)", code="E505",
+                               hint="run `dlc compile NET.dln` again, or name the network: `dlc fit NET.dln`") \
+            from None
     except OSError:
         raise DlcArtifactError(f"no compiled network in {Path(cwd).resolve()}", code="E505",
                                hint="run `dlc compile NET.dln` first, or name the network: `dlc fit NET.dln`") \

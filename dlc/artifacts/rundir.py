@@ -190,7 +190,13 @@ class RunDir:
 
     def source_text(self) -> str | None:
         p = self.path / SOURCE
-        return p.read_text(encoding="utf-8") if p.exists() else None
+        if not p.exists():
+            return None
+        try:
+            return p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DlcArtifactError(f"corrupted run directory: cannot read {p}: {e}", code="E502",
+                                   hint="the run's copy of its .dln was edited or damaged") from None
 
     # -- trace ----------------------------------------------------------------------------------------------------
     def append_trace(self, record: IterationRecord) -> None:
@@ -322,7 +328,10 @@ def check_new_run_dir(path: Path) -> None:
     """E130 unless `path` (--run-dir) is absent or an empty directory (checked early, before anything is loaded;
     the rename in `RunDir.create` decides a race)."""
     try:
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not path.is_dir():
+            raise DlcUsageError(f"--run-dir {path} is a file, not a directory", code="E130",
+                                hint="give --run-dir a new directory's path")
+        if path.exists() and any(path.iterdir()):
             raise DlcUsageError(f"--run-dir {path} already exists and is not empty", code="E130",
                                 hint="choose a new directory, or continue that run with `dlc fit --resume`")
     except OSError as e:

@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from dlc import app as api
+from dlc.fsutil import check_output, write_output
 from dlc.report.stats import ClassReport, format_class_report
 
 if TYPE_CHECKING:  # dlc.app.evaluate loads the data and fit layers (numpy): not at CLI start-up
@@ -31,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json and args.json != "-":
+        check_output(args.json, "--json")        # before the evaluation, not after it
     rep = api.evaluate_targets(args.targets, split=args.split, seeds=api.parse_seeds(args.seeds),
                                data_dir=args.data_dir, no_cache=args.no_cache, cache_dir=args.cache_dir,
                                overrides=api.parse_sets(args.sets))
@@ -39,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(format_eval(rep))
     if args.json:
-        from dlc.artifacts.rundir import atomic_write_json
+        from dlc.artifacts.rundir import dumps
 
-        atomic_write_json(args.json, rep.to_json())
+        write_output(args.json, dumps(rep.to_json()), "--json")
         print(f"report written to {args.json}", file=sys.stderr)
     return 0
 

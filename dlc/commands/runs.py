@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from dlc import app as api
+from dlc.errors import DlcUsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +22,9 @@ def _f(x: object) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if Path(args.root).exists() and not Path(args.root).is_dir():
+        raise DlcUsageError(f"{args.root} is a file, not a directory of runs", code="E104",
+                            hint="pass the directory that holds the run directories (default runs)")
     rows = api.list_runs(args.root)
     if args.json:
         for r in rows:

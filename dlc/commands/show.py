@@ -16,6 +16,7 @@ from dlc.report import viz
 from dlc.commands.compile import add_set_argument
 from dlc.lang.overrides import parse_sets
 from dlc.errors import DlcUsageError
+from dlc.fsutil import check_output, write_output
 
 FORMATS = ("text", "dot", "mermaid", "json", "svg", "png")
 
@@ -51,6 +52,8 @@ def load_graph(path: str, sets: dict[str, str] | None = None) -> ir.Graph:
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.path)
+    if args.output:
+        check_output(args.output, "-o")          # before anything is computed or drawn
     if is_run_dir(path):
         report = importlib.import_module("dlc.report.stats")
         return int(report.show_run(path, args) or 0)
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     text = {"text": viz.to_text, "dot": viz.to_dot, "mermaid": viz.to_mermaid,
             "json": viz.to_json_summary}[fmt](graph)
     if args.output:
-        manifest.atomic_write_text(Path(args.output), text if text.endswith("\n") else text + "\n")
+        write_output(args.output, text if text.endswith("\n") else text + "\n", "-o")
         print(args.output)
     else:
         print(text.rstrip("\n"))

@@ -4,7 +4,8 @@ Layouts, in order of precedence:
 1. `path` contains `{split}` (e.g. `data/{split}.jsonl`): one file per split; `dev` also looks for `validation`/
    `valid`, a missing dev or test file is carved out of train (rule 4).
 2. `path` is a directory holding `train.*` (and optionally `dev.*`/`validation.*`, `test.*`): the same.
-3. one file with a `split` column (train / dev|validation|valid / test): rows go to their split.
+3. one file with a `split` column (train / dev|validation|valid / test): rows go to their split; a column one row
+   has, every row must have (E820 names the first row without it).
 4. one file without it: rows are shuffled once with a fixed seed (dlc.rng, seed 42 — independent of the run seed,
    like the paper's splits), then test = the first `test_size` rows (20% when -1), dev = the next `dev_size`
    (20% when -1), train = the rest.
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from dlc.data.splits import RawSplits, Record
-from dlc.data.store import read_json, read_jsonl
+from dlc.data.store import check_data_file, read_json, read_jsonl
 from dlc.errors import DlcDataError
 from dlc.rng import Rng
 
@@ -48,15 +49,28 @@ def text(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False)
 
 
+STRUCTURED = "_structured"   # hidden record key: the fields of the row that held a JSON list or object
+
+
 def _rows_to_records(rows: Iterable[dict[str, Any]]) -> list[Record]:
-    return [{str(k): text(v) for k, v in row.items()} for row in rows]
+    """Rows as text records; the names of fields holding a list or object are kept under STRUCTURED, so that a
+    target like ["pos"] is refused (E823) instead of being read as the label pos (an input may be JSON text)."""
+    out = []
+    for row in rows:
+        rec = {str(k): text(v) for k, v in row.items()}
+        nested = [str(k) for k, v in row.items() if isinstance(v, (list, dict))]
+        if nested:
+            rec[STRUCTURED] = ",".join(nested)
+        out.append(rec)
+    return out
 
 
 def read_table(path: Path) -> list[Record]:
     """All rows of one JSONL/JSON/CSV/TSV file as text records."""
-    if not path.is_file():
+    if not path.exists():
         raise DlcDataError(f"dataset file {path} does not exist", code="E802",
                            hint="data.path is resolved relative to the .dln file")
+    check_data_file(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         return _rows_to_records(read_jsonl(path))
@@ -76,10 +90,14 @@ def read_table(path: Path) -> list[Record]:
                     raise DlcDataError(f"{path} is empty: expected a header row", code="E815",
                                        hint="the first line must name the columns")
                 out: list[Record] = []
+                n_cols = len(reader.fieldnames)
                 for row in reader:
-                    if None in row:
-                        raise DlcDataError(f"{path}:{reader.line_num}: more values than header columns",
-                                           code="E815", hint="quote values that contain the delimiter")
+                    if None in row or None in row.values():       # DictReader: extra values / missing ones
+                        n = n_cols + len(row.get(None) or ()) if None in row else \
+                            sum(1 for v in row.values() if v is not None)
+                        raise DlcDataError(f"{path}:{reader.line_num}: {n} value(s) for {n_cols} header columns",
+                                           code="E822", hint="quote values that contain the delimiter, and give "
+                                                             "every row a value (possibly empty) for each column")
                     out.append({k: text(v) for k, v in row.items()})
                 return out
         except UnicodeDecodeError as e:
@@ -108,7 +126,8 @@ def _fields(*splits: list[Record]) -> tuple[str, ...]:
     for split in splits:
         for rec in split:
             for k in rec:
-                seen.setdefault(k, None)
+                if k != STRUCTURED:
+                    seen.setdefault(k, None)
     return tuple(seen)
 
 
@@ -150,12 +169,19 @@ def load_path(path: str | Path, dev_size: int = -1, test_size: int = -1) -> RawS
     rows = read_table(Path(p))
     if not rows:
         raise DlcDataError(f"dataset file {p} has no rows", code="E812", hint="add examples to the file")
-    if "split" in rows[0]:
+    first = next((i for i, r in enumerate(rows, 1) if "split" in r), None)
+    if first is not None:
+        # A split column is a property of the file: a row without it would otherwise be trained on whatever the
+        # other rows say (or, missing from row 1, the whole column used to be ignored and test rows trained on).
         parts: dict[str, list[Record]] = {"train": [], "dev": [], "test": []}
         for i, r in enumerate(rows, 1):
-            s = _SPLIT_VALUES.get(r.get("split", "").strip().lower())
+            if "split" not in r:
+                raise DlcDataError(f"{p}: row {i} has no 'split' value, but row {first} has one", code="E820",
+                                   hint="a split column applies to every row: give each row split = train, dev "
+                                        "or test (rows count from 1, without the header and blank lines)")
+            s = _SPLIT_VALUES.get(r["split"].strip().lower())
             if s is None:
-                raise DlcDataError(f"{p}: row {i} has split '{r.get('split', '')}'", code="E814",
+                raise DlcDataError(f"{p}: row {i} has split '{r['split']}'", code="E814",
                                    hint="the split column must be train, dev (or validation) or test")
             parts[s].append(r)
         train, dev, test = parts["train"], parts["dev"], parts["test"]

@@ -167,6 +167,10 @@ def load_splits(cfg: ir.DataConfig, inputs: tuple[str, ...], *, seed: int = 42,
             if missing:
                 raise DlcDataError(f"{source}, {split} example {pos + 1} has no field '{missing[0]}'",
                                    code="E804", hint="every row needs every mapped field")
+            if cfg.target_field in rec.get(files.STRUCTURED, "").split(","):
+                raise DlcDataError(f"{source}, {split} example {pos + 1}: target field '{cfg.target_field}' holds "
+                                   f"{rec[cfg.target_field][:60]}, a JSON list or object, not a label", code="E823",
+                                   hint="give each row one target as text (or a number)")
             k = seen.get(pos, 0)
             seen[pos] = k + 1
             ex_id = f"{name}/{split}/{pos}" + (f"#{k}" if k else "")

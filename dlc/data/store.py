@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dlc.errors import DlcDataError
+from dlc.textcheck import find_bad_text
 
 ENV_DATA_DIR = "DLC_DATA_DIR"
 
@@ -56,21 +57,53 @@ def require_files(task: str, root: Path, files: tuple[str, ...]) -> None:
                                 "holds it")
 
 
+MAX_DATA_FILE = 256 * 1024 * 1024   # bytes; 18x the largest paper task file (BIG-bench hyperbaton, 14 MB)
+
+
+def check_data_file(path: Path) -> None:
+    """A data file must be a regular file (a FIFO would hang the read, /dev/zero fill memory) of at most
+    MAX_DATA_FILE bytes (parsed rows take several times their size in memory): E802 / E821 before it is read."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise DlcDataError(f"cannot read {path}: {e.strerror}", code="E802") from e
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        raise DlcDataError(f"dataset file {path} is not a regular file", code="E802",
+                           hint="data.path names a .jsonl, .json, .csv or .tsv file (or a directory of them)")
+    if st.st_size > MAX_DATA_FILE:
+        raise DlcDataError(f"dataset file {path} is {st.st_size / 2**20:,.0f} MiB, over the cap of "
+                           f"{MAX_DATA_FILE // 2**20} MiB", code="E821",
+                           hint="keep the rows you train and evaluate on (prompt learning needs hundreds, not "
+                                "millions)")
+
+
 def read_json(path: Path) -> Any:
     """A whole-file JSON document; a corrupt file is E815 (not a traceback)."""
+    check_data_file(path)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            doc = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DlcDataError(f"{path} is not valid JSON ({e})", code="E815",
                            hint="the file is corrupt or truncated: delete it and run `dlc data fetch` again") from e
+    except RecursionError:
+        raise DlcDataError(f"{path} nests lists or objects too deeply to be data", code="E815",
+                           hint="a data file holds rows of text fields") from None
     except OSError as e:
         raise DlcDataError(f"cannot read {path}: {e.strerror}", code="E802") from e
+    bad = find_bad_text(doc)
+    if bad is not None:
+        raise DlcDataError(f"{path}: {bad} holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape not in a "
+                           "pair), which is not text", code="E815", hint="fix or remove that escape")
+    return doc
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """One JSON object per non-empty line; a bad line is E815 naming its line number."""
     rows: list[dict[str, Any]] = []
+    check_data_file(path)
     try:
         with open(path, encoding="utf-8-sig") as f:
             for lineno, line in enumerate(f, 1):
@@ -81,6 +114,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 except json.JSONDecodeError as e:
                     raise DlcDataError(f"{path}:{lineno}: not a JSON object ({e.msg})", code="E815",
                                        hint="every line of a .jsonl file must be one JSON object") from e
+                except RecursionError:
+                    raise DlcDataError(f"{path}:{lineno}: lists or objects nested too deeply to be data",
+                                       code="E815", hint="a data row is an object of text fields") from None
+                bad = find_bad_text(row)
+                if bad is not None:
+                    raise DlcDataError(f"{path}:{lineno}: {bad} holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF "
+                                       "escape not in a pair), which is not text", code="E815",
+                                       hint="fix or remove that escape")
                 if not isinstance(row, dict):
                     raise DlcDataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}",
                                        code="E815", hint="every line of a .jsonl file must be one JSON object")

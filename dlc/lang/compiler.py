@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import math
 import re
+import stat
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,9 +32,10 @@ from dlc.lang.check import (FORWARD_VARS, IMPLICIT_MODELS, INVALID, POSTERIOR_VA
                             GraphNode, graph_checks, output_kind, schema, template_variables)
 from dlc.lang.resolve import DEFAULT_PROMPT_TEMPLATE, TEMPLATE_FILE_MAX, Resolved, TemplateResolver, builtin_template
 from dlc.lang.schema import fill
-from dlc.errors import CompileFailed, DlcError, DlcGraphError, DlcUsageError, SourceSpan, did_you_mean
+from dlc.errors import (CompileFailed, DlcError, DlcGraphError, DlcSyntaxError, DlcUsageError, SourceSpan,
+                        did_you_mean)
 from dlc.lang.overrides import apply_overrides
-from dlc.lang.parse import parse
+from dlc.lang.parse import MAX_SOURCE_CHARS, parse
 
 # A choice output layer learns calibration offsets unless told not to (bench/LEARNING.md: the default model's main
 # error is label bias; the offsets are kept only when they beat the raw layer on dev, see dlc/train/trainer.py).
@@ -43,9 +45,22 @@ DEFAULT_CALIBRATION = "fit"
 # ====================================================================================================== public API
 def compile_file(path: str | Path, overrides: Mapping[str, str] | None = None) -> ir.Graph:
     """Compile a .dln file. Relative template files and data paths resolve against the file's directory."""
+    return compile_source(read_dln(path), str(path), overrides)
+
+
+def read_dln(path: str | Path) -> str:
+    """The text of a .dln file, every way of not being one (missing, a directory, not UTF-8, unreadable) a usage
+    error: the one reader of .dln files, so a source rewritten after compile cannot reach a decoder unguarded."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            raise DlcUsageError(f"{path} is not a regular file", code="E104",      # a FIFO would hang, /dev/zero
+                                hint="pass a .dln file")                          # fill memory
+        if st.st_size > 4 * MAX_SOURCE_CHARS:          # UTF-8: at most 4 bytes a character; parse() checks exactly
+            raise DlcSyntaxError(f"{path} is {st.st_size:,} bytes, over the cap of {MAX_SOURCE_CHARS:,} characters",
+                                 code="E216", hint="a network itself is a few kB; long prompts go in template files")
+        return p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DlcUsageError(f"no such file: {path}", code="E104",
                             hint="check the path; example networks are in graphs/") from None
@@ -56,7 +71,6 @@ def compile_file(path: str | Path, overrides: Mapping[str, str] | None = None) -
                             hint="save the file as UTF-8") from None
     except OSError as e:
         raise DlcUsageError(f"cannot read {path}: {e.strerror}", code="E104") from None
-    return compile_source(text, str(path), overrides)
 
 
 def compile_source(text: str, path: str = "<string>", overrides: Mapping[str, str] | None = None) -> ir.Graph:

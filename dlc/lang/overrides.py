@@ -11,11 +11,11 @@ import re
 from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
-from dlc.errors import CompileFailed, DlcError, DlcUsageError, SourceSpan, did_you_mean
+from dlc.errors import CompileFailed, DlcError, DlcSyntaxError, DlcUsageError, SourceSpan, did_you_mean
 from dlc.lang import syntax as S
 from dlc.lang.check import IMPLICIT_MODELS
 from dlc.lang.schema import keys
-from dlc.lang.parse import parse_value
+from dlc.lang.parse import MAX_SOURCE_CHARS, parse_value
 
 
 def parse_sets(items: Iterable[str] | None) -> dict[str, str]:
@@ -52,6 +52,11 @@ def apply_overrides(program: S.Program, overrides: Mapping[str, str]
             errors.append(DlcUsageError(
                 f"--set {key!a}: the value is not valid text (undecodable bytes or a lone UTF-16 surrogate: "
                 f"{raw[:60]!a}{'...' if len(raw) > 60 else ''})", code="E107", hint="pass UTF-8 text (check the terminal's or the script's encoding)"))
+            continue
+        if len(raw) > MAX_SOURCE_CHARS:      # taken as a string otherwise: the cap of a .dln holds for a value too
+            errors.append(DlcSyntaxError(f"--set {key}: the value is {len(raw):,} characters, over the cap of "
+                                         f"{MAX_SOURCE_CHARS:,}", code="E216",
+                                         hint="long prompts and templates go in template files"))
             continue
         text = f"{key}={raw}"
         opath = f"--set {key}"

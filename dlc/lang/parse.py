@@ -35,9 +35,21 @@ E_UNQUOTED = "E212"         # `prompt = two words` without quotes
 E_SURROGATE = "E213"        # a \uXXXX escape of a lone surrogate (U+D800..U+DFFF): not a character
 E_NUMBER = "E214"           # a number literal longer than MAX_NUMBER_CHARS
 E_NESTING = "E215"          # lists/maps nested deeper than MAX_NESTING
+E_SIZE = "E216"             # a source (or --set value) over MAX_SOURCE_CHARS
 
 MAX_NUMBER_CHARS = 100      # no setting needs more; int() refuses > 4300 digits with a ValueError
 MAX_NESTING = 32            # lists/maps inside lists/maps: the converter (and every later pass) recurses
+MAX_SOURCE_CHARS = 1 << 20  # a .dln, and a --set value: a network with long prompts is ~10k; the parser's memory
+                            # grows several hundred times the size of a long token (5 MB of string: 1.7 GB RSS)
+
+
+def check_size(text: str, path: str, what: str = "source") -> None:
+    """E216 for a source or value over MAX_SOURCE_CHARS, before the parser sees it."""
+    if len(text) > MAX_SOURCE_CHARS:
+        raise DlcSyntaxError(f"the {what} is {len(text):,} characters, over the cap of {MAX_SOURCE_CHARS:,}",
+                             code=E_SIZE, span=SourceSpan(path, 1, 1), source=text[:200],
+                             hint="long prompts and templates go in template files (`template = file \"t.j2\"`, "
+                                  "at most 1 MiB); a network itself is a few kB")
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,6 +61,10 @@ def parser() -> Lark:
 
 def parse(text: str, path: str = "<string>") -> S.Program:
     """Parse .dln source. Raises CompileFailed (of DlcSyntaxErrors) on any syntax error."""
+    try:
+        check_size(text, path)
+    except DlcSyntaxError as e:
+        raise CompileFailed([e]) from None
     try:
         tree = parser().parse(text)
     except UnexpectedInput as e:
@@ -66,14 +82,20 @@ def parse(text: str, path: str = "<string>") -> S.Program:
     return program
 
 
+def _short(text: str) -> str:
+    """A value as shown in a message: at most 60 characters."""
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_value(text: str, path: str = "<--set>") -> S.Value:
     """Parse a lone value (the right-hand side of a `--set key=value` override) by wrapping it in a fit block."""
+    check_size(text, path, "value")
     wrapped = f"fit {{ v = {text}\n}}"
     try:
         tree = parser().parse(wrapped)
     except UnexpectedInput as e:
         col = max(1, min(len(text) + 1, (getattr(e, "column", 11) or 11) - 10))
-        raise DlcSyntaxError(f"cannot parse the value {text!r}", code=E_UNEXPECTED,
+        raise DlcSyntaxError(f"cannot parse the value {_short(text)!r}", code=E_UNEXPECTED,
                              span=SourceSpan(path, 1, col), source=text,
                              hint='quote text containing spaces or symbols, e.g. "two words"') from None
     conv = _Converter(path, wrapped, col_shift=-10)
@@ -83,7 +105,7 @@ def parse_value(text: str, path: str = "<--set>") -> S.Value:
     decl = program.statements[0]
     if len(program.statements) != 1 or not isinstance(decl, S.ConfigDecl) or len(decl.body.items) != 1 \
             or not isinstance(decl.body.items[0], S.Setting):
-        raise DlcSyntaxError(f"cannot parse the value {text!r}", code=E_UNEXPECTED, span=SourceSpan(path, 1, 1),
+        raise DlcSyntaxError(f"cannot parse the value {_short(text)!r}", code=E_UNEXPECTED, span=SourceSpan(path, 1, 1),
                              source=text)
     return decl.body.items[0].value
 

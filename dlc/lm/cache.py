@@ -62,6 +62,25 @@ class DiskCache:
         except (OSError, sqlite3.Error) as e:
             raise DlcArtifactError(f"cannot open the LLM cache at {self.path}: {e}", code="E530",
                                    hint="set DLC_CACHE_DIR to a writable directory, or pass --no-cache") from e
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        """E531 at open, when the tables are not the ones this dlc reads (another program's file, another schema
+        version): found here, before a run directory exists, not at the first lookup in the middle of a fit."""
+        try:
+            conn = self._conn()
+            cols = {r[1] for r in conn.execute("PRAGMA table_info(entries)")}
+            meta = {r[0]: r[1] for r in conn.execute("SELECT name, value FROM meta")}
+        except sqlite3.Error as e:
+            cols, meta = set(), {"error": str(e)}
+        missing = sorted({"key", "kind", "model", "value", "created"} - cols)
+        problem = (f"its entries table lacks column(s) {', '.join(missing)}" if missing else
+                   f"it has schema version {meta.get('schema')!r}, this dlc reads {SCHEMA}"
+                   if meta.get("schema") != str(SCHEMA) else None)
+        if problem is not None:
+            raise DlcArtifactError(f"the LLM cache {self.path} cannot be read: {problem}", code="E531",
+                                   hint="delete the file to start an empty cache, pass another --cache-dir, "
+                                        "or pass --no-cache")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -16,6 +16,7 @@ from dlc.errors import DlcFitError
 from dlc.lm.base import (LM, ChatPrompt, GenerateRequest, GenerateResult, Prompt, ScoreRequest, ScoreResult,
                          Usage)
 from dlc.lm.cache import DiskCache, request_key
+from dlc.textcheck import bad_char, valid_text
 
 KEY_VERSION = 1  # bump when the meaning of a cached value changes
 
@@ -163,7 +164,7 @@ class CachedLM:
         if misses:
             if self.budget is not None:
                 self.budget.check()
-            fresh = self.inner.generate([requests[i] for i in misses])
+            fresh = [_valid_generation(r) for r in self.inner.generate([requests[i] for i in misses])]
             for i, res in zip(misses, fresh):
                 if self.cache is not None:
                     self.cache.put(keys[i], {"texts": list(res.texts), "prompt_tokens": res.prompt_tokens,
@@ -189,7 +190,7 @@ class CachedLM:
         if misses:
             if self.budget is not None:
                 self.budget.check()
-            fresh = self.inner.score([requests[i] for i in misses])
+            fresh = [_valid_score(r) for r in self.inner.score([requests[i] for i in misses])]
             for i, res in zip(misses, fresh):
                 if self.cache is not None:
                     self.cache.put(keys[i], {"logprobs": list(res.logprobs), "tokens": list(res.tokens),
@@ -217,3 +218,18 @@ class CachedLM:
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+
+def _valid_generation(res: GenerateResult) -> GenerateResult:
+    """A model's texts as valid text: a lone surrogate (a server's `\\ud800` escape) becomes U+FFFD, so the answer
+    can be cached, hashed and written like any other (dlc.textcheck)."""
+    if all(bad_char(t) is None for t in res.texts):
+        return res
+    return replace(res, texts=tuple(valid_text(t) for t in res.texts))
+
+
+def _valid_score(res: ScoreResult) -> ScoreResult:
+    """A scored continuation's token texts as valid text (as `_valid_generation`)."""
+    if all(not isinstance(t, str) or bad_char(t) is None for t in res.tokens):
+        return res
+    return replace(res, tokens=tuple(valid_text(t) if isinstance(t, str) else t for t in res.tokens))

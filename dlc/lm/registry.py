@@ -59,14 +59,29 @@ def open_backend(cfg: ModelConfig) -> LM:
         url_env = cfg.base_url_env or DEFAULT_BASE_URL_ENV
         key_env = cfg.api_key_env or DEFAULT_API_KEY_ENV
         urls = [u.strip() for u in os.environ.get(url_env, "").split(",") if u.strip()]   # check_env: not empty
-        return OpenAILM(cfg.model, urls, os.environ.get(key_env), max_concurrency=cfg.max_concurrency,
-                        timeout=cfg.timeout)
+        try:
+            return OpenAILM(cfg.model, urls, os.environ.get(key_env), max_concurrency=cfg.max_concurrency,
+                            timeout=cfg.timeout, max_retries=cfg.max_retries)
+        except DlcLMError as e:
+            if e.code == "E624":        # the probe's 401/403: say where the key came from (the name, never the key)
+                e.hint = _auth_hint(cfg, key_env)
+            raise
     if cfg.backend == "scripted":
         from dlc.lm.scripted import ScriptedLM
 
         return ScriptedLM(model_id=f"scripted:{cfg.model}", delay=float(cfg.delay))
     raise DlcLMError(f"unknown backend '{cfg.backend}' for model '{cfg.name}'", code="E620",
                      hint="use backend = embedded, openai or scripted")
+
+
+def _auth_hint(cfg: ModelConfig, key_env: str) -> str:
+    """What to fix when a server rejects the credentials of model `cfg`: the variable the key was read from."""
+    if not os.environ.get(key_env, "").strip():
+        return (f"no API key was sent: ${key_env} is not set; export it, or set api_key_env in model "
+                f"'{cfg.name}' to the variable that holds the key")
+    source = "its api_key_env" if cfg.api_key_env else f"the default: model '{cfg.name}' sets no api_key_env"
+    return (f"the key of model '{cfg.name}' comes from ${key_env} ({source}): check that it holds a valid key for "
+            "this server")
 
 
 def open_lm(cfg: ModelConfig, *, cache_dir: Path | str | None = None, no_cache: bool = False,

@@ -37,10 +37,12 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, Sequence, Un
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dlc.errors import DlcError, DlcLMError
 from dlc.lm.base import ChatPrompt, GenerateRequest, GenerateResult, ModelText, Prompt
+from dlc.textcheck import find_bad_text
 
 if TYPE_CHECKING:
     from dlc.lm.embedded.model import TokenLogprob
@@ -73,7 +75,19 @@ class ApiError(Exception):
             "message": self.message, "type": self.type, "param": self.param, "code": self.code}})
 
 
-class _Common(BaseModel):
+class _Text(BaseModel):
+    """A request body whose strings must be text: a `\\ud800` escape (a lone surrogate) is a 400 naming the field,
+    not a UnicodeEncodeError (HTTP 500) in the tokenizer."""
+
+    @model_validator(mode="after")
+    def _valid_text(self) -> "_Text":
+        bad = find_bad_text(self.model_dump())
+        if bad is not None:
+            raise ValueError(f"{bad} is not valid text (a lone UTF-16 surrogate)")
+        return self
+
+
+class _Common(_Text):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
@@ -119,7 +133,7 @@ class ChatBody(_Common):
     top_logprobs: int | None = Field(None, ge=0)
 
 
-class TemplateBody(BaseModel):
+class TemplateBody(_Text):
     model_config = ConfigDict(extra="ignore")
 
     messages: list[Message]
@@ -175,7 +189,7 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
     """The FastAPI app serving `lm` under the name `model_name`; `logprobs` / `top_logprobs` up to `max_logprobs`.
     With logprobs=False (`dlc serve --no-logprobs`) every request asking for log-probs is refused (400), as by a
     chat-only hosted model: clients and dlc's fallbacks for such backends can be tested locally."""
-    app = FastAPI(title="dlc serve", docs_url=None, redoc_url=None)
+    app = FastAPI(title="dlc serve", docs_url=None, redoc_url=None, openapi_url=None)
     lock = threading.Lock()
     ctx_size = n_ctx if n_ctx is not None else getattr(lm, "n_ctx", None)
     created = int(time.time())
@@ -184,12 +198,22 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
         return e.response()
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        # 404 (no such route), 405 (wrong method), a body that cannot be parsed (100k-deep JSON...): OpenAI-shaped
+        # like every other error, not FastAPI's {"detail": ...}
+        kind = {404: "not_found_error", 405: "invalid_request_error"}.get(e.status_code, "invalid_request_error")
+        res = ApiError(e.status_code, str(e.detail), type=kind).response()
+        res.headers.update(e.headers or {})
+        return res
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         errs = e.errors()
         first = errs[0] if errs else {}
         loc = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        return ApiError(400, f"invalid request: {loc}: {first.get('msg', 'invalid')}", param=loc or None).response()
+        return ApiError(400, f"invalid request: {loc + ': ' if loc else ''}{first.get('msg', 'invalid')}",
+                        param=loc or None).response()
 
     @app.exception_handler(DlcError)
     async def _dlc_error(_: Request, e: DlcError) -> JSONResponse:

@@ -135,11 +135,13 @@ async def _try(send: Send, method: str, path: str, body: dict[str, Any] | None, 
                notes: list[str], what: str) -> Any | None:
     """One probe request: the answer, or None (with a note) when the server refuses it: a 4xx, or a server error
     that persists through the retries (some servers answer 500 to an unsupported option such as a prompt list).
-    Only an unreachable endpoint (E621) or garbage (E627) stops the probe."""
+    Only an unreachable endpoint (E621), garbage (E627) or rejected credentials (E624) stop the probe."""
     try:
         return await send(method, path, body, check)
     except DlcLMError as e:
         if e.retryable and (e.code != "E622" or "HTTP 429" in e.message):
+            raise
+        if e.code == "E624":    # rejected credentials are not a missing capability (it used to read as E628)
             raise
         notes.append(f"{what}: {e.message}")
         return None
