@@ -265,6 +265,9 @@ def test_scripted_is_an_ordinary_backend_with_a_delay_setting(capsys, tmp_path):
         lm.close()
     rc, out, err = dlc(capsys, "compile", str(REPO / "graphs" / "dln1.dln"), "--set", "model.default.delay=1")
     assert rc == 1 and "error[E312]" in err and "scripted backend only" in err
+    rc, out, err = dlc(capsys, "compile", str(REPO / "graphs" / "dln1.dln"), "--set", "model.default.backend=scripted",
+                       "--set", "model.default.batch_rows=4")
+    assert rc == 1 and "error[E312]" in err and "embedded backend only" in err
     rc, out, err = dlc(capsys, "compile", str(REPO / "graphs" / "dln1.dln"), "--set", "model.default.backend=scripte")
     assert rc == 1 and "error[E314]" in err and "scripted" in err
 

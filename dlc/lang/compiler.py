@@ -190,6 +190,10 @@ class _Lowering:
                 self.err("E312", f"model '{n}': `delay` is a setting of the scripted backend only, and this model's "
                          f"backend is {cfg.backend}", settings["delay"].key_span,
                          hint="remove `delay`, or set backend = scripted (the deterministic test LM)")
+            if "batch_rows" in vals and cfg.backend != "embedded":
+                self.err("E312", f"model '{n}': `batch_rows` is a setting of the embedded backend only, and this "
+                         f"model's backend is {cfg.backend}", settings["batch_rows"].key_span,
+                         hint="remove `batch_rows` (a server batches on its own side)")
             models[n] = cfg
             self._declared_models.add(n)
         return models

@@ -1,0 +1,136 @@
+"""Issue 15, candidate racing: replay recorded traces and ask, for every prompt update, whether successive halving
+would have picked the prompt exhaustive scoring picked, and what share of the scoring it would have cost.
+
+    python bench/racing.py replay TRACE.jsonl|RUN_DIR ... [--write]   # the table; --write: bench/RACING.md
+    python bench/racing.py rerun CELL ... --data-dir D [--write]      # issue-14 cells rerun from the cache, replayed
+
+A trace written since issue 15 records, for every layer update, `example_rewards` r_ni: candidate n's reward terms
+on batch example i (reward_n is their mean). Racing is simulated on that matrix with the engine's own schedule
+(`dlc.engine.prompts.race_schedule`): each round ranks the live candidates by their mean over the first m examples,
+keeps the better half (the incumbent, candidate 0, always stays), and the survivors meet on the whole batch.
+Cost = Σ_n examples candidate n was scored on / (N·B): scoring tokens are proportional to it (every example is
+scored under every candidate with the same label set). Approximation: a calibrated layer refits its offsets on the
+examples of each round when it really races; the replay uses the offsets fitted on the whole batch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+
+from dlc.engine.prompts import race_schedule  # noqa: E402
+
+
+def simulate(rewards: Sequence[Sequence[float]]) -> tuple[int, list[int]]:
+    """(chosen index, examples scored per candidate) of successive halving on a reward matrix r[n][i]."""
+    n_cand, B = len(rewards), len(rewards[0])
+    if n_cand <= 2:
+        full = [sum(r) / B for r in rewards]
+        return max(range(n_cand), key=lambda n: (full[n], -n)), [B] * n_cand
+    alive = list(range(n_cand))
+    scored = [0] * n_cand
+    sched = race_schedule(n_cand, B)
+    k = 0
+    while True:
+        m = sched[k]
+        mean = {n: sum(rewards[n][:m]) / m for n in alive}
+        for n in alive:
+            scored[n] = m
+        if m >= B:
+            return max(alive, key=lambda n: (mean[n], -n)), scored
+        if len(alive) > 2:
+            order = sorted(alive, key=lambda n: (-mean[n], n))
+            alive = sorted(set(order[:math.ceil(len(alive) / 2)]) | {0})
+        k = k + 1 if len(alive) > 2 else len(sched) - 1
+
+
+def updates(path: Path) -> list[dict[str, Any]]:
+    trace = path / "trace.jsonl" if path.is_dir() else path
+    out = []
+    for line in trace.read_text().splitlines():
+        rec = json.loads(line) if line.strip() else {}
+        for node, ups in (rec.get("layers") or {}).items():
+            for u in (ups if isinstance(ups, list) else [ups]):
+                if u.get("example_rewards"):
+                    out.append(dict(u, source=path.name, iteration=rec.get("iteration")))
+    return out
+
+
+def replay(paths: Sequence[Path]) -> dict[str, Any]:
+    rows = []
+    for p in paths:
+        for u in updates(p):
+            r = u["example_rewards"]
+            chosen, scored = simulate(r)
+            exhaustive = u["chosen_index"]
+            rows.append({"source": u["source"], "node": u["node"], "iteration": u["iteration"], "N": len(r),
+                         "B": len(r[0]), "same": chosen == exhaustive or u["candidates"][chosen] == u["chosen"],
+                         "changed": exhaustive != 0, "cost": sum(scored) / (len(r) * len(r[0]))})
+    return {"rows": rows, "updates": len(rows), "agree": sum(x["same"] for x in rows),
+            "cost": (sum(x["cost"] * x["N"] * x["B"] for x in rows) / max(1, sum(x["N"] * x["B"] for x in rows)))}
+
+
+def rerun(cells: Sequence[str], data_dir: str) -> list[Path]:
+    """Rerun recorded issue-14 cells (bench/out/nets14/<cell>.dln) against the shared LLM cache with this tree's
+    code, which records `example_rewards`: the same requests, so every answer comes from the cache and the fit is the
+    recorded one. Returns the run directories (bench/out/racing/<cell>)."""
+    import subprocess
+
+    out = []
+    for cid in cells:
+        net = BENCH / "out" / "nets14" / f"{cid}.dln"
+        run = BENCH / "out" / "racing" / cid
+        if not (run / "result.json").is_file():
+            if run.exists():
+                import shutil
+
+                shutil.rmtree(run)
+            run.parent.mkdir(parents=True, exist_ok=True)
+            rc = subprocess.call([sys.executable, "-m", "dlc", "fit", str(net), "--run-dir", str(run),
+                                  "--data-dir", data_dir, "--cache-dir", str(BENCH / "out" / "cache"),
+                                  "--no-progress"], cwd=BENCH.parent, stdout=subprocess.DEVNULL)
+            if rc != 0:
+                print(f"{cid}: rerun failed (exit {rc})", file=sys.stderr)
+                continue
+        res = json.loads((run / "result.json").read_text())
+        print(f"{cid}: {res['usage']['cache_hits']} cache hits, {res['usage']['calls']} calls to the model",
+              flush=True)
+        out.append(run)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cmd", choices=("replay", "rerun"))
+    ap.add_argument("paths", nargs="+", type=Path, help="traces/run dirs (replay) or issue-14 cell ids (rerun)")
+    ap.add_argument("--write", action="store_true", help="write bench/RACING.md")
+    ap.add_argument("--data-dir", default="")
+    a = ap.parse_args(argv)
+    paths = rerun([str(p) for p in a.paths], a.data_dir) if a.cmd == "rerun" else a.paths
+    res = replay(paths)
+    lines = ["| trace | node | iteration | N | B | racing picks the same | exhaustive changed the prompt | cost |",
+             "|---|---|---|---|---|---|---|---|"]
+    for x in res["rows"]:
+        lines.append(f"| {x['source']} | {x['node']} | {x['iteration']} | {x['N']} | {x['B']} | "
+                     f"{'yes' if x['same'] else '**no**'} | {'yes' if x['changed'] else 'no'} | {x['cost']:.2f} |")
+    n = max(1, res["updates"])
+    summary = (f"{res['agree']}/{res['updates']} updates pick the same prompt ({100 * res['agree'] / n:.0f}%); "
+               f"scoring cost {res['cost']:.2f} of exhaustive ({1 / max(res['cost'], 1e-9):.2f}× fewer scoring "
+               "tokens)")
+    print("\n".join(lines + ["", summary]))
+    if a.write:
+        head = ["# Candidate racing replayed on recorded traces (issue 15)", "",
+                "Generated by `python bench/racing.py replay … --write`. " + (__doc__ or "").split("\n\n")[1]
+                .replace("\n", " "), "", "**" + summary + "**", ""]
+        (BENCH / "RACING.md").write_text("\n".join(head + lines) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
