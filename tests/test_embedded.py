@@ -371,3 +371,32 @@ def test_batched_generation_is_deterministic_across_processes_and_row_budgets_sp
     with EmbeddedLM("tiny", n_ctx=512, n_seq_max=4) as c:
         alone = c.generate([reqs[0]])[0].texts
     assert alone == tuple(first[0])
+
+
+@pytest.mark.model
+def test_a_finished_row_frees_its_sequence_for_the_next_request_at_the_next_step():
+    """Continuous batching: with 3 rows in flight, one long row and four short ones, the short rows that finish
+    hand their sequences to the waiting requests, whose prompts are decoded in the same llama_decode as the long
+    row's next token; the long row is never waited for. The same list gives the same texts on a fresh model."""
+    long = GenerateRequest("Count from one to twenty in words:", max_tokens=12, temperature=0.0, seed=1)
+    short = [GenerateRequest(p, max_tokens=2, temperature=0.0, seed=2 + k) for k, p in enumerate(BATCH_PROMPTS[:4])]
+    steps: list[dict[int, int]] = []
+    with EmbeddedLM("tiny", n_ctx=512, n_seq_max=4) as m:
+        real = m._decode
+
+        def recording(items, wanted, **kw):
+            per_seq: dict[int, int] = {}
+            for _, _, seq in items:
+                per_seq[seq] = per_seq.get(seq, 0) + 1
+            steps.append(per_seq)
+            return real(items, wanted, **kw)
+
+        m._decode = recording  # type: ignore[method-assign]
+        got = [g.texts for g in m.generate([long, *short])]
+    with EmbeddedLM("tiny", n_ctx=512, n_seq_max=4) as fresh:
+        assert [g.texts for g in fresh.generate([long, *short])] == got
+    # a step that decodes the long row's next token (1 item in its sequence) and a new request's prompt (several)
+    mixed = [s for s in steps if s.get(1) == 1 and any(n > 1 for q, n in s.items() if q != 1)]
+    assert mixed, steps
+    assert len(steps) <= 12 + 2                 # the long row's 12 steps bound the call (+ the prefix decode)
+    assert all(len(s) <= 3 for s in steps)      # never more rows in flight than the budget

@@ -1,18 +1,19 @@
 """Generation on the embedded model, batched across requests (issue 15).
 
-Every sample of every request of one `generate` call is a *row*. Rows are cut, in request order, into groups of at
-most `n_seq_max - 1` (the row budget, `ModelConfig.batch_rows`); a group decodes together, one token per row per
-llama_decode, so 16 rows cost ~3.8 one-row steps on the default model instead of 16 (bench/BATCHING.md). In a
-group, sequence 0 holds the longest prefix shared by the group's prompts (kept across calls, as scoring does), each
-request's first row gets a copy and decodes the rest of its prompt (all requests' remainders in one batch), and the
-request's other rows copy that. Samples are drawn in numpy with a `random.Random` seeded from
-dlc.rng.derive_seed(seed, "sample", i), so sample i of a request is reproducible and independent of how many samples
-were asked for before it.
+Every sample of every request of one `generate` call is a *row*. At most `n_seq_max - 1` rows (the row budget,
+`ModelConfig.batch_rows`) are in flight, one token per row per llama_decode, so 16 rows cost ~4 one-row steps on the
+default model instead of 16 (bench/BATCHING.md). Rows are admitted in request order, and a row that finishes frees
+its sequence for the next row at the next step (continuous batching: a long row never holds up the rows behind it);
+the new rows' prompt remainders are decoded in the same llama_decode as the running rows' next tokens. Sequence 0
+holds the longest prefix shared by the call's prompts (kept across calls, as scoring does), each request's first
+admitted row gets a copy and decodes the rest of its prompt, and the request's other rows admitted with it copy
+that. Samples are drawn in numpy with a `random.Random` seeded from dlc.rng.derive_seed(seed, "sample", i), so
+sample i of a request is reproducible and independent of how many samples were asked for before it.
 
-Determinism: the groups depend only on the request list, so the same call gives the same batches and the same texts
-on every run. What a batch does change is the floating-point path: llama.cpp's kernels differ with the batch shape
-(~0.2 nats at most on Qwen2.5 Q4_K_M, see `dlc.lm.embedded`), so a greedy text can differ from the one the same
-request gives alone, where two tokens are nearly tied. A rerun, a resume and a cache hit are still identical:
+Determinism: which rows share a decode depends only on the request list (and the tokens it samples), so the same
+call gives the same batches and the same texts on every run. What a batch does change is the floating-point path:
+llama.cpp's kernels differ with the batch shape (~0.2 nats at most on Qwen2.5 Q4_K_M, see `dlc.lm.embedded`), so a
+greedy text can differ from the one the same request gives alone, where two tokens are nearly tied. A rerun, a resume and a cache hit are still identical:
 the cache stores every request's texts, and a rerun sends the same lists.
 """
 from __future__ import annotations
@@ -83,11 +84,9 @@ class EmbeddedGeneration(EmbeddedModel):
         # max_tokens >= 1 always (llama.cpp reads <= 0 as "fill the context"); never past the context
         budgets = [max(1, min(int(r.max_tokens), self.n_ctx - len(p))) for r, p in zip(reqs, prompts)]
         rows = [(j, i) for j, r in enumerate(reqs) for i in range(max(1, r.n))]
-        width = self.n_seq_max - 1
         done: list[list[_Sample]] = [[] for _ in reqs]
-        for start in range(0, len(rows), width):
-            for smp in self._run_group(rows[start:start + width], reqs, prompts, budgets, top_k):
-                done[smp.req].append(smp)
+        for smp in sorted(self._run_rows(rows, reqs, prompts, budgets, top_k), key=lambda x: (x.req, x.index)):
+            done[smp.req].append(smp)
         out = []
         for j, samples in enumerate(done):
             if self._trie is not None:
@@ -98,79 +97,95 @@ class EmbeddedGeneration(EmbeddedModel):
                                        finish_reasons=tuple(s.finish for s in samples)), samples))
         return out
 
-    def _run_group(self, group: list[tuple[int, int]], reqs: list[GenerateRequest], prompts: list[list[int]],
-                   budgets: list[int], top_k: int | None) -> list[_Sample]:
-        """Decode one group of rows to the end: load the shared prefix, fan it out, decode each request's rest of
-        prompt in one batch, then sample all rows side by side."""
-        order = list(dict.fromkeys(j for j, _ in group))           # the group's requests, in request order
-        common = _common_prefix([prompts[j] for j in order])
+    def _run_rows(self, rows: list[tuple[int, int]], reqs: list[GenerateRequest], prompts: list[list[int]],
+                  budgets: list[int], top_k: int | None) -> list[_Sample]:
+        """Decode every row to the end with at most `n_seq_max - 1` rows in flight (continuous batching): a row
+        that finishes frees its sequence, and the next rows, in request order, take it at the next step, their
+        prompt remainders decoded in the same llama_decode as the running rows' next tokens. Sequence 0 holds the
+        prefix shared by all prompts; a request's first admitted row copies it and decodes the rest of its prompt,
+        the request's other rows admitted with it copy that row. Which rows share a decode depends only on the
+        request list and the sampled tokens, so the same call decodes the same batches on every run."""
+        width = self.n_seq_max - 1
+        common = _common_prefix(prompts)
         # keep >= 2 rows in every prompt decode (a 1-row decode takes another kernel, see dlc.lm.embedded): a
         # request whose prompt is the shared prefix reads sequence 0's last logits
-        shared = common if len(order) == 1 or len(common) >= 2 else []
+        shared = common if len(prompts) == 1 or len(common) >= 2 else []
         last0 = self._load_prefix(shared) if shared else None
-        samples: list[_Sample] = []
-        heads: dict[int, int] = {}
-        for k, (j, i) in enumerate(group):
-            smp = _Sample(j, i, k + 1, random.Random(derive_seed(reqs[j].seed, "sample", i)), [], bytearray())
-            samples.append(smp)
-            heads.setdefault(j, smp.seq)
+        pending = list(reversed(rows))                      # pop() takes rows in request order
+        free = list(range(width, 0, -1))                    # pop() takes sequence 1 first
+        live: list[_Sample] = []
+        finished: list[_Sample] = []
         try:
-            items: list[tuple[int, int, int]] = []
-            wanted: dict[int, int | None] = {}
-            rest_of: dict[int, int] = {}
-            for j in order:
-                head = heads[j]
-                if shared:
-                    self._L.llama_memory_seq_cp(self._mem, 0, head, -1, -1)
-                rest = prompts[j][len(shared):]
-                if rest:
-                    base = len(prompts[j]) - len(rest)
-                    items += [(t, base + q, head) for q, t in enumerate(rest)]
-                    wanted[len(items) - 1] = None
-                    rest_of[j] = len(items) - 1
-            got = self._decode(items, wanted) if items else {}
-            last = {j: (got[rest_of[j]] if j in rest_of else last0) for j in order}
-            for smp in samples:
-                if smp.seq != heads[smp.req]:
-                    self._L.llama_memory_seq_cp(self._mem, heads[smp.req], smp.seq, -1, -1)
-            self._sample_rows(samples, last, reqs, prompts, budgets, top_k)  # type: ignore[arg-type]
+            while pending or live:
+                items: list[tuple[int, int, int]] = []
+                wanted: dict[int, int | None] = {}
+                # the running rows' last sampled tokens
+                at: dict[int, int] = {}
+                for smp in live:
+                    at[smp.seq] = len(items)
+                    wanted[len(items)] = None
+                    items.append((smp.tokens[-1], len(prompts[smp.req]) + len(smp.tokens) - 1, smp.seq))
+                # new rows in the free sequences
+                new: list[_Sample] = []
+                while pending and free:
+                    j, i = pending.pop()
+                    new.append(_Sample(j, i, free.pop(), random.Random(derive_seed(reqs[j].seed, "sample", i)),
+                                       [], bytearray()))
+                heads: dict[int, int] = {}
+                rest_at: dict[int, int] = {}
+                for smp in new:
+                    if smp.req in heads:
+                        continue
+                    heads[smp.req] = smp.seq
+                    if shared:
+                        self._L.llama_memory_seq_cp(self._mem, 0, smp.seq, -1, -1)
+                    rest = prompts[smp.req][len(shared):]
+                    if rest:
+                        base = len(prompts[smp.req]) - len(rest)
+                        items += [(t, base + q, smp.seq) for q, t in enumerate(rest)]
+                        wanted[len(items) - 1] = None
+                        rest_at[smp.req] = len(items) - 1
+                got = self._decode(items, wanted) if items else {}
+                logits: dict[int, np.ndarray] = {s.seq: got[at[s.seq]] for s in live}  # type: ignore[misc]
+                for smp in new:
+                    if smp.seq != heads[smp.req]:
+                        self._L.llama_memory_seq_cp(self._mem, heads[smp.req], smp.seq, -1, -1)
+                    logits[smp.seq] = got[rest_at[smp.req]] if smp.req in rest_at else last0  # type: ignore
+                live += new
+                for smp in live:
+                    self._sample_one(smp, logits[smp.seq], reqs[smp.req], budgets[smp.req], top_k)
+                for smp in live:
+                    if smp.finish:
+                        self._clear_seqs([smp.seq])
+                        free.append(smp.seq)
+                        finished.append(smp)
+                free.sort(reverse=True)                         # the lowest free sequence first, as at the start
+                live = [s for s in live if not s.finish]
         finally:
-            self._clear_seqs([s.seq for s in samples])
-        return samples
+            self._clear_seqs([s.seq for s in live])
+        return finished
 
-    def _sample_rows(self, samples: list[_Sample], last: dict[int, np.ndarray], reqs: list[GenerateRequest],
-                     prompts: list[list[int]], budgets: list[int], top_k: int | None = None) -> None:
-        """Sample every row to the end, one token per row per decode. With `top_k` not None, record each sampled
-        token's log-prob and the top_k most likely tokens from the very logits it is sampled from."""
-        logits = {s.seq: last[s.req] for s in samples}
-        active = list(samples)
-        while active:
-            for s in active:
-                req = reqs[s.req]
-                row = logits[s.seq]
-                tok = _sample(row, req.temperature, req.top_p, s.rng)
-                s.tokens.append(tok)
-                if top_k is not None:
-                    lse = _logsumexp(row)
-                    s.logprobs.append(float(row[tok] - lse))
-                    s.tops.append(_top_logprobs(row, top_k, lse) if top_k > 0 else [])
-                if self._L.llama_vocab_is_eog(self._vocab, tok):
-                    s.finish = "stop"
-                    s.text = s.data.decode("utf-8", errors="replace")
-                    continue
-                s.data += self._piece(tok, False)
-                s.text = s.data.decode("utf-8", errors="ignore")
-                cut = _find_stop(s.text, req.stop)
-                if cut is not None:
-                    s.text, s.finish = s.text[:cut], "stop"
-                elif len(s.tokens) >= budgets[s.req]:
-                    s.text, s.finish = s.data.decode("utf-8", errors="replace"), "length"
-            active = [s for s in active if not s.finish]
-            if not active:
-                break
-            items = [(s.tokens[-1], len(prompts[s.req]) + len(s.tokens) - 1, s.seq) for s in active]
-            out = self._decode(items, {k: None for k in range(len(items))})
-            logits = {s.seq: out[k] for k, s in enumerate(active)}  # type: ignore[misc]
+    def _sample_one(self, s: _Sample, row: np.ndarray, req: GenerateRequest, budget: int,
+                    top_k: int | None) -> None:
+        """Draw row s's next token from `row`; mark it finished at an end token, a stop string or its budget. With
+        `top_k` not None, record the token's log-prob and the top_k most likely tokens of the very same logits."""
+        tok = _sample(row, req.temperature, req.top_p, s.rng)
+        s.tokens.append(tok)
+        if top_k is not None:
+            lse = _logsumexp(row)
+            s.logprobs.append(float(row[tok] - lse))
+            s.tops.append(_top_logprobs(row, top_k, lse) if top_k > 0 else [])
+        if self._L.llama_vocab_is_eog(self._vocab, tok):
+            s.finish = "stop"
+            s.text = s.data.decode("utf-8", errors="replace")
+            return
+        s.data += self._piece(tok, False)
+        s.text = s.data.decode("utf-8", errors="ignore")
+        cut = _find_stop(s.text, req.stop)
+        if cut is not None:
+            s.text, s.finish = s.text[:cut], "stop"
+        elif len(s.tokens) >= budget:
+            s.text, s.finish = s.data.decode("utf-8", errors="replace"), "length"
 
 
 # -------------------------------------------------------------------- pure helpers
