@@ -35,14 +35,21 @@ def _machine() -> dict[str, Any]:
             "cores": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def curve(model: str, threads: int) -> dict[str, Any]:
+def curve(model: str, threads: int, context: int = 0) -> dict[str, Any]:
+    """Step cost vs rows. `context` > 0: the rows' shared prompt is that many tokens (a posterior prompt is ~700-1,000
+    tokens), so the step also pays attention over a long KV."""
     from dlc.lm.base import ChatPrompt
     from dlc.lm.embedded import EmbeddedLM
 
     before = _machine()
-    lm = EmbeddedLM(model, n_ctx=1024, n_seq_max=max(ROWS) + 1, n_threads=threads)
-    prompt = lm._prompt_tokens(ChatPrompt("Think step by step about the following question and explain your "
-                                          "reasoning in detail before giving the answer. " * 4))
+    lm = EmbeddedLM(model, n_ctx=max(1024, context + 64), n_seq_max=max(ROWS) + 1, n_threads=threads)
+    text = ("Think step by step about the following question and explain your reasoning in detail before giving "
+            "the answer. ")
+    prompt = lm._prompt_tokens(ChatPrompt(text * 4))
+    while context and len(prompt) < context:
+        prompt = lm._prompt_tokens(ChatPrompt(text * (4 + len(prompt) // 4)))
+    if context:
+        prompt = prompt[:context]
     n0 = len(prompt)
     last = lm._load_prefix(prompt)
     tok = int(last.argmax())
@@ -130,6 +137,37 @@ def cell(code_dir: Path, label: str, data_dir: str, threads: int) -> dict[str, A
     return out
 
 
+def limit_table(phases: dict[str, Any], curve: dict[str, Any], long: dict[str, Any] | None = None) -> list[str]:
+    """Each phase of a fit next to llama.cpp's best on this machine (same model, threads, build: the `curve`):
+    prompt tokens at the one-chunk prompt-eval rate, generated tokens at the 16-row step rate. A phase's share of the
+    limit = the time those two rates would need for its tokens / the time it took. With `long` (the curve with a
+    long shared prompt), a second share uses its 16-row rate: generation over a long context, as in a posterior."""
+    pe, gen = float(curve["prompt_eval_tok_per_s"]), float(curve["tok_per_s"]["16"])
+    lg = float(long["tok_per_s"]["16"]) if long else None
+    intro = (f"llama.cpp's best on this machine (default model, {curve['threads']} threads, same build; `curve` "
+             f"above): prompt eval {pe:.1f} tok/s, generation {gen:.1f} tok/s at 16 rows after a "
+             f"{curve['prompt_tokens']}-token prompt")
+    if long:
+        intro += f", {lg:.1f} tok/s at 16 rows after a {long['prompt_tokens']}-token prompt"
+    out = ["", "## The limit, side by side", "",
+           intro + ". For each phase of the after cell: what it reached, and the share of the limit (the time the "
+           "best rates would need for the phase's prompt and generated tokens, over the time it took).", "",
+           "| phase | prompt tokens decoded | generated | seconds | reached tok/s (decoded) | limit s | share of the "
+           "limit |" + (" share, long-context generation rate |" if long else ""),
+           "|---|---|---|---|---|---|---|" + ("---|" if long else "")]
+    for k, v in sorted(phases.items(), key=lambda kv: -kv[1]["seconds"]):
+        gen_t = v["completion_tokens"]
+        prompt_t = max(0, v["decoded_tokens"] - gen_t)
+        ideal = prompt_t / pe + gen_t / gen
+        sec = max(v["seconds"], 1e-9)
+        row = (f"| {k} | {prompt_t:,} | {gen_t:,} | {sec:.1f} | {v['decoded_tokens'] / sec:.1f} | {ideal:.1f} | "
+               f"{100 * ideal / sec:.0f}% |")
+        if lg:
+            row += f" {100 * (prompt_t / pe + gen_t / lg) / sec:.0f}% |" if gen_t else " |"
+        out.append(row)
+    return out
+
+
 def _save(name: str, rec: dict[str, Any]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
@@ -150,31 +188,50 @@ def report() -> str:
         if not k.startswith("curve-"):
             continue
         cells = [f"{r['step_ms'][str(n)]} ({r['tok_per_s'][str(n)]})" for n in ROWS]
-        lines.append(f"| {r['model']} | {r['threads']} | {r['load_before']}/{r['load_after']} | " + " | ".join(cells)
+        lines.append(f"| {r['model']} ({r['prompt_tokens']}-token prompt) | {r['threads']} | {r['load_before']}/{r['load_after']} | " + " | ".join(cells)
                      + f" | {r['prompt_eval_tok_per_s']} |")
-    b, a = recs.get("cell-before"), recs.get("cell-after")
+    b, g, a = recs.get("cell-before"), recs.get("cell-groups"), recs.get("cell-after")
     if b and a:
         lines += ["", "## A DLN-2 cell before/after", "",
                   "bench/grid.py's DLN-2 navigate cell (train 40, dev 20, test 40, batch 8, N 4, K 3, hidden "
                   "max_tokens 64) with `iters = 1`, `dlc fit` in a fresh cache directory (nothing cached), default "
                   "model, same threads; before = the commit before batching (one request at a time, the samples of "
-                  "one request side by side).", "",
-                  "| code | wall s | completion tokens | completion tok/s of wall | load before/after | dev | test |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in (b, a):
-            lines.append(f"| {r['label']} | {r['wall_seconds']} | {r['completion_tokens']:,} | "
+                  "one request side by side); groups = rows of all requests in fixed groups of 16 (4767bb4); after = "
+                  "this tree (continuous batching: a finished row's slot goes to the next row).", "",
+                  "| code | wall s | speed-up | completion tokens | completion tok/s of wall | load before/after | "
+                  "dev | test |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in (x for x in (b, g, a) if x):
+            lines.append(f"| {r['label']} | {r['wall_seconds']} | {b['wall_seconds'] / r['wall_seconds']:.2f}× | "
+                         f"{r['completion_tokens']:,} | "
                          f"{r['completion_tokens'] / r['wall_seconds']:.1f} | {r['load_before']}/{r['load_after']} | "
                          f"{r['dev'][0]:.2f} → {r['dev'][1]:.2f} | {r['test'][0]:.2f} → {r['test'][1]:.2f} |")
-        lines += ["", f"Speed-up of the cell: **{b['wall_seconds'] / a['wall_seconds']:.2f}×** (wall time, same run)."]
-        ph = (a.get("backend") or {}).get("phases") or {}
-        if ph:
-            lines += ["", "Backend time per phase (after):", "",
-                      "| phase | seconds | decoded tokens | decoded tok/s | completion tokens | completion tok/s |",
-                      "|---|---|---|---|---|---|"]
-            for k, v in sorted(ph.items(), key=lambda kv: -kv[1]["seconds"]):
-                s = max(v["seconds"], 1e-9)
-                lines.append(f"| {k} | {v['seconds']:.1f} | {v['decoded_tokens']:,} | {v['decoded_tokens'] / s:.1f} | "
-                             f"{v['completion_tokens']:,} | {v['completion_tokens'] / s:.1f} |")
+        lines += ["", f"Speed-up of the cell: **{b['wall_seconds'] / a['wall_seconds']:.2f}×** (wall time). The "
+                  "runs differ in their texts (a batch changes llama.cpp's floating-point path, so sampled hidden "
+                  "texts differ), hence the token counts and accuracies; the prompts learned are in the JSON files."]
+        cols = [r for r in (g, a) if r and (r.get("backend") or {}).get("phases")]
+        if cols:
+            names = sorted({k for r in cols for k in r["backend"]["phases"]},
+                           key=lambda k: -cols[-1]["backend"]["phases"].get(k, {"seconds": 0})["seconds"])
+            lines += ["", "Backend time per phase: seconds, decoded tokens/s (prompt and generated tokens through "
+                      "llama_decode) and completion tokens/s:", "",
+                      "| phase | " + " | ".join(f"{r['label']}: s | decoded tok/s | completion tok/s" for r in cols)
+                      + " |", "|---|" + "---|---|---|" * len(cols)]
+            for k in names:
+                row = []
+                for r in cols:
+                    v = r["backend"]["phases"].get(k)
+                    if not v:
+                        row.append(" | | ")
+                        continue
+                    sec = max(v["seconds"], 1e-9)
+                    row.append(f"{v['seconds']:.1f} | {v['decoded_tokens'] / sec:.1f} | "
+                               f"{v['completion_tokens'] / sec:.1f}")
+                lines.append(f"| {k} | " + " | ".join(row) + " |")
+    lim = recs.get("curve-default")
+    if a and lim and (a.get("backend") or {}).get("phases"):
+        longs = [r for k, r in recs.items() if k.startswith("curve-default-ctx")]
+        lines += limit_table(a["backend"]["phases"], lim, longs[0] if longs else None)
     return "\n".join(lines) + "\n"
 
 
@@ -184,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = sub.add_parser("curve")
     c.add_argument("--models", default="tiny,small,default")
     c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--context", type=int, default=0, help="prompt tokens the rows share (default ~106)")
     e = sub.add_parser("cell")
     e.add_argument("--before", required=True)
     e.add_argument("--data-dir", default=os.environ.get("DLC_DATA_DIR", ""))
@@ -193,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "curve":
         for m in a.models.split(","):
-            _save(f"curve-{m}", curve(m, a.threads))
+            _save(f"curve-{m}" + (f"-ctx{a.context}" if a.context else ""), curve(m, a.threads, a.context))
     elif a.cmd == "cell":
         for label, code in (("after", REPO), ("before", Path(a.before))):
             if a.only in (None, label):
