@@ -400,3 +400,32 @@ def test_runs_are_named_after_the_network_and_runs_does_not_cut_names(capsys, tm
     assert rc == 0, err
     rc, out, err = dlc(capsys, "runs")
     assert rc == 0 and Path(long_dir).name in out and run.name in out
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="no data directory (../shared/data)")
+def test_eval_set_on_a_run_changes_only_what_it_names(capsys, tmp_path):
+    """`dlc eval RUN --set X` starts from the run's own resolved settings — the --set values it was fitted with and
+    those of the artifact it was fitted from — and says what X changed (it used to rebuild the run from its source
+    with X alone: a scripted/tiny run was re-evaluated on the default model with the source's test size)."""
+    plain = Path("plain.dln")
+    plain.write_text((REPO / "graphs" / "dln1.dln").read_text())
+    scripted_small = ["--set", "model.default.backend=scripted", *SMALL]
+    # settings given to `dlc compile`: the run's source does not hold them, its graph.json does
+    assert dlc(capsys, "compile", str(plain), *scripted_small)[0] == 0
+    rc, out, err = dlc(capsys, "fit", "--run-dir", "runs/compiled", "--data-dir", str(DATA), "--no-progress")
+    assert rc == 0, err
+    rc, out, err = dlc(capsys, "eval", "runs/compiled", "--set", "fit.seed=13", "--json", "-")
+    assert rc == 0, err
+    rep = json.loads(out)
+    assert rep["changed"] == {"runs/compiled": ["fit.seed: 42 -> 13"]}
+    assert [r["n"] for r in rep["rows"]] == [12]                      # the run's test size, not the source's
+    # settings given to `dlc fit --set`, and a change the user asks for
+    rc, out, err = dlc(capsys, "fit", str(plain), *scripted_small, "--run-dir", "runs/fitted", "--data-dir", str(DATA),
+                       "--no-progress")
+    assert rc == 0, err
+    rc, out, err = dlc(capsys, "eval", "runs/fitted", "--set", "data.test_size=6")
+    assert rc == 0, err
+    assert "runs/fitted: the run's own settings, with --set changing data.test_size: 12 -> 6" in out
+    assert "model.default" not in out                                  # still the scripted model of the run
+    rc, out, err = dlc(capsys, "eval", "runs/fitted", "--set", "fit.seed=42", "--json", "-")
+    assert json.loads(out)["changed"] == {"runs/fitted": []}

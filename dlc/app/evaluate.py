@@ -19,9 +19,12 @@ class EvalReport:
     seeds: tuple[int, ...]
     rows: list[dict[str, Any]] = field(default_factory=list)   # one per (target, seed)
     summary: dict[str, Any] = field(default_factory=dict)
+    # run directory -> the settings `--set` changed from the run's own ("fit.seed: 42 -> 13")
+    changed: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"split": self.split, "seeds": list(self.seeds), "rows": self.rows, "summary": self.summary}
+        return {"split": self.split, "seeds": list(self.seeds), "rows": self.rows, "summary": self.summary,
+                **({"changed": self.changed} if self.changed else {})}
 
 
 def evaluate_targets(targets: Sequence[str], *, split: str = "test", seeds: Sequence[int] = (),
@@ -45,6 +48,8 @@ def evaluate_targets(targets: Sequence[str], *, split: str = "test", seeds: Sequ
             run_data_dir = run.config().data_dir
         net = load_network(t, overrides)
         graph = net.graph
+        if p.is_dir() and overrides:
+            rep.changed[t] = list(net.differs)
         splits = load_data(graph, data_dir or run_data_dir)
         examples = getattr(splits, split)
         if not examples:

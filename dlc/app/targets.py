@@ -43,6 +43,7 @@ class Network:
     source_text: str | None = None   # the .dln text, when known
     source_path: str | None = None
     artifact_path: str | None = None
+    differs: tuple[str, ...] = ()    # `--set` on a run: "key: run value -> value now", for each setting changed
 
 
 def _read_source(graph: Graph) -> str | None:
@@ -103,10 +104,11 @@ def load_network(target: str | None, overrides: Mapping[str, str] | None = None)
         if overrides:
             if source is None:
                 raise DlcUsageError(f"--set needs the run's .dln source, and {run.path} has none", code="E103")
-            learned = graph.prompts()
-            offsets = {n: dict(lay.offsets) for n, lay in graph.layers.items() if lay.offsets}
-            graph = with_prompts(compiler.compile_source(source, cfg.source_path or str(run.file(SOURCE)),
-                                                         overrides), learned, offsets)
+            rebuilt = compiler.compile_source(source, cfg.source_path or str(run.file(SOURCE)),
+                                              {**cfg.overrides, **overrides})
+            new = on_top_of_run(graph, rebuilt, overrides)
+            return Network(new, cfg.net or graph.name, source, cfg.source_path, None,
+                           differs=setting_changes(graph, new))
         return Network(graph, cfg.net or graph.name, source, cfg.source_path, None)
     if not p.exists():
         raise DlcUsageError(f"{target}: no such file", code="E104",
@@ -118,6 +120,60 @@ def load_network(target: str | None, overrides: Mapping[str, str] | None = None)
         return Network(graph, graph.name, _read_source(graph), graph.source_path, str(p))
     graph = compiler.compile_file(str(p), overrides)
     return Network(graph, graph.name, p.read_text(encoding="utf-8"), str(p), None)
+
+
+def on_top_of_run(run_graph: Graph, rebuilt: Graph, overrides: Mapping[str, str]) -> Graph:
+    """`--set` on a run applies on top of the run's own resolved settings, not on its source's: `rebuilt` is the
+    source compiled with the run's recorded overrides plus the new ones, but settings a compiled artifact carried
+    (`dlc compile --set` before `dlc fit`) are not in the source. So every setting is the run's (its graph.json, as
+    trained), except the blocks the new overrides name: fit keys one by one, the data block, a model, a layer (with
+    the run's learned prompt and offsets) or the output."""
+    keys = [k.split(".") for k in overrides]
+    named = {k[0] for k in keys}
+    fit = {f.name: getattr(rebuilt.fit, f.name) for f in dataclasses.fields(rebuilt.fit)
+           if f"fit.{f.name}" in overrides}
+    models = dict(run_graph.models)
+    for k in keys:
+        if k[0] == "model" and len(k) > 1 and k[1] in rebuilt.models:
+            models[k[1]] = rebuilt.models[k[1]]
+    relayer = {k[1] for k in keys if k[0] == "layer" and len(k) > 1} | (
+        set(rebuilt.layers) if "output" in named else set())
+    layers = dict(run_graph.layers)
+    for n in relayer & set(rebuilt.layers):
+        old = run_graph.layers.get(n)
+        lay = rebuilt.layers[n]
+        if old is not None:
+            if f"layer.{n}.prompt" not in overrides:
+                lay = dataclasses.replace(lay, prompt=old.prompt)
+            if old.offsets and f"layer.{n}.offsets" not in overrides and \
+                    lay.output.label_names == old.output.label_names:
+                lay = dataclasses.replace(lay, offsets=old.offsets)
+        layers[n] = lay
+    return dataclasses.replace(
+        run_graph, fit=dataclasses.replace(run_graph.fit, **fit), models=models, layers=layers,
+        data=rebuilt.data if "data" in named else run_graph.data,
+        **({"target": rebuilt.target, "metric": rebuilt.metric} if "output" in named else {}))
+
+
+def setting_changes(before: Graph, after: Graph) -> tuple[str, ...]:
+    """The resolved fit/data/model settings (and layer models) that differ: "fit.seed: 42 -> 13"."""
+    from dlc.artifacts.identity import resolved_config
+
+    a, b = resolved_config(before), resolved_config(after)
+    out = []
+    for block in ("fit", "data"):
+        for k in sorted(set(a[block]) | set(b[block])):
+            if a[block].get(k) != b[block].get(k):
+                out.append(f"{block}.{k}: {a[block].get(k)!r} -> {b[block].get(k)!r}")
+    for name in sorted(set(a["models"]) | set(b["models"])):
+        ma, mb = a["models"].get(name) or {}, b["models"].get(name) or {}
+        for k in sorted(set(ma) | set(mb)):
+            if ma.get(k) != mb.get(k):
+                out.append(f"model.{name}.{k}: {ma.get(k)!r} -> {mb.get(k)!r}")
+    for n in sorted(set(before.layers) & set(after.layers)):
+        if before.layers[n].model != after.layers[n].model:
+            out.append(f"layer.{n}.model: {before.layers[n].model!r} -> {after.layers[n].model!r}")
+    return tuple(out)
 
 
 def graph_of_run(run: RunDir, *, prompts: str = "learned") -> Graph:

@@ -62,6 +62,9 @@ def format_eval(rep: EvalReport) -> str:
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rep.rows:
         groups.setdefault(row["target"], []).append(row)
+    for target, changes in rep.changed.items():
+        parts.append(f"== {target}: the run's own settings, with --set changing "
+                     + ("; ".join(changes) if changes else "nothing (every value was the run's already)"))
     for target, rows in groups.items():
         blocks = [rows] if all(_same(r["report"], rows[0]["report"]) for r in rows) else [[r] for r in rows]
         for b in blocks:
