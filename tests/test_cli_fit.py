@@ -429,3 +429,16 @@ def test_eval_set_on_a_run_changes_only_what_it_names(capsys, tmp_path):
     assert "model.default" not in out                                  # still the scripted model of the run
     rc, out, err = dlc(capsys, "eval", "runs/fitted", "--set", "fit.seed=42", "--json", "-")
     assert json.loads(out)["changed"] == {"runs/fitted": []}
+
+
+def test_run_takes_set_on_top_of_the_run(finished_run, capsys, monkeypatch):
+    """`dlc run RUN --set`: the run's own settings with the --set applied, what changed said on stderr; a bad value
+    is the compiler's error."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"x": "the movie is a delight"}\n'))
+    rc, out, err = dlc(capsys, "run", str(finished_run), "--set", "fit.seed=13", "--no-layers")
+    assert rc == 0, err
+    assert f"{finished_run}: the run's own settings, with --set changing fit.seed: 42 -> 13" in err
+    assert json.loads(out)["output"] in ("subjective", "objective")
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"x": "it rains"}\n'))
+    rc, out, err = dlc(capsys, "run", str(finished_run), "--set", "model.default.backend=scriptd")
+    assert rc == 1 and "error[E314]" in err and out == ""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TextIO
 
 from dlc.app.models import close_lms, open_lms
@@ -14,11 +15,18 @@ from dlc.lm.base import LM
 
 
 def run_inference(target: str, stdin: TextIO, stdout: TextIO, *, no_cache: bool = False,
-                  cache_dir: str | None = None, batch: int = 16, hidden: bool = True) -> int:
+                  cache_dir: str | None = None, batch: int = 16, hidden: bool = True,
+                  overrides: Mapping[str, str] | None = None, err: TextIO | None = None) -> int:
     """`dlc run`: read JSONL examples (keys = graph input names, or the data block's dataset field names), write
     one JSON line per example: {"output": prediction, "layers": {layer: text}} plus the example's "id" if any.
-    Lines are processed in batches of `batch` so output streams. Returns the number of examples."""
-    graph = load_network(target).graph
+    Lines are processed in batches of `batch` so output streams. Returns the number of examples. `overrides`
+    (`--set`) change the network; on a run they apply on top of the run's own settings, and what they changed is
+    written to `err`."""
+    net = load_network(target, overrides)
+    graph = net.graph
+    if overrides and err is not None and Path(target).is_dir():
+        print(f"{target}: the run's own settings, with --set changing "
+              + ("; ".join(net.differs) if net.differs else "nothing"), file=err)
     lms = open_lms(graph, no_cache=no_cache, cache_dir=cache_dir)
     n = 0
     pending: list[tuple[Example, dict[str, Any]]] = []
@@ -57,10 +65,11 @@ def run_inference(target: str, stdin: TextIO, stdout: TextIO, *, no_cache: bool 
 
 
 def predict(target: str, rows: Iterable[Mapping[str, Any]], *, no_cache: bool = False, cache_dir: str | None = None,
-            batch: int = 16, hidden: bool = True) -> list[dict[str, Any]]:
+            batch: int = 16, hidden: bool = True, overrides: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """The Python form of `dlc run`: each row (a mapping with the network's inputs, by input name or dataset field
-    name, and an optional "id") -> {"id"?, "output", "layers"?}, in order, with the target's learned parameters."""
-    graph = load_network(target).graph
+    name, and an optional "id") -> {"id"?, "output", "layers"?}, in order, with the target's learned parameters
+    (`overrides` as `dlc run --set`)."""
+    graph = load_network(target, overrides).graph
     lms = open_lms(graph, no_cache=no_cache, cache_dir=cache_dir)
     out: list[dict[str, Any]] = []
     try:
