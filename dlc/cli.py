@@ -17,7 +17,7 @@ from dlc.errors import DlcError, redact, render_error
 
 # Each name is a module `dlc.commands.<name>` defining `register(subparsers)`; the parser it adds sets
 # `func=run(args) -> int`. Modules that are not present are skipped.
-COMMANDS = ("compile", "show", "fit", "eval", "run", "runs", "report", "data", "serve", "selftest")
+COMMANDS = ("compile", "show", "fit", "eval", "run", "runs", "report", "sweep", "data", "serve", "selftest")
 
 
 def build_parser() -> argparse.ArgumentParser:

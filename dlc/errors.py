@@ -287,6 +287,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E105", "a .dln file that is not UTF-8"),
         ("E106", "an image format needs Graphviz `dot`, which is missing or failed"),
         ("E107", "a `--set` that is not valid text (undecodable bytes, a lone UTF-16 surrogate)"),
+        ("E108", "bad `dlc sweep` option (malformed, repeated or empty `--grid`, `--workers`, `--cpus-per-trial`)"),
         ("E109", "an output file (`--json FILE`, `-o FILE`) that cannot be written: a directory, a parent that is "
                  "a file, no permission"),
         ("E111", "bad `--seeds` (not a comma-separated list of distinct integers)"),
@@ -303,6 +304,11 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E130", "the run directory cannot be used (exists and is not empty, or cannot be created)"),
         ("E131", "the run directory is in use by another dlc process"),
         ("E140", "plotting needs matplotlib"),
+        ("E141", "experiment tracking (`--mlflow` or MLFLOW_TRACKING_URI) needs the mlflow package"),
+        ("E142", "the MLflow tracking store cannot be used (unreachable, refused, bad URI)"),
+        ("E143", "trials of a `dlc sweep` did not finish"),
+        ("E144", "a sweep on Ray (`--address` or RAY_ADDRESS) needs the ray package"),
+        ("E145", "Ray cannot be started or its cluster reached"),
     ),
     *_family(
         DlcSyntaxError,

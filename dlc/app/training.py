@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TextIO
+from typing import Any, Callable, Mapping, Protocol, Sequence, TextIO
 
 from dlc import __version__
 from dlc.app.models import close_lms, open_lms, usage_totals, backend_info
@@ -40,6 +40,16 @@ from dlc.report.stats import classification_report, report_from_counts
 def load_data(graph: Graph, data_dir: str | None) -> Splits:
     """The run's splits (dlc.data.load_splits); `data_dir` (--data-dir) wins over the data block's."""
     return load_splits(graph.data, graph.inputs, seed=graph.fit.seed, data_dir=data_dir or None)
+
+
+class FitObserver(Protocol):
+    """Hears of a fit as it goes (experiment tracking): the run directory once it exists (new or resumed, lock
+    held, its trace cut back to the checkpoint), then each iteration record once it is checkpointed. It must not
+    raise: a fit never fails for it. A finished run resumed trains nothing and calls neither."""
+
+    def started(self, run: RunDir) -> None: ...
+
+    def iteration(self, rec: IterationRecord) -> None: ...
 
 
 @dataclass
@@ -92,8 +102,10 @@ def format_plan(plan: Mapping[str, Any], indent: int = 0) -> str:
 def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None, run_dir: str | None = None,
         runs_root: str = "runs", resume: str | None = None, dry_run: bool = False, no_cache: bool = False,
         cache_dir: str | None = None, data_dir: str | None = None, out: TextIO | None = sys.stdout,
-        err: TextIO | None = sys.stderr, progress: bool | None = None, argv: Sequence[str] = ()) -> FitOutcome:
+        err: TextIO | None = sys.stderr, progress: bool | None = None, argv: Sequence[str] = (),
+        observer: FitObserver | None = None) -> FitOutcome:
     """Train a network's prompts; see the module docstring for the order of checks and rundir.py for the files.
+    `observer` (e.g. dlc.app.tracking.MlflowTracker) hears of the run directory and of every iteration record.
 
     Raises DlcError for user mistakes and KeyboardInterrupt (after the last clean checkpoint) on Ctrl-C."""
     overrides = dict(overrides or {})
@@ -169,7 +181,8 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
         else:
             _print(out, f"resuming {run.path} after iteration {ck.iteration if ck else 0}")
         with run.lock():
-            return _train(run, net, graph, splits, lms, ck, plan, out=out, err=err, progress=progress)
+            return _train(run, net, graph, splits, lms, ck, plan, out=out, err=err, progress=progress,
+                          observer=observer)
     finally:
         close_lms(lms)
 
@@ -193,7 +206,7 @@ def _start_run(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mappin
 
 def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[str, LM],
            ck: Checkpoint | None, plan: Mapping[str, Any], *, out: TextIO | None, err: TextIO | None,
-           progress: bool | None) -> FitOutcome:
+           progress: bool | None, observer: FitObserver | None = None) -> FitOutcome:
     cfg = run.config()
     state = None
     base_usage: Mapping[str, Any] = {}
@@ -203,6 +216,8 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
         base_usage = ck.usage
     else:
         run.truncate_trace(0)
+    if observer is not None:
+        observer.started(run)       # after the truncation: it sees exactly the checkpointed iterations
     trainer = tr.Trainer(graph, lms, splits.train, splits.dev, graph.fit, state=state)
     t_start, base_wall = time.perf_counter(), float(base_usage.get("wall_seconds", 0.0) or 0.0)
 
@@ -234,6 +249,8 @@ def _train(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[st
                     iteration=trainer.state.iteration, state=trainer.state.to_json(), usage=usage,
                     trace_records=n_records, graph_sha256=cfg.graph_sha256, config_sha256=cfg.config_sha256,
                     written_at=time.time()))
+                if observer is not None:
+                    observer.iteration(rec)
                 if rec.dev is not None:
                     best = rec.dev if best is None else max(best, rec.dev)
                 note = (f"stopped: {rec.stopped}" if rec.stopped else
