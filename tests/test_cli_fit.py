@@ -86,12 +86,14 @@ def test_fit_dln_round_trip_compiles_and_evaluates_to_the_saved_accuracy(finishe
 
     g = compile_file(fit_dln)
     assert g.prompts() == res["prompts"]
+    assert (g.fit.iters, g.fit.batch_size, g.data.train_size, g.data.test_size) == (2, 4, 16, 12)   # the --set values
     src = DLN1.read_text().splitlines()
     new = fit_dln.read_text().splitlines()
-    assert len(src) == len(new) and sum(a != b for a, b in zip(src, new)) <= 1   # only the prompt line differs
-    for split, key in (("test", "test_accuracy"), ("dev", "dev_accuracy")):
-        rc, out, err = dlc(capsys, "eval", str(fit_dln), "--split", split, "--data-dir", str(DATA),
-                           *SMALL[4:], "--json", "-")
+    assert len(src) == len(new)                                   # set in place: the prompt, data and fit lines
+    assert [i for i, (a, b) in enumerate(zip(src, new)) if a != b] == \
+        [i for i, ln in enumerate(src) if ln.lstrip().startswith(("prompt", "data", "fit"))]
+    for split, key in (("test", "test_accuracy"), ("dev", "dev_accuracy")):      # no --set needed any more
+        rc, out, err = dlc(capsys, "eval", str(fit_dln), "--split", split, "--data-dir", str(DATA), "--json", "-")
         assert rc == 0, err
         rep = json.loads(out)
         assert rep["rows"][0]["accuracy"] == pytest.approx(res[key])
@@ -442,3 +444,33 @@ def test_run_takes_set_on_top_of_the_run(finished_run, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO('{"x": "it rains"}\n'))
     rc, out, err = dlc(capsys, "run", str(finished_run), "--set", "model.default.backend=scriptd")
     assert rc == 1 and "error[E314]" in err and out == ""
+
+
+def test_fit_dln_carries_the_runs_settings_and_data_path_to_any_directory(capsys, tmp_path, monkeypatch):
+    """`<net>.fit.dln` reproduces the run's accuracy when evaluated from anywhere: the settings --set gave at compile
+    and fit time are written into it, and a data path given relative to the source is written absolute (it would
+    otherwise be read relative to the run directory)."""
+    rows = [{"text": f"sentence {i} is {'great fun' if i % 2 else 'a fact'}", "label": ("objective", "subjective")[i % 2]}
+            for i in range(40)]
+    (tmp_path / "proj" / "data").mkdir(parents=True)
+    (tmp_path / "proj" / "data" / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    net = tmp_path / "proj" / "mine.dln"
+    net.write_text((REPO / "graphs" / "dln1.dln").read_text().replace('task = "subj"', 'path = "data/mine.jsonl"'))
+    monkeypatch.chdir(tmp_path / "proj")
+    assert dlc(capsys, "compile", "mine.dln", "--set", "model.default.backend=scripted", "--set",
+               "layer.y.temperature=0.5")[0] == 0
+    rc, out, err = dlc(capsys, "fit", "--set", "fit.iters=1", "--set", "fit.batch_size=4", "--set",
+                       "fit.num_p_samples=2", "--set", "data.train_size=12", "--set", "data.dev_size=8",
+                       "--set", "data.test_size=10", "--run-dir", "runs/r", "--no-progress")
+    assert rc == 0, err
+    res = json.loads((tmp_path / "proj" / "runs" / "r" / "result.json").read_text())
+    text = (tmp_path / "proj" / "runs" / "r" / "dln1.fit.dln").read_text()
+    assert "not written back" not in text
+    assert f'path = "{tmp_path / "proj" / "data" / "mine.jsonl"}"' in text and "model default {" in text
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rc, out, err = dlc(capsys, "eval", str(tmp_path / "proj" / "runs" / "r" / "dln1.fit.dln"), "--json", "-")
+    assert rc == 0, err
+    rep = json.loads(out)
+    assert rep["rows"][0]["n"] == 10 and rep["rows"][0]["accuracy"] == pytest.approx(res["test_accuracy"])

@@ -85,7 +85,8 @@ def recompile_artifact(graph: Graph, artifact: Path,
     if graph.source_sha256 and hashlib.sha256(text.encode("utf-8")).hexdigest() != graph.source_sha256:
         raise DlcUsageError(f"--set needs the .dln source of {artifact}, and {src} changed since it was compiled",
                             code="E103", hint=f"run `dlc compile {src}` again, or pass {src} instead")
-    new = compiler.compile_source(text, str(src), overrides)
+    # on top of the artifact's own settings: those `dlc compile --set` gave are in it, not in the source
+    new = on_top_of_run(graph, compiler.compile_source(text, str(src), overrides), overrides)
     return new, new.name, text, str(src)
 
 
@@ -126,12 +127,24 @@ def on_top_of_run(run_graph: Graph, rebuilt: Graph, overrides: Mapping[str, str]
     """`--set` on a run applies on top of the run's own resolved settings, not on its source's: `rebuilt` is the
     source compiled with the run's recorded overrides plus the new ones, but settings a compiled artifact carried
     (`dlc compile --set` before `dlc fit`) are not in the source. So every setting is the run's (its graph.json, as
-    trained), except the blocks the new overrides name: fit keys one by one, the data block, a model, a layer (with
-    the run's learned prompt and offsets) or the output."""
+    trained), except what the new overrides name: fit and data keys one by one (the whole data block for a data
+    source key), a model, a layer (with the run's learned prompt and offsets) or the output. Also used for `--set`
+    on a compiled artifact, whose `dlc compile --set` values are likewise not in its source."""
+    from dlc.lang import schema
+
     keys = [k.split(".") for k in overrides]
     named = {k[0] for k in keys}
-    fit = {f.name: getattr(rebuilt.fit, f.name) for f in dataclasses.fields(rebuilt.fit)
-           if f"fit.{f.name}" in overrides}
+
+    def fields_named(block: str) -> dict[str, object]:
+        """The rebuilt values of the block's keys the overrides name (the artifact's values for the others)."""
+        src = rebuilt.fit if block == "fit" else rebuilt.data
+        return {schema.keys(block)[k[1]].field: getattr(src, schema.keys(block)[k[1]].field)
+                for k in keys if k[0] == block and len(k) == 2 and k[1] in schema.keys(block)}
+
+    fit = fields_named("fit")
+    # a data source key (task, path, fields, data_dir) changes what the other keys mean: then the whole block
+    whole_data = any(k[0] == "data" and len(k) == 2 and k[1] in schema.keys("data")
+                     and schema.keys("data")[k[1]].custom for k in keys)
     models = dict(run_graph.models)
     for k in keys:
         if k[0] == "model" and len(k) > 1 and k[1] in rebuilt.models:
@@ -151,7 +164,7 @@ def on_top_of_run(run_graph: Graph, rebuilt: Graph, overrides: Mapping[str, str]
         layers[n] = lay
     return dataclasses.replace(
         run_graph, fit=dataclasses.replace(run_graph.fit, **fit), models=models, layers=layers,
-        data=rebuilt.data if "data" in named else run_graph.data,
+        data=rebuilt.data if whole_data else dataclasses.replace(run_graph.data, **fields_named("data")),
         **({"target": rebuilt.target, "metric": rebuilt.metric} if "output" in named else {}))
 
 

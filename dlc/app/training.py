@@ -31,7 +31,7 @@ from dlc.train import trainer as tr
 from dlc.train.evaluation import EvalResult, evaluate
 from dlc.train.plan import plan as fit_plan
 from dlc.ir import Example, Graph
-from dlc.lang import compiler, rewrite
+from dlc.lang import compiler, rewrite, writeback
 from dlc.lm.base import LM
 from dlc.report.progress import FitProgress
 from dlc.report.stats import classification_report, report_from_counts
@@ -377,6 +377,11 @@ def _finish(run: RunDir, net: Network, graph: Graph, splits: Any, lms: Mapping[s
         text = rewrite.rewrite_prompts(net.source_text, net.source_path or f"{net.name}.dln", changed,
                                        offsets_by_label(graph, best_offsets))
         fit_dln = run.path / f"{net.name}.fit.dln"
+        # the run's settings the source lacks (--set values, data paths relative to the source) written in too
+        text, missing = writeback.write_back(text, str(fit_dln), graph)
+        if missing:
+            text = (f"# dlc fit: not written back here (the run's graph.json has them): {', '.join(missing)}\n"
+                    + text)
         run.write_text(fit_dln.name, text)
     result = FitResult(
         net=net.name, seed=graph.fit.seed, dev_accuracy=acc("final", "dev"), test_accuracy=acc("final", "test"),
