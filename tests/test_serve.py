@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import httpx
 import pytest
@@ -268,14 +269,15 @@ def test_max_logprobs_option():
         assert stop(proc) == 0
 
 
-def _dln_style_class_scores(top: dict[str, float], classes: list[str]) -> list[float]:
-    """Class probabilities from first-token top log-probs, as the DLN implementation's LogProbsScore does
-    (verbalizer with or without a leading space; a class missing from the top-k gets the smallest probability)."""
+def _dln_style_class_scores(top: dict[str, float], classes: list[str],
+                            clean: Callable[[str], str] = lambda key: key) -> list[float]:
+    """Class probabilities from first-token top log-probs, as the DLN implementation's scorer computes them
+    (dln/score.py, agg = max): each key mapped through `clean` (its VLLM.clean_text); a class's verbalizers are its
+    name with and without a leading space; a verbalizer missing from the top-k counts the smallest probability."""
     min_prob = math.exp(min(top.values())) if top else 1e-6
-    scores = []
-    for c in classes:
-        found = [math.exp(top[v]) for v in (c, " " + c) if v in top]
-        scores.append(min_prob + max(found + [0.0]))
+    cleaned = {clean(key): key for key in top}
+    scores = [min_prob + max([0.0] + [math.exp(top[cleaned[v]]) if v in cleaned else min_prob for v in (c, " " + c)])
+              for c in classes]
     total = sum(scores)
     return [s / total for s in scores]
 
@@ -299,6 +301,69 @@ def test_openai_client_and_dln_style_scorer(serve, embedded):
         exact = [_exact(embedded, ModelText(prompt), " " + c) for c in classes]
         assert all(abs(top[" " + c] - e) < 1e-6 for c, e in zip(classes, exact))    # both in the top 100
         assert scores.index(max(scores)) == exact.index(max(exact))
+
+
+def _vocabulary(lm) -> dict[str, int]:
+    """Each vocabulary string of the GGUF ("Ġword", "Ċ", "<|im_end|>") with its id: what Hugging Face's
+    convert_tokens_to_ids looks up (for SmolLM2 the strings are the same as its tokenizer's, id for id)."""
+    return {lm.vocab_text(i): i for i in range(lm.n_vocab)}
+
+
+def _dln_clean_text(lm, vocab: dict[str, int]) -> Callable[[str], str]:
+    """The DLN implementation's VLLM.clean_text, `decode(convert_tokens_to_ids(key))`, without transformers: a key
+    that is a vocabulary string becomes that token's text; any other key becomes the unknown token, whose text is
+    no verbalizer."""
+    return lambda key: lm.detokenize([vocab[key]]) if key in vocab else "<unk>"
+
+
+# DLN's class-scoring request on its subj task, as its scorer sends it (logged from the DLN implementation), for
+# sentences after which the tiny model lists " subjective" among its top 100 (at -7.9..-7.6; the 100th: -8.1..-8.0)
+SUBJ = ("Read the following sentence, then choose whether it is subjective or objective.\n\n{}\n"
+        "Options:\n- subjective\n- objective\n\nAnswer:\n")
+SUBJ_SENTENCES = ["a film that tries too hard to be clever and ends up merely smug .",
+                  "the songs are lovely , but the story is thin as paper .",
+                  "it is a dull , lifeless picture that never finds its heart ."]
+
+
+def test_logprob_tokens_vocab_lets_the_dln_scorer_find_classes(serve, embedded):
+    """The DLN implementation reads top_logprobs keys as vocabulary strings ("Ġsubjective": vLLM's OpenAI server
+    before 0.4 returned convert_ids_to_tokens) and maps them back with clean_text. On text keys (" subjective")
+    that loses every key with a leading space; "subjective" is two tokens (subject + ive), so the class is not
+    found although " subjective" is in the top 100, and it gets the floor score. `--logprob-tokens vocab` keys by
+    vocabulary strings (the values, their order, the text and the offsets stay those of text keys): the class is
+    found with its exact log-prob."""
+    vocab = _vocabulary(embedded)
+    clean = _dln_clean_text(embedded, vocab)
+    classes = ["subjective", "objective"]
+    assert len(embedded.tokenize("subjective", add_bos=False)) == 2 and " subjective" not in vocab
+    proc, url = start_serve("--model", "tiny", "--port", "0", "--n-ctx", "512", "--logprob-tokens", "vocab")
+    try:
+        for sentence in SUBJ_SENTENCES:
+            body = {"prompt": SUBJ.format(sentence), "echo": False, "logprobs": 100, "max_tokens": 1,
+                    "temperature": 0.0, "seed": 7270}
+            t, v = _post(serve, "/completions", body)["choices"][0], _post(url, "/completions", body)["choices"][0]
+            tlp, vlp = t["logprobs"], v["logprobs"]
+            assert v["text"] == t["text"] and vlp["token_logprobs"] == tlp["token_logprobs"]
+            assert vlp["text_offset"] == tlp["text_offset"]
+            assert [embedded.token_display(vocab[k])[0] for k in vlp["tokens"]] == tlp["tokens"]
+            vtop, ttop = vlp["top_logprobs"][0], tlp["top_logprobs"][0]
+            assert len(vtop) == 100 and list(vtop.values()) == list(ttop.values())
+            assert [embedded.token_display(vocab[k])[0] for k in vtop] == list(ttop)
+            # text keys: " subjective" is listed, but DLN's clean_text loses it; the class gets the floor score
+            assert " subjective" in ttop and not {"subjective", " subjective"} & {clean(k) for k in ttop}
+            text_scores = _dln_style_class_scores(ttop, classes, clean)
+            # vocabulary keys: DLN's clean_text finds " subjective" with its exact log-prob, and its scorer prefers
+            # the class whose verbalizer is more likely (dlc's exact scorer)
+            cleaned = {clean(k): x for k, x in vtop.items()}
+            assert cleaned[" subjective"] == pytest.approx(_exact(embedded, ModelText(body["prompt"]), " subjective"),
+                                                           abs=1e-6)
+            exact = [max(_exact(embedded, ModelText(body["prompt"]), w) for w in (c, " " + c) if w in cleaned)
+                     for c in classes]
+            scores = _dln_style_class_scores(vtop, classes, clean)
+            assert scores.index(max(scores)) == exact.index(max(exact))
+            assert scores[0] > text_scores[0] + 1e-4                   # more than the floor of the text keys
+    finally:
+        assert stop(proc) == 0
 
 
 def test_logprobs_come_from_sampling_and_echo_shares_prefixes(embedded):

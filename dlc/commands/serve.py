@@ -1,5 +1,5 @@
-"""`dlc serve --model MODEL [--host 127.0.0.1] [--port PORT] [--max-logprobs K] [--no-logprobs]`: an
-OpenAI-compatible server over the embedded model.
+"""`dlc serve --model MODEL [--host 127.0.0.1] [--port PORT] [--max-logprobs K] [--no-logprobs]
+[--logprob-tokens text|vocab]`: an OpenAI-compatible server over the embedded model.
 
 Contract (scripts rely on it): `--port 0` picks a free port, and exactly one line `listening on http://HOST:PORT/v1`
 is printed on stdout once the server accepts requests. Binds 127.0.0.1 by default; anything else exposes the model
@@ -27,6 +27,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-logprobs", action="store_true",
                    help="refuse every request for log-probabilities (400), like a chat-only hosted model: to try "
                         "clients on such a backend locally")
+    p.add_argument("--logprob-tokens", choices=("text", "vocab"), default="text",
+                   help="how /v1/completions spells the tokens of `logprobs` (`tokens`, `top_logprobs` keys): text "
+                        "(' word', as OpenAI and vLLM since 0.4) or vocab (the vocabulary's strings, 'Ġword', as "
+                        "vLLM before 0.4; the DLN implementation's class scorer needs this); default: %(default)s")
     p.set_defaults(func=run)
 
 
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     lm = EmbeddedLM(args.model, n_ctx=args.n_ctx)
     try:
         app = create_app(lm, args.name or args.model, n_ctx=args.n_ctx, max_logprobs=args.max_logprobs,
-                         logprobs=not args.no_logprobs)
+                         logprobs=not args.no_logprobs, logprob_tokens=args.logprob_tokens)
         server = Server(app, sock)
         server.run(on_ready=lambda url: print(f"listening on {url}", flush=True))
     finally:

@@ -11,7 +11,10 @@ One process holds the model for many fits, and it is the real server the OpenAI 
                                computed with prefix sharing: sequence 0 keeps the last prompt and its rows, so
                                consecutive prompts (and the prompts of a list, visited in token order) decode only
                                what differs; generated tokens are reported as sampled (their own ids, log-probs read
-                               from the logits they were sampled from), also the end-of-generation token;
+                               from the logits they were sampled from), also the end-of-generation token.
+                               Tokens are spelled as text (" word"), or with `dlc serve --logprob-tokens vocab` as
+                               the vocabulary's strings ("Ġword", what vLLM before 0.4 returned); text_offset and
+                               the values are the same either way;
 - `POST /v1/chat/completions`  one user message, an optional system message first and an optional final assistant
                                message (the start of the reply: generation continues after it); `logprobs` and
                                `top_logprobs` (up to max_logprobs) as OpenAI returns them;
@@ -163,11 +166,20 @@ def _lp(v: float) -> float:
     return max(float(v), -9999.0)
 
 
-def _top_dict(e: TokenLogprob, k: int) -> dict[str, float] | None:
-    """A completion's `top_logprobs` entry: the k most likely tokens, then the token itself when not among them."""
+LogprobTokens = Literal["text", "vocab"]   # `dlc serve --logprob-tokens`
+
+
+def _top_dict(e: TokenLogprob, k: int, spelling: LogprobTokens = "text") -> dict[str, float] | None:
+    """A completion's `top_logprobs` entry: the k most likely tokens, then the token itself when not among them;
+    keyed by their text (OpenAI, current vLLM) or by their vocabulary strings (`vocab`, early vLLM)."""
     if e.logprob is None:
         return None
     d: dict[str, float] = {}
+    if spelling == "vocab":
+        for key, (_, _, v) in zip(e.top_vocab or (), (e.top or ())[:k]):
+            d.setdefault(key, _lp(v))
+        d.setdefault(e.vocab, _lp(e.logprob))
+        return d
     for disp, _, v in (e.top or ())[:k]:
         d.setdefault(disp, _lp(v))
     d.setdefault(e.display, _lp(e.logprob))
@@ -185,10 +197,16 @@ def _top_list(e: TokenLogprob, k: int) -> list[dict[str, Any]]:
 
 
 def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
-               max_logprobs: int = MAX_LOGPROBS, logprobs: bool = True) -> FastAPI:
+               max_logprobs: int = MAX_LOGPROBS, logprobs: bool = True,
+               logprob_tokens: LogprobTokens = "text") -> FastAPI:
     """The FastAPI app serving `lm` under the name `model_name`; `logprobs` / `top_logprobs` up to `max_logprobs`.
     With logprobs=False (`dlc serve --no-logprobs`) every request asking for log-probs is refused (400), as by a
     chat-only hosted model: clients and dlc's fallbacks for such backends can be tested locally."""
+    # logprob_tokens spells the tokens of /v1/completions' `logprobs` (`tokens`, `top_logprobs` keys): "text" as
+    # OpenAI and vLLM since 0.4 (" word"), "vocab" as vLLM's OpenAI server before (convert_ids_to_tokens, until
+    # vllm-project/vllm#3065: the vocabulary's strings, "Ġword"). Clients written for the latter, like the DLN implementation, map each key back
+    # with decode(convert_tokens_to_ids(key)): a text key that is no vocabulary string (every one with a leading
+    # space) becomes the unknown token, so a class whose verbalizer is " word" is never found in the top-k
     app = FastAPI(title="dlc serve", docs_url=None, redoc_url=None, openapi_url=None)
     lock = threading.Lock()
     ctx_size = n_ctx if n_ctx is not None else getattr(lm, "n_ctx", None)
@@ -277,10 +295,10 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
         at its end)."""
         lp: dict[str, Any] = {"tokens": [], "token_logprobs": [], "text_offset": [], "top_logprobs": []}
         for e, off in [(e, e.offset) for e in prompt] + [(e, len(text) + min(e.offset, len(out))) for e in gen]:
-            lp["tokens"].append(e.text)
+            lp["tokens"].append(e.vocab if logprob_tokens == "vocab" else e.text)
             lp["token_logprobs"].append(None if e.logprob is None else _lp(e.logprob))
             lp["text_offset"].append(off)
-            lp["top_logprobs"].append(_top_dict(e, k))
+            lp["top_logprobs"].append(_top_dict(e, k, logprob_tokens))
         return lp
 
     def token_logprobs(text: str, start: int, k: int) -> dict[str, Any]:

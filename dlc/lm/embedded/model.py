@@ -77,6 +77,10 @@ class TokenLogprob(NamedTuple):
     display: str                # `token_display`: the key of this token among `top`
     piece: bytes                # its bytes
     top: tuple[tuple[str, bytes, float], ...] | None   # the k most likely tokens here (display, bytes, log-prob)
+    # the vocabulary's own strings of the token and of `top` (GPT-2 BPE `Ġword`, SentencePiece `▁word`), as
+    # Hugging Face's convert_ids_to_tokens spells them: `dlc serve --logprob-tokens vocab` reports these
+    vocab: str = ""
+    top_vocab: tuple[str, ...] | None = None
 
 
 def default_threads() -> int:
@@ -152,6 +156,7 @@ class EmbeddedModel:
         # _seq0[j + 1], top-k ids, top-k log-probs); always a prefix of what _seq0 holds
         self._seq0_rows: list[tuple[float, np.ndarray, np.ndarray]] = []
         self._displays: dict[int, tuple[str, bytes]] = {}   # token_display, memoized (at most the vocabulary)
+        self._vocab_texts: dict[int, str] = {}               # vocab_text, memoized (at most the vocabulary)
         bos = int(L.llama_vocab_bos(self._vocab))
         self._bos = bos if bos >= 0 else None
         self._add_bos = bool(L.llama_vocab_get_add_bos(self._vocab)) and self._bos is not None
@@ -223,6 +228,15 @@ class EmbeddedModel:
             self._displays[token] = got
         return got
 
+    def vocab_text(self, token: int) -> str:
+        """The vocabulary's string of one token (`Ġword`, `▁word`, `<0x0A>`, `<|im_end|>`), memoized: what
+        Hugging Face's convert_ids_to_tokens returns for the same tokenizer, and what vLLM's early OpenAI server put
+        in `tokens` / `top_logprobs` (clients such as the DLN implementation map these back to text)."""
+        got = self._vocab_texts.get(token)
+        if got is None:
+            got = self._vocab_texts[token] = self._token_text(token)
+        return got
+
     def _token_entries(self, tokens: Sequence[int], logprobs: Sequence[float | None],
                        tops: Sequence[Sequence[tuple[int, float]] | None]) -> list[TokenLogprob]:
         """TokenLogprob of each token of a text that starts with `tokens[0]`: the token's share of the decoded text
@@ -237,7 +251,8 @@ class EmbeddedModel:
             now = data.decode("utf-8", errors="ignore")
             alts = None if top is None else tuple((*self.token_display(t), v) for t, v in top)
             entries.append(TokenLogprob(now[len(prev):], len(prev), lp, tok, self.token_display(tok)[0], piece,
-                                        alts))
+                                        alts, self.vocab_text(tok),
+                                        None if top is None else tuple(self.vocab_text(t) for t, _ in top)))
             prev = now
         return entries
 
