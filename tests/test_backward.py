@@ -58,19 +58,44 @@ def only(g, node, name):
 
 
 def test_dln2_weights_hand_computed():
+    """Posterior sharpening (dln-reference §1.4 step 4, defaults include_prior, no correct_weighting):
+    logit_k = log p~(y | x, h_k, π1) + log p(h_k | x, π0) [mean per token], w = softmax_k(logit). The two samples
+    differ: "good reasoning" explains the label (child -log(1+e^-3.8)) but is less likely a priori (mean -1.0),
+    "fair reasoning" explains it less (-log(1+e^-0.5)) and is likelier (mean -0.5); the prior tips the balance."""
     g = only(graph("dln2"), "h", "prior_answer")
-    lm = reasoning_lm()
+    flip = iter(range(10**6))
+
+    def gen(prompt: str, req, i: int) -> str:
+        if "correct final answer" in prompt:
+            return "good reasoning" if next(flip) % 2 == 0 else "fair reasoning"
+        return "bad reasoning"
+
+    def score(prompt: str, cont: str) -> float:
+        if cont.lower() in TRUTH:
+            right = cont.lower() == TRUTH[int(re.search(r"s(\d+) text", prompt).group(1)) % 2]
+            if "good reasoning" in prompt:
+                return -0.2 if right else -4.0
+            if "fair reasoning" in prompt:
+                return -1.0 if right else -1.5
+            return -4.0 if right else -0.2
+        return {"good reasoning": -2.0, "fair reasoning": -1.0}.get(cont, -3.0)   # two tokens each
+    lm = ScriptedLM(generate_fn=gen, score_fn=score)
     ex = examples(2)
     c = cfg(g, num_h_samples=2)
     tr = forward(g, g.prompts(), {"default": lm}, ex)
     assert tr.texts["h"] == ["bad reasoning"] * 2 and tr.correct == [False, False]
     post = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(c.seed), 0)["h"]
-    assert post.samples == [["good reasoning"] * 2] * 2 and post.best == ["good reasoning"] * 2
-    # log p~(truth | good h) = -log(1 + e^-3.8); prior mean-token log p(h) = -1.0
-    child = -math.log1p(math.exp(-3.8))
-    assert post.logp_children[0] == pytest.approx([child, child])
-    assert post.logp_prior[0] == pytest.approx([-1.0, -1.0])
-    assert post.weights[0] == pytest.approx([0.5, 0.5])
+    assert post.samples == [["good reasoning", "fair reasoning"]] * 2
+    child = [-math.log1p(math.exp(-3.8)), -math.log1p(math.exp(-0.5))]
+    prior = [-1.0, -0.5]
+    logits = [child[0] + prior[0], child[1] + prior[1]]
+    z = math.exp(logits[0]) + math.exp(logits[1])
+    for i in range(2):
+        assert post.logp_children[i] == pytest.approx(child)
+        assert post.logp_prior[i] == pytest.approx(prior)
+        assert post.logits[i] == pytest.approx(logits)
+        assert post.weights[i] == pytest.approx([math.exp(logits[0]) / z, math.exp(logits[1]) / z])
+    assert post.best == ["fair reasoning"] * 2                  # without the prior "good reasoning" would win
     lp = [c_ for c_ in lm.calls if c_.tag == "h/posterior"]
     assert len(lp) == 4 and all(c_.temperature == c.bwd_temp for c_ in lp)
     assert "The correct final answer to the following is known: subjective" in lp[0].prompt
@@ -113,16 +138,35 @@ def test_prior_is_scored_with_the_forward_context_even_with_strip_options():
 
 
 def test_sharpening_options_add_their_terms_and_calls():
+    """include_prior off, correct_weighting and mi_regularization on (dln-reference §1.4 step 4):
+    logit = log p~(y | x, h, π1) − log q(h) − log p~(y | h, π1), each term computed here from the scripted
+    log-probs: child -log(1+e^-3.8); log q = mean per token of the sample under its posterior prompt (-3 over two
+    tokens: -1.5); the MI term scores y with x left out (right label -0.5, wrong -1.5: -log(1+e^-1))."""
     g = only(graph("dln2"), "h", "prior_answer")
-    lm = reasoning_lm()
+
+    def score(prompt: str, cont: str) -> float:
+        if cont.lower() in TRUTH:
+            m = re.search(r"s(\d+) text", prompt)
+            if m is None:                                  # MI term: the output layer without x
+                return -0.5 if cont.lower() == "subjective" else -1.5
+            right = cont.lower() == TRUTH[int(m.group(1)) % 2]
+            return -0.2 if right == ("good reasoning" in prompt) else -4.0
+        if "correct final answer" in prompt:               # log q: the sample under its posterior prompt
+            return -3.0
+        return -1.0                                        # prior: not asked for
+    lm = ScriptedLM(generate_fn=lambda p, r, i: "good reasoning" if "correct final answer" in p else "bad reasoning",
+                    score_fn=score)
     c = cfg(g, num_h_samples=1, include_prior=False, correct_weighting=True, mi_regularization=True)
     tr = forward(g, g.prompts(), {"default": lm}, examples(1))
     post = infer_hidden(g, g.prompts(), {"default": lm}, tr, c, Rng(1), 0)["h"]
     tags = {x.tag for x in lm.calls}
     assert {"h/posterior_q", "y/posterior_mi"} <= tags and "h/posterior_prior" not in tags
     assert post.logp_prior is None
-    want = post.logp_children[0][0] - post.logq[0][0] - post.logp_mi[0][0]
-    assert post.logits[0] == pytest.approx([want])
+    assert all("s0 text" not in x.prompt for x in lm.calls if x.tag == "y/posterior_mi")
+    child, logq, mi = -math.log1p(math.exp(-3.8)), -1.5, -math.log1p(math.exp(-1.0))
+    assert post.logp_children[0] == pytest.approx([child])
+    assert post.logq[0] == pytest.approx([logq]) and post.logp_mi[0] == pytest.approx([mi])
+    assert post.logits[0] == pytest.approx([child - logq - mi])
 
 
 def test_rewrite_loss_only_and_h_argmax():

@@ -130,16 +130,24 @@ def _posterior(samples, weights):
 
 
 def test_dln2_output_layer_scores_weighted_hidden_samples():
+    """π1's ELBO (dln-reference §1.4 step 5): (1/B) Σ_i Σ_k w_ik log p~(y_i | x_i, h_ik, π1). The samples score
+    differently (h = A favours yes, h = B favours no) and the two examples weigh them differently, so a weight on the
+    wrong sample, the wrong example's weights or a missing 1/B all change the number."""
     g = paper(compile_source(TWO))
+    labels = {"A": {"yes": -1.0, "no": -2.0}, "B": {"yes": -2.0, "no": -0.5}, "h-hat": {"yes": -0.3, "no": -0.3}}
     lm = ScriptedLM(generate_fn=lambda p, r, i: "h-hat",
-                    score_fn=lambda p, c: {"yes": -1.0, "no": -2.0}.get(c, -0.5) + (-1.0 if "A" in p.split() else 0))
-    tr = forward(g, g.prompts(), {"default": lm}, ex(1))
-    post = {"h": _posterior([["A", "B"]], [[0.25, 0.75]])}
+                    score_fn=lambda p, c: labels[p.split("Your thoughts were:\n")[1].split("\n")[0]][c])
+    tr = forward(g, g.prompts(), {"default": lm}, ex(2))                 # targets: yes, no
+    post = {"h": _posterior([["A", "B"], ["A", "B"]], [[0.25, 0.75], [0.6, 0.4]])}
     c = dataclasses.replace(g.fit)
     elbo, kl, pen, _ = score_candidates(g, "y", ["P0"], g.prompts(), {"default": lm}, tr, post, c, 0.0)
-    # target yes: with h=A both labels shift by -1 -> same normalised log p~(yes) = -log(1+e^-1)
-    lp = -math.log1p(math.exp(-1.0))
-    assert elbo == pytest.approx([0.25 * lp + 0.75 * lp])
+    lse = lambda *xs: math.log(sum(math.exp(x) for x in xs))   # noqa: E731
+    yes_a, no_a = -1.0 - lse(-1.0, -2.0), -2.0 - lse(-1.0, -2.0)
+    yes_b, no_b = -2.0 - lse(-2.0, -0.5), -0.5 - lse(-2.0, -0.5)
+    want = (0.25 * yes_a + 0.75 * yes_b + 0.6 * no_a + 0.4 * no_b) / 2
+    assert elbo == pytest.approx([want], abs=1e-12)
+    swapped = (0.75 * yes_a + 0.25 * yes_b + 0.4 * no_a + 0.6 * no_b) / 2
+    assert abs(want - swapped) > 0.3                                      # the weights matter
     assert kl is None and pen is None
 
 

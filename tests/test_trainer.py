@@ -12,6 +12,7 @@ from dlc.lang.compiler import compile_file
 from dlc.errors import DlcError
 from dlc.ir import Example
 from dlc.lm.scripted import ScriptedLM
+from dlc.rng import Rng
 from dlc.train.evaluation import evaluate
 from dlc.train.plan import plan
 from dlc.train.trainer import Trainer, TrainState
@@ -263,3 +264,131 @@ def test_n_shots_with_training_is_refused():
     with pytest.raises(DlcSemanticError) as ei:
         Trainer(g, {"default": world()}, examples(6), examples(2, 100), dataclasses.replace(g.fit, iters=2, n_shots=2))
     assert ei.value.code == "E330" and "iters = 0" in ei.value.hint
+
+
+# ------------------------------------------------------------------ issue 17, engine 8: branches of the loop
+DLN2_STEP = ["generate:h/forward", "score:y/forward",                     # dev
+             "generate:h/forward", "score:y/forward",                     # batch forward
+             "generate:h/posterior", "score:y/posterior_weight", "score:h/posterior_prior"]
+
+
+@pytest.mark.parametrize("train", [("y",), ("h",)])
+def test_fit_train_updates_only_the_named_layers(train):
+    """fit.train: only the named layers get a prompt step; the others keep their prompts (and cost nothing). h's
+    posterior is still inferred when only y trains: y's candidates are scored on h's samples."""
+    lm = world()
+    tr = trainer("dln2", lm, train=train)
+    r0 = tr.step()
+    (node,) = train
+    other = "h" if node == "y" else "y"
+    assert tags(lm) == DLN2_STEP + [f"generate:{node}/propose", f"score:{node}/score"]
+    assert list(r0["layers"]) == [node]
+    assert tr.state.prompts[other] == graph("dln2").layers[other].prompt
+    assert not [c for c in lm.calls if c.tag.startswith(f"{other}/") and c.tag.split("/")[1] in
+                ("propose", "score", "penalty")]
+
+
+def test_a_fixed_layer_is_not_trained_unless_named():
+    """`fixed = true` takes a layer out of the default set (fit.train empty); naming it in fit.train trains it."""
+    g = paper(compile_file(ROOT / "graphs" / "dln2.dln", {"layer.y.fixed": "true"}))
+    assert not g.layers["y"].trainable
+    cfg = dataclasses.replace(g.fit, iters=1, batch_size=4, num_p_samples=3, num_h_samples=2, val_freq=1)
+    for train, want in (((), ["h"]), (("y",), ["y"])):
+        lm = world()
+        r0 = Trainer(g, {"default": lm}, examples(8), examples(4, 100),
+                     dataclasses.replace(cfg, train=train)).step()
+        assert list(r0["layers"]) == want
+        assert {c.tag for c in lm.calls if c.tag.endswith("/propose")} == {f"{want[0]}/propose"}
+
+
+def stepping_world() -> ScriptedLM:
+    """world(), except that h's proposals improve on their base prompt ("" -> "H better1" -> "H better2") and every
+    hidden text is likelier under a better h prompt (-1 -> -0.5 -> -0.2)."""
+    base = world()
+
+    def gen(prompt: str, r, i: int) -> str:
+        if r.tag == "h/propose":
+            return "H better2" if "H better1" in prompt else "H better1"
+        return base.generate_fn(prompt, r, i)
+
+    def score(prompt: str, cont: str) -> float | None:
+        if cont.lower() in TRUTH:
+            return base.score_fn(prompt, cont)
+        return -0.2 if "H better2" in prompt else -0.5 if "H better1" in prompt else -1.0
+    return ScriptedLM(generate_fn=gen, score_fn=score)
+
+
+def test_num_p1_steps_chains_local_search_steps_on_hidden_layers():
+    """num_p1_steps = 2 (dln-reference §1.4 step 6, "repeated num_p1_steps times"): the hidden layer takes two
+    propose/score/select steps from the same samples, the second from the first's choice; the output layer one."""
+    lm = stepping_world()
+    tr = trainer("dln2", lm, num_p1_steps=2)
+    r0 = tr.step()
+    h = r0["layers"]["h"]
+    assert isinstance(r0["layers"]["y"], dict) and isinstance(h, list) and [s["step"] for s in h] == [0, 1]
+    assert (h[0]["current"], h[0]["chosen"]) == ("", "H better1")
+    assert (h[1]["current"], h[1]["chosen"]) == ("H better1", "H better2")
+    assert tr.state.prompts["h"] == "H better2"
+    assert tags(lm)[-4:] == ["generate:h/propose", "score:h/score", "generate:h/propose", "score:h/score"]
+    seeds = [c.seed for c in lm.calls if c.tag == "h/propose"]
+    assert seeds == [Rng(tr.config.seed).seed_for("iter", 0, "node", "h", "propose", s, j)
+                     for s in (0, 1) for j in (0, 1)]
+    y = r0["layers"]["y"]
+    assert r0["elbo"] == pytest.approx(y["elbo"][y["chosen_index"]] + h[1]["elbo"][h[1]["chosen_index"]])
+    # both steps use the same posterior: no second forward or posterior pass
+    assert tags(lm).count("generate:h/posterior") == 1 and tags(lm).count("generate:h/forward") == 2
+
+
+def test_balance_batch_goes_round_robin_over_the_classes():
+    """balance_batch (dln-reference §1.3 step 1: "Balanced batches go round-robin over the classes in a random
+    order"): from 12 subjective and 4 objective examples, a batch of 8 alternates the classes (4 each); a batch of
+    10 alternates until objective runs out. Unbalanced sampling gives other mixes at this seed."""
+    g = graph("dln1")
+    train = [Example({"x": f"s{i} text"}, "subjective" if i < 12 else "objective", f"s{i}") for i in range(16)]
+
+    def batches(balance: bool, size: int) -> list[list[Example]]:
+        tr = Trainer(g, {"default": world()}, train, examples(2, 100),
+                     dataclasses.replace(g.fit, batch_size=size, balance_batch=balance))
+        return [tr.sample_batch(t) for t in range(10)]
+    firsts = set()
+    for b in batches(True, 8):
+        labels = [e.target for e in b]
+        assert len({e.id for e in b}) == 8
+        assert len(set(labels[0::2])) == 1 and len(set(labels[1::2])) == 1 and labels[0] != labels[1]
+        firsts.add(labels[0])
+    assert firsts == {"subjective", "objective"}                  # the class order is random per batch
+    for b in batches(True, 10):
+        labels = [e.target for e in b]
+        assert labels.count("objective") == 4 and labels[8:] == ["subjective"] * 2
+        assert all(labels[k] != labels[k + 1] for k in range(7))
+    assert any(sum(e.target == "objective" for e in b) != 4 for b in batches(False, 8))
+
+
+def always_wrong_world() -> ScriptedLM:
+    """world(), but the output layer is right on even examples only, whatever its prompt: every batch of the
+    whole training set has errors, so every iteration trains."""
+    base = world()
+
+    def score(prompt: str, cont: str) -> float | None:
+        if cont.lower() in TRUTH:
+            i = int(re.search(r"s(\d+) text", prompt).group(1))
+            return -0.1 if (cont.lower() == TRUTH[i % 2]) == (i % 2 == 0) else -3.0
+        return None
+    return ScriptedLM(generate_fn=base.generate_fn, score_fn=score)
+
+
+@pytest.mark.parametrize("decay,lams", [(True, [0.8, 0.6, 0.4, 0.2]), (False, [0.8] * 4)])
+def test_exploration_penalty_decays_linearly_across_iterations(decay, lams):
+    """decay_logp_penalty (dln-reference §1.4 step 6): λ_t = λ·(1 − t/iters), here λ = 0.8, iters = 4; the hidden
+    layer's reward at iteration t is ELBO_n − λ_t·penalty_n."""
+    lm = always_wrong_world()
+    tr = trainer("dln2", lm, iters=4, batch_size=8, logp_penalty=0.8, decay_logp_penalty=decay,
+                 do_first_eval=False, val_freq=100)
+    recs = [r for r in tr.run() if "layers" in r]
+    assert [r["iteration"] for r in recs] == [0, 1, 2, 3]
+    assert [r["logp_penalty"] for r in recs] == pytest.approx(lams)
+    for r, lam in zip(recs, lams):
+        h = r["layers"]["h"]
+        assert h["penalty_weight"] == pytest.approx(lam) and len(set(h["penalty"])) > 1
+        assert h["reward"] == pytest.approx([e - lam * p for e, p in zip(h["elbo"], h["penalty"])])
+        assert r["layers"]["y"]["penalty"] is None                # the output layer has no exploration term

@@ -222,6 +222,9 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
                          hint=f"set fit.{'output' if is_out else 'hidden'}_scoring = accuracy"
                               f"{' and fit.trust_factor = 0' if is_out else ''}: the layer is then scored by its "
                               "generated answers")
+    # judged by its greedy answers, never scored: an accuracy-scored generative (text/number) output, or a choice
+    # layer on a backend without prompt log-probs (which then need not give any)
+    by_answer = accuracy and (layer.output.kind != "choice" or generative)
 
     if accuracy and not is_out:
         # hidden layer scored by end-to-end accuracy: the whole graph run greedily with the candidate prompt
@@ -244,7 +247,7 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
             for a, (texts, w_in) in enumerate(ins):
                 ctx = layer_context(graph, layer, cand, texts, strip_hidden_options=strip)
                 for tgt, w_out in outs:
-                    rr = [] if generative else target_logp_requests(graph, layer, ctx, tgt, tag)
+                    rr = [] if by_answer else target_logp_requests(graph, layer, ctx, tgt, tag)
                     spans.append((n_idx, i, w_in * w_out, a, len(reqs), len(rr), tgt))
                     reqs.extend(rr)
     pen_spans: list[tuple[int, int, int, int]] = []
@@ -270,7 +273,7 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
     res = score_batch(lm, reqs, node)
 
     gen_acc: dict[tuple[int, int, int], float] = {}
-    if accuracy and (layer.output.kind != "choice" or generative):
+    if by_answer:
         g = layer.generation
         greqs, keys = [], []
         for n_idx, cand in enumerate(candidates):
@@ -308,7 +311,7 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
     table: dict[int, dict[int, list[tuple[float, float, int]]]] = {n: {i: [] for i in idx}
                                                                     for n in range(len(candidates))}
     for n_idx, i, w, a, start, n, tgt in spans:
-        if generative:
+        if by_answer:
             table[n_idx][i].append((w, gen_acc[(n_idx, i, a)], a))
             continue
         lp, dist = target_logp_from(graph, layer, res[start:start + n], tgt, opts,
