@@ -91,3 +91,18 @@ def test_rejected_proposals_are_recorded_and_never_scored():
     assert layer["candidates"] == [g.layers["y"].prompt, "Decide if the sentence is an opinion."]
     n_scored = len([c for c in lm.calls if c.tag == "y/score"])
     assert n_scored == 2 * 4 * 4          # 2 candidates x 4 examples x 4 verbalizers: nothing rejected was scored
+
+
+def test_proposal_counts_sum_made_and_rejected_by_reason():
+    """What `dlc show RUN` prints as "proposals N made, M rejected before scoring (reason k, ...)": the counts over
+    the trace's records, two iterations each with one copy and one empty proposal."""
+    from dlc.artifacts.records import IterationRecord
+    from dlc.report.stats import proposal_counts
+
+    rec = {"iteration": 0, "layers": {"y": {"node": "y", "proposals": [
+        {"text": "Decide.", "raw": "Decide.", "rejected": None},
+        {"text": "sentence 3 says", "raw": "sentence 3 says", "rejected": "copies_input"},
+        {"text": "", "raw": "[END]", "rejected": "empty"}], "rejected": {"copies_input": 1, "empty": 1}}}}
+    trace = [IterationRecord.from_json(rec), IterationRecord.from_json(dict(rec, iteration=1))]
+    assert proposal_counts(trace) == (6, {"copies_input": 2, "empty": 2})
+    assert proposal_counts([IterationRecord.from_json({"iteration": 0, "layers": {}})]) == (0, {})
