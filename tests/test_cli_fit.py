@@ -421,6 +421,12 @@ def test_eval_set_on_a_run_changes_only_what_it_names(capsys, tmp_path):
     rep = json.loads(out)
     assert rep["changed"] == {"runs/compiled": ["fit.seed: 42 -> 13"]}
     assert [r["n"] for r in rep["rows"]] == [12]                      # the run's test size, not the source's
+    # a model or layer key changes that field only: the model stays the run's scripted one
+    rc, out, err = dlc(capsys, "eval", "runs/compiled", "--set", "model.default.timeout=60", "--set",
+                       "layer.y.max_tokens=7", "--json", "-")
+    assert rc == 0, err
+    assert json.loads(out)["changed"] == {"runs/compiled": ["model.default.timeout: 120.0 -> 60.0",
+                                                            "layer.y.max_tokens: 256 -> 7"]}
     # settings given to `dlc fit --set`, and a change the user asks for
     rc, out, err = dlc(capsys, "fit", str(plain), *scripted_small, "--run-dir", "runs/fitted", "--data-dir", str(DATA),
                        "--no-progress")

@@ -127,8 +127,9 @@ def on_top_of_run(run_graph: Graph, rebuilt: Graph, overrides: Mapping[str, str]
     """`--set` on a run applies on top of the run's own resolved settings, not on its source's: `rebuilt` is the
     source compiled with the run's recorded overrides plus the new ones, but settings a compiled artifact carried
     (`dlc compile --set` before `dlc fit`) are not in the source. So every setting is the run's (its graph.json, as
-    trained), except what the new overrides name: fit and data keys one by one (the whole data block for a data
-    source key), a model, a layer (with the run's learned prompt and offsets) or the output. Also used for `--set`
+    trained), except what the new overrides name: fit, data, model and simple layer keys one by one (the whole data
+    block for a data source key; the rebuilt layer, with the run's learned prompt and offsets, for a template,
+    output or backward key) or the output. Also used for `--set`
     on a compiled artifact, whose `dlc compile --set` values are likewise not in its source."""
     from dlc.lang import schema
 
@@ -146,17 +147,32 @@ def on_top_of_run(run_graph: Graph, rebuilt: Graph, overrides: Mapping[str, str]
     whole_data = any(k[0] == "data" and len(k) == 2 and k[1] in schema.keys("data")
                      and schema.keys("data")[k[1]].custom for k in keys)
     models = dict(run_graph.models)
-    for k in keys:
-        if k[0] == "model" and len(k) > 1 and k[1] in rebuilt.models:
-            models[k[1]] = rebuilt.models[k[1]]
-    relayer = {k[1] for k in keys if k[0] == "layer" and len(k) > 1} | (
-        set(rebuilt.layers) if "output" in named else set())
+    for name in {k[1] for k in keys if k[0] == "model" and len(k) == 3}:
+        new_m, old_m = rebuilt.models.get(name), run_graph.models.get(name)
+        if new_m is None or old_m is None:
+            if new_m is not None:
+                models[name] = new_m
+            continue
+        mk = schema.keys("model")
+        models[name] = dataclasses.replace(old_m, **{mk[k[2]].field: getattr(new_m, mk[k[2]].field) for k in keys
+                                                    if k[:2] == ["model", name] and k[2] in mk})
+    lk = schema.keys("layer")
     layers = dict(run_graph.layers)
-    for n in relayer & set(rebuilt.layers):
-        old = run_graph.layers.get(n)
-        lay = rebuilt.layers[n]
-        if old is not None:
-            if f"layer.{n}.prompt" not in overrides:
+    for n in {k[1] for k in keys if k[0] == "layer" and len(k) > 1} | (set(rebuilt.layers) if "output" in named
+                                                                       else set()):
+        old, lay = run_graph.layers.get(n), rebuilt.layers.get(n)
+        if lay is None:
+            continue
+        named_keys = [k[2] for k in keys if k[:2] == ["layer", n] and len(k) == 3]
+        if old is not None and "output" not in named and all(k in lk and not lk[k].custom for k in named_keys):
+            # simple keys (model, temperature, max_tokens, ...): those fields of the run's layer, one by one
+            gen = {lk[k].field: getattr(lay.generation, lk[k].field) for k in named_keys
+                   if lk[k].owner is not type(old)}
+            own = {lk[k].field: getattr(lay, lk[k].field) for k in named_keys if lk[k].owner is type(old)}
+            layers[n] = dataclasses.replace(old, generation=dataclasses.replace(old.generation, **gen), **own)
+            continue
+        if old is not None:                  # a template, output or backward change: the rebuilt layer, learned
+            if f"layer.{n}.prompt" not in overrides:            # parameters kept where they still apply
                 lay = dataclasses.replace(lay, prompt=old.prompt)
             if old.offsets and f"layer.{n}.offsets" not in overrides and \
                     lay.output.label_names == old.output.label_names:
@@ -169,7 +185,7 @@ def on_top_of_run(run_graph: Graph, rebuilt: Graph, overrides: Mapping[str, str]
 
 
 def setting_changes(before: Graph, after: Graph) -> tuple[str, ...]:
-    """The resolved fit/data/model settings (and layer models) that differ: "fit.seed: 42 -> 13"."""
+    """The resolved fit/data/model settings and simple layer keys that differ: "fit.seed: 42 -> 13"."""
     from dlc.artifacts.identity import resolved_config
 
     a, b = resolved_config(before), resolved_config(after)
@@ -183,9 +199,18 @@ def setting_changes(before: Graph, after: Graph) -> tuple[str, ...]:
         for k in sorted(set(ma) | set(mb)):
             if ma.get(k) != mb.get(k):
                 out.append(f"model.{name}.{k}: {ma.get(k)!r} -> {mb.get(k)!r}")
+    from dlc.lang import schema
+
     for n in sorted(set(before.layers) & set(after.layers)):
-        if before.layers[n].model != after.layers[n].model:
-            out.append(f"layer.{n}.model: {before.layers[n].model!r} -> {after.layers[n].model!r}")
+        a_l, b_l = before.layers[n], after.layers[n]
+        for k in schema.keys("layer").values():
+            if k.custom or k.key == "prompt":
+                continue
+            va, vb = (getattr(x.generation if k.owner is not type(x) else x, k.field) for x in (a_l, b_l))
+            if va != vb:
+                out.append(f"layer.{n}.{k.key}: {va!r} -> {vb!r}")
+        if a_l.prompt != b_l.prompt:
+            out.append(f"layer.{n}.prompt: changed")
     return tuple(out)
 
 
