@@ -1,7 +1,7 @@
 """Generation on the embedded model, batched across requests (issue 15).
 
 Every sample of every request of one `generate` call is a *row*. At most `n_seq_max - 1` rows (the row budget,
-`ModelConfig.batch_rows`) are in flight, one token per row per llama_decode, so 16 rows cost ~4 one-row steps on the
+`ModelConfig.batch_rows`) are in flight, one token per row per llama_decode, so 16 rows cost ~3.6 one-row steps on the
 default model instead of 16 (bench/BATCHING.md). Rows are admitted in request order, and a row that finishes frees
 its sequence for the next row at the next step (continuous batching: a long row never holds up the rows behind it);
 the new rows' prompt remainders are decoded in the same llama_decode as the running rows' next tokens. Sequence 0
