@@ -3,11 +3,14 @@ raw HTTP: exact echo log-probs equal the embedded scorer's, generation equals th
 through the fault-injecting proxy equal a clean run's."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -391,3 +394,130 @@ def test_logprobs_come_from_sampling_and_echo_shares_prefixes(embedded):
     assert embedded.work().decoded_tokens == w5                # same text: nothing decoded
     fresh = embedded.score_reference([ScoreRequest(ModelText(text), " negative")])[0]
     assert b[-1][2] == fresh.logprobs[0] and b[-1][0] == " negative"
+
+
+# ---------------------------------------------------------------- issue 16: a client that disconnects
+STORY = "Here is a very long story about a dragon, told in many chapters.\n\nChapter 1\n"
+# both run to their budget (finish_reason length, no end token) on the tiny model: 2000 tokens, ~48 s each on this
+# 2-core machine under load; a client that leaves after 0.5 s must not make the server compute them
+LONG = {"model": "tiny", "prompt": STORY, "max_tokens": 2000, "temperature": 1.0, "seed": 1}
+LONG_CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "Write a very long story about a dragon, in "
+                                                                       "many chapters."}],
+             "max_tokens": 2000, "temperature": 1.0, "seed": 1}
+QUEUED = {"model": "tiny", "prompt": "A long list of numbers: " + ", ".join(map(str, range(150))), "max_tokens": 1000,
+          "temperature": 1.0}
+SHORT = {"model": "tiny", "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}
+
+
+def _send_and_leave(url: str, path: str, body: dict, after: float) -> float:
+    """POST `body` on a raw socket, close the connection after `after` s without reading the answer (a client that
+    times out or is killed); return the time of the close (perf_counter)."""
+    host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    data = json.dumps(body).encode()
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                  b"\r\n%s" % (path.encode(), host.encode(), len(data), data))
+        time.sleep(after)
+    return time.perf_counter()
+
+
+def _leave_while_running(url: str, path: str, body: dict) -> float:
+    """A long request whose client leaves after 0.5 s, and a second one sent 0.1 s later whose client leaves at
+    0.3 s, while it waits for the model; returns the time the first client left."""
+    closed: list[float] = []
+    first = threading.Thread(target=lambda: closed.append(_send_and_leave(url, path, body, 0.5)))
+    first.start()
+    time.sleep(0.1)
+    queued = threading.Thread(target=_send_and_leave, args=(url, "/completions", QUEUED, 0.2))
+    queued.start()
+    first.join()
+    queued.join()
+    return closed[0]
+
+
+class _Decodes:
+    """Records when the model's decoded-token counter changes (every 2 ms). Reads the counter without the model's
+    lock: `work()` would wait for the very generation being watched."""
+
+    def __init__(self, lm) -> None:
+        self.lm, self.changes, self._stop = lm, [(time.perf_counter(), lm._work.decoded_tokens)], False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            d = self.lm._work.decoded_tokens
+            if d != self.changes[-1][1]:
+                self.changes.append((time.perf_counter(), d))
+            time.sleep(0.002)
+
+    def last_change_once_quiet(self, quiet: float, deadline: float) -> float | None:
+        """Wait until the counter has not changed for `quiet` s; the time of its last change, None at `deadline`."""
+        while time.perf_counter() < deadline:
+            last = self.changes[-1][0]
+            if time.perf_counter() - last >= quiet:
+                return last
+            time.sleep(0.05)
+        return None
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join()
+
+
+def test_disconnected_client_stops_its_work():
+    """A client that leaves: its generation stops before the next decode step (completions and chat), a request
+    whose client left while waiting never runs, and the next request is served at once. Real uvicorn on 127.0.0.1
+    and the tiny model, in-process so the model's decode counter can be watched."""
+    from dlc.lm.embedded import EmbeddedLM
+    from dlc.server.app import Server, bind_socket, create_app
+
+    lm = EmbeddedLM("tiny", n_ctx=2048, n_threads=1)
+    srv = Server(create_app(lm, "tiny"), bind_socket("127.0.0.1", 0))
+    url = srv.start()
+    mon = _Decodes(lm)
+    try:
+        # the time the long request takes for a client that stays, from 100 of its tokens
+        t0 = time.perf_counter()
+        r = _post(url, "/completions", {**LONG, "max_tokens": 100})
+        full = (time.perf_counter() - t0) / 100 * LONG["max_tokens"]
+        assert r["choices"][0]["finish_reason"] == "length" and r["usage"]["completion_tokens"] == 100
+        first = r["choices"][0]["text"]
+        for path, body in (("/completions", LONG), ("/chat/completions", LONG_CHAT)):
+            d0 = lm._work.decoded_tokens
+            left = _leave_while_running(url, path, body)
+            stopped = mon.last_change_once_quiet(1.0, deadline=left + min(full / 4, 20.0))
+            assert stopped is not None, f"{path}: still decoding {min(full / 4, 20.0):.0f} s after the client left"
+            decoded = lm._work.decoded_tokens - d0
+            # prompt + the tokens of ~0.5 s, nothing of the queued request, far from the 2000 asked for
+            assert decoded < LONG["max_tokens"] / 4, decoded
+            # the next request is served at once
+            t0 = time.perf_counter()
+            r = _post(url, "/completions", SHORT)
+            latency = time.perf_counter() - t0
+            assert r["choices"][0]["text"]
+            print(f"{path}: the client left after 0.5 s, decoding stopped {stopped - left:+.3f} s after, "
+                  f"{decoded} tokens decoded (the whole request: ~{full:.0f} s); the next request took {latency:.3f} s")
+        # the cancelled requests left nothing behind: the first request, again, gives the same text
+        assert _post(url, "/completions", {**LONG, "max_tokens": 100})["choices"][0]["text"] == first
+    finally:
+        mon.close()
+        srv.stop()
+        lm.close()
+
+
+def test_dlc_serve_serves_the_next_request_when_a_client_leaves(serve):
+    """`dlc serve` itself (a subprocess): a request sent right after a long request's client left is answered in
+    about its own time, not after the long request (~10 s here)."""
+    t0 = time.perf_counter()
+    _post(serve, "/completions", SHORT)
+    alone = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    r = _post(serve, "/completions", {**LONG, "max_tokens": 50})
+    assert r["choices"][0]["finish_reason"] == "length"
+    full = (time.perf_counter() - t0) / 50 * 480
+    _send_and_leave(serve, "/completions", {**LONG, "max_tokens": 480}, 0.5)       # n_ctx 512: 480 tokens, ~10 s
+    t0 = time.perf_counter()
+    r = httpx.post(serve + "/completions", json=SHORT, timeout=full * 3)
+    latency = time.perf_counter() - t0
+    assert r.status_code == 200 and latency < min(full / 4, alone + 3.0), (latency, alone, full)

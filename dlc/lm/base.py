@@ -59,6 +59,11 @@ class GenerateResult:
     cached: bool = False
 
 
+class Cancelled(Exception):
+    """The caller withdrew the request (`dlc serve`: its client disconnected): raised by a backend between two
+    model steps, after it has freed what the request held, so the next request starts at once."""
+
+
 @dataclass(frozen=True)
 class ScoreRequest:
     """log p(continuation | prompt) by teacher forcing."""

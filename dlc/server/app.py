@@ -22,35 +22,44 @@ One process holds the model for many fits, and it is the real server the OpenAI 
                                text the chat template produces, so a client can score chat prompts;
 - `GET  /health`.
 
-The model is not thread-safe: requests are served one at a time under a lock (FastAPI runs the sync handlers in
-its thread pool). Log-probs are model log-probs (temperature 1), as vLLM and OpenAI report them. A stand-in model
-without `echo_logprobs` / `generate_logprobs` (tests) gets the old path: teacher forcing of prompt + completion and
-only the chosen token in `top_logprobs`. Errors are OpenAI-shaped JSON
+The model is not thread-safe: requests are served one at a time under a lock. The two routes that run the model for
+long (completions, chat) are async: their work runs in a worker thread while the handler waits for the client's
+`http.disconnect`; a client that goes away sets the request's cancel event, the embedded model stops before its next
+llama_decode (`EmbeddedModel.cancelled_by`, `dlc.lm.base.Cancelled`), frees the request's KV sequences and the
+lock, and the next request starts at once; a request whose client left while it waited for the lock never starts.
+A client that stays gets exactly what it got before. Log-probs are model log-probs (temperature 1), as vLLM and
+OpenAI report them. A stand-in model without `echo_logprobs` / `generate_logprobs` (tests) gets the old path:
+teacher forcing of prompt + completion and only the chosen token in `top_logprobs`. Errors are OpenAI-shaped JSON
 (`{"error": {"message", "type", "param", "code"}}`): 400 for bad requests (context too long: with the sizes), 404
 for an unknown model.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 import uuid
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, Sequence, TypeVar, Union
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dlc.errors import DlcError, DlcLMError
-from dlc.lm.base import ChatPrompt, GenerateRequest, GenerateResult, ModelText, Prompt
+from dlc.lm.base import Cancelled, ChatPrompt, GenerateRequest, GenerateResult, ModelText, Prompt
 from dlc.textcheck import find_bad_text
 
 if TYPE_CHECKING:
     from dlc.lm.embedded.model import TokenLogprob
 
 EchoToken = tuple[str, int, Union[float, None]]
+T = TypeVar("T")
+LOCK_POLL = 0.05    # seconds: how often a request waiting for the model checks whether its client is still there
 
 
 class Servable(Protocol):
@@ -233,6 +242,11 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
         return ApiError(400, f"invalid request: {loc + ': ' if loc else ''}{first.get('msg', 'invalid')}",
                         param=loc or None).response()
 
+    @app.exception_handler(Cancelled)
+    async def _cancelled(_: Request, e: Cancelled) -> JSONResponse:
+        # nobody reads it (the client is gone; uvicorn drops it): 499 as nginx logs a client that closed first
+        return ApiError(499, f"{e}: the client closed the connection", code="client_closed_request").response()
+
     @app.exception_handler(DlcError)
     async def _dlc_error(_: Request, e: DlcError) -> JSONResponse:
         return ApiError(400, str(e.message) + (f" (hint: {e.hint})" if e.hint else ""), code=e.code).response()
@@ -250,6 +264,41 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
         if mt < 0:
             raise ApiError(400, f"max_tokens must be >= 0 (got {mt})", param="max_tokens")
         return mt
+
+    def cancel_scope(event: threading.Event) -> contextlib.AbstractContextManager[Any]:
+        scope = getattr(lm, "cancelled_by", None)       # EmbeddedLM; a stand-in model runs to the end
+        return scope(event) if scope is not None else contextlib.nullcontext()
+
+    async def run_model(request: Request, work: Callable[[], T]) -> T:
+        """`work()` under the model lock in a worker thread, cancelled when the client disconnects: waiting for the
+        lock, it gives up (polling every LOCK_POLL s); running, the model raises `Cancelled` before its next decode.
+        The handler returns only when the thread is done, so the lock is free for the next request by then."""
+        cancel = threading.Event()
+
+        def locked() -> T:
+            while not lock.acquire(timeout=LOCK_POLL):
+                if cancel.is_set():
+                    raise Cancelled("the request was cancelled before it started")
+            try:
+                if cancel.is_set():
+                    raise Cancelled("the request was cancelled before it started")
+                with cancel_scope(cancel):
+                    return work()
+            finally:
+                lock.release()
+
+        async def watch() -> None:
+            # the body has been read: the next ASGI message is http.disconnect, when the client closes the
+            # connection (uvicorn's connection_lost), as Starlette's StreamingResponse listens for it
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            cancel.set()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            return await run_in_threadpool(locked)
+        finally:
+            watcher.cancel()
 
     def n_tokens(text: str) -> int:
         return len(lm.tokenize(text))
@@ -321,7 +370,7 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
         return {"object": "list", "data": [entry]}
 
     @app.post("/v1/completions")
-    def completions(body: CompletionBody) -> dict[str, Any]:
+    async def completions(body: CompletionBody, request: Request) -> dict[str, Any]:
         mt = check_common(body, body.max_tokens)
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not prompts:
@@ -332,7 +381,8 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
         check_k(k, "logprobs")
         choices: list[dict[str, Any]] = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
-        with lock:
+
+        def work() -> None:
             tokens = [lm.tokenize(text) for text in prompts]
             for text in prompts:
                 usage["prompt_tokens"] += check_context(text, mt)
@@ -359,13 +409,15 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
                         lp = token_logprobs(text + out, 0 if body.echo else len(text), k)
                     choices.append({"index": i * body.n + j, "text": full, "logprobs": lp,
                                     "finish_reason": reasons[j] if j < len(reasons) else "stop"})
+
+        await run_model(request, work)
         choices.sort(key=lambda c: c["index"])
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": model_name, "choices": choices, "usage": usage}
 
     @app.post("/v1/chat/completions")
-    def chat(body: ChatBody) -> dict[str, Any]:
+    async def chat(body: ChatBody, request: Request) -> dict[str, Any]:
         mt = check_common(body, body.max_completion_tokens if body.max_completion_tokens is not None
                           else body.max_tokens)
         if mt == 0:
@@ -374,7 +426,8 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
         k = body.top_logprobs or 0
         check_k(k if body.logprobs or body.top_logprobs is not None else None, "top_logprobs")
         choices = []
-        with lock:
+
+        def work() -> tuple[int, GenerateResult]:
             rendered = lm.render(prompt)
             n_prompt = check_context(rendered, mt)
             res, gen = generate(prompt, body, mt, k if body.logprobs else None)
@@ -391,6 +444,9 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
                 reason = res.finish_reasons[j] if j < len(res.finish_reasons) else "stop"
                 choices.append({"index": j, "message": {"role": "assistant", "content": out},
                                 "logprobs": lp, "finish_reason": reason})
+            return n_prompt, res
+
+        n_prompt, res = await run_model(request, work)
         usage = {"prompt_tokens": n_prompt, "completion_tokens": res.completion_tokens,
                  "total_tokens": n_prompt + res.completion_tokens}
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),

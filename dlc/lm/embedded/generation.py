@@ -114,6 +114,7 @@ class EmbeddedGeneration(EmbeddedModel):
         pending = list(reversed(rows))                      # pop() takes rows in request order
         free = list(range(width, 0, -1))                    # pop() takes sequence 1 first
         live: list[_Sample] = []
+        new: list[_Sample] = []
         finished: list[_Sample] = []
         try:
             while pending or live:
@@ -126,7 +127,7 @@ class EmbeddedGeneration(EmbeddedModel):
                     wanted[len(items)] = None
                     items.append((smp.tokens[-1], len(prompts[smp.req]) + len(smp.tokens) - 1, smp.seq))
                 # new rows in the free sequences
-                new: list[_Sample] = []
+                new = []
                 while pending and free:
                     j, i = pending.pop()
                     new.append(_Sample(j, i, free.pop(), random.Random(derive_seed(reqs[j].seed, "sample", i)),
@@ -152,6 +153,7 @@ class EmbeddedGeneration(EmbeddedModel):
                         self._L.llama_memory_seq_cp(self._mem, heads[smp.req], smp.seq, -1, -1)
                     logits[smp.seq] = got[rest_at[smp.req]] if smp.req in rest_at else last0  # type: ignore
                 live += new
+                new = []
                 for smp in live:
                     self._sample_one(smp, logits[smp.seq], reqs[smp.req], budgets[smp.req], top_k)
                 for smp in live:
@@ -162,7 +164,9 @@ class EmbeddedGeneration(EmbeddedModel):
                 free.sort(reverse=True)                         # the lowest free sequence first, as at the start
                 live = [s for s in live if not s.finish]
         finally:
-            self._clear_seqs([s.seq for s in live])
+            # an error or a cancellation (`cancelled_by`) during a step: free the running rows and the rows admitted
+            # at that step (not yet in `live` when the decode raised)
+            self._clear_seqs([s.seq for s in live + new])
         return finished
 
     def _sample_one(self, s: _Sample, row: np.ndarray, req: GenerateRequest, budget: int,
