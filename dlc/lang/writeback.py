@@ -178,6 +178,8 @@ def write_back(text: str, path: str, run: ir.Graph) -> tuple[str, list[str]]:
         left, missing = differences(compile_source(out, path), run)
     except DlcError as e:
         return text, [f"(the file does not compile where it is written: {e.message})"]
+    except Exception as e:  # noqa: BLE001 -- never lose a finished fit's result over the write-back
+        return text, [f"(settings not written back: {type(e).__name__})"]
     return out, missing + [".".join(x for x in (b, n, k) if x) for (b, n), ks in left.items() for k in ks]
 
 
