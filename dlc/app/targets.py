@@ -163,8 +163,10 @@ def on_top_of_run(run_graph: Graph, rebuilt: Graph, overrides: Mapping[str, str]
         old, lay = run_graph.layers.get(n), rebuilt.layers.get(n)
         if lay is None:
             continue
-        named_keys = [k[2] for k in keys if k[:2] == ["layer", n] and len(k) == 3]
-        if old is not None and "output" not in named and all(k in lk and not lk[k].custom for k in named_keys):
+        of_layer = [k for k in keys if k[:2] == ["layer", n]]
+        named_keys = [k[2] for k in of_layer if len(k) == 3]
+        if old is not None and "output" not in named and len(named_keys) == len(of_layer) and \
+                all(k in lk and not lk[k].custom for k in named_keys):
             # simple keys (model, temperature, max_tokens, ...): those fields of the run's layer, one by one
             gen = {lk[k].field: getattr(lay.generation, lk[k].field) for k in named_keys
                    if lk[k].owner is not type(old)}
