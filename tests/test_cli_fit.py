@@ -480,3 +480,24 @@ def test_fit_dln_carries_the_runs_settings_and_data_path_to_any_directory(capsys
     assert rc == 0, err
     rep = json.loads(out)
     assert rep["rows"][0]["n"] == 10 and rep["rows"][0]["accuracy"] == pytest.approx(res["test_accuracy"])
+
+
+def test_on_top_of_run_keeps_the_runs_settings_and_applies_each_kind_of_key():
+    """The merge behind `--set` on a run or compiled artifact: settings the source does not have (given to `dlc
+    compile --set`) survive; fit, model and simple layer keys change one field; a nested backward key takes the
+    rebuilt layer with the run's prompt."""
+    from dlc.app.targets import on_top_of_run, setting_changes
+    from dlc.lang.compiler import compile_source
+
+    src, path = (REPO / "graphs" / "dln2.dln").read_text(), str(REPO / "graphs" / "dln2.dln")
+    art = compile_source(src, path, {"model.default.backend": "scripted", "layer.h.temperature": "0.3",
+                                     "layer.h.prompt": "Think."})
+    new = {"fit.seed": "5", "model.default.timeout": "60", "layer.y.max_tokens": "7",
+           "layer.h.backward.posterior": "edit"}
+    g = on_top_of_run(art, compile_source(src, path, new), new)
+    assert g.models["default"].backend == "scripted" and g.models["default"].timeout == 60
+    assert g.fit.seed == 5 and g.layers["y"].generation.max_tokens == 7
+    assert [c.template.name for c in g.layers["h"].backward.posterior] == ["edit"]
+    assert g.layers["h"].prompt == "Think."                        # the run's prompt, not the source's
+    assert g.layers["h"].generation.temperature == 0.3             # and its other compile-time settings
+    assert "fit.seed: 42 -> 5" in setting_changes(art, g)

@@ -173,9 +173,13 @@ def on_top_of_run(run_graph: Graph, rebuilt: Graph, overrides: Mapping[str, str]
             own = {lk[k].field: getattr(lay, lk[k].field) for k in named_keys if lk[k].owner is type(old)}
             layers[n] = dataclasses.replace(old, generation=dataclasses.replace(old.generation, **gen), **own)
             continue
-        if old is not None:                  # a template, output or backward change: the rebuilt layer, learned
-            if f"layer.{n}.prompt" not in overrides:            # parameters kept where they still apply
-                lay = dataclasses.replace(lay, prompt=old.prompt)
+        if old is not None:                  # a template, output or backward change: the rebuilt layer, with the
+            # run's simple keys the overrides do not name, and its learned parameters where they still apply
+            keep = [k for k in lk.values() if not k.custom and k.key not in named_keys]
+            lay = dataclasses.replace(
+                lay, generation=dataclasses.replace(lay.generation, **{
+                    k.field: getattr(old.generation, k.field) for k in keep if k.owner is not type(old)}),
+                **{k.field: getattr(old, k.field) for k in keep if k.owner is type(old)})
             if old.offsets and f"layer.{n}.offsets" not in overrides and \
                     lay.output.label_names == old.output.label_names:
                 lay = dataclasses.replace(lay, offsets=old.offsets)
