@@ -227,3 +227,32 @@ def test_sigkill_resume_with_the_embedded_tiny_model_and_cache(tmp_path):
     be = a["usage"]["backend"]
     assert be["decoded_tokens"] > 0 and be["unique_tokens"] is None          # prefix tracking is opt-in
     assert 0 < be["decode_seconds"] <= be["seconds"] <= a["usage"]["wall_seconds"]
+
+
+def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(reference, tmp_path):
+    """kill -9 at seeded random moments — from process start-up (before or during the run directory's creation) to
+    the last validation — then `dlc fit` again (a fresh start when no run directory appeared, --resume otherwise),
+    up to 6 times; the finished run equals the uninterrupted one, record for record."""
+    import random
+
+    rng = random.Random(14)         # kill after 0.37 s (start-up), 2.12, 1.97, 2.82, 0.85, 0.80 s
+    run_dir = tmp_path / "run"
+    kills = 0
+    for attempt in range(7):
+        cmd = resume_cmd(run_dir) if (run_dir / "config.json").exists() else fit_cmd(run_dir)
+        log = open(tmp_path / f"log-{attempt}.txt", "w")
+        proc = subprocess.Popen(cmd, env=env(), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        if attempt < 6:
+            try:
+                proc.wait(timeout=rng.uniform(0.05, 3.0))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                kills += 1
+        rc = proc.wait(timeout=120)
+        log.close()
+        if rc == 0:
+            break
+        assert rc == -signal.SIGKILL, (tmp_path / f"log-{attempt}.txt").read_text()
+    assert rc == 0 and kills >= 3, (kills, rc)
+    assert not [p for p in tmp_path.iterdir() if ".creating-" in p.name]     # no half-made directory left
+    assert_same_run(reference, run_dir)
