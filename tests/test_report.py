@@ -90,3 +90,35 @@ def test_progress_plain_lines_and_live_bar():
         bar.update(3, dev_accuracy=0.75, best_dev=0.75, tokens=20)
     out = live.getvalue()
     assert "3/3" in out and "dev 0.750" in out and "tokens 20" in out
+
+
+def test_learning_curve_png_marks_baseline_kept_prompts_and_test_with_whole_iterations(tmp_path):
+    """The PNG's figure: whole-number iteration ticks, the baseline validation as a dashed line, the validations
+    whose prompts were kept as stars, test accuracy before/after as markers (issue 17: fractional ticks, no
+    baseline, kept-prompt or test markers)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from dlc.report.stats import learning_figure
+
+    trace = [{"iteration": 0, "dev": 0.5, "elbo": -3.0, "baseline": True},
+             {"iteration": 1, "dev": 0.6, "elbo": -2.0, "improved": True},
+             {"iteration": 2, "dev": 0.55, "elbo": -2.5, "improved": False},
+             {"iteration": 3, "dev": 0.7, "elbo": -1.9, "improved": True}]
+    pts = learning_curve([IterationRecord.from_json(r) for r in trace])
+    assert [p.improved for p in pts] == [None, True, False, True] and pts[0].baseline
+    fig = learning_figure(plt, pts, test=(0.48, 0.66))
+    ax1, ax2 = fig.axes
+    fig.canvas.draw()
+    ticks = [t for t in ax2.get_xticks() if 0 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    labels = ax1.get_legend_handles_labels()[1]
+    assert labels == ["dev accuracy", "baseline dev 0.500", "new prompts kept", "test before 0.480",
+                      "test after 0.660"]
+    kept = next(ln for ln in ax1.get_lines() if ln.get_label() == "new prompts kept")
+    assert list(kept.get_xdata()) == [1, 3]
+    after = next(ln for ln in ax1.get_lines() if ln.get_label().startswith("test after"))
+    assert list(after.get_xdata()) == [3] and list(after.get_ydata()) == [0.66]
+    plt.close(fig)

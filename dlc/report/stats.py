@@ -141,12 +141,14 @@ class CurvePoint:
     elbo: float | None
     train_accuracy: float | None
     tokens: int | None
+    baseline: bool = False          # the first validation (the initial prompts: the bar to beat)
+    improved: bool | None = None    # a later validation: its prompt set was kept as the new best
 
 
 def learning_curve(trace: Iterable[IterationRecord]) -> list[CurvePoint]:
     """One point per trace record (RunDir.trace())."""
     return [CurvePoint(iteration=rec.iteration, dev_accuracy=rec.dev, elbo=rec.elbo, train_accuracy=rec.train_acc,
-                       tokens=rec.tokens) for rec in trace]
+                       tokens=rec.tokens, baseline=rec.baseline, improved=rec.improved) for rec in trace]
 
 
 def _bar(value: float, lo: float, hi: float, width: int) -> str:
@@ -180,8 +182,10 @@ def format_learning_curve(points: Sequence[CurvePoint], *, width: int = 40) -> s
     return "\n".join(lines)
 
 
-def plot_learning_curve(points: Sequence[CurvePoint], path: str | os.PathLike[str], *, title: str = "") -> Path:
-    """PNG of dev accuracy and ELBO per iteration (matplotlib, headless Agg backend)."""
+def plot_learning_curve(points: Sequence[CurvePoint], path: str | os.PathLike[str], *, title: str = "",
+                        test: tuple[float | None, float | None] = (None, None)) -> Path:
+    """PNG of dev accuracy and ELBO per iteration (matplotlib, headless Agg backend); `test` = test accuracy
+    (before, after) training, drawn as markers at the first and last iteration."""
     try:
         import matplotlib
 
@@ -192,19 +196,7 @@ def plot_learning_curve(points: Sequence[CurvePoint], path: str | os.PathLike[st
 
         raise DlcUsageError("plotting needs matplotlib", code="E140",
                             hint="pip install 'dlc[plot]' (or matplotlib)") from None
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    dev = [(p.iteration, p.dev_accuracy) for p in points if p.dev_accuracy is not None]
-    el = [(p.iteration, p.elbo) for p in points if p.elbo is not None]
-    if dev:
-        ax1.plot([d[0] for d in dev], [d[1] for d in dev], marker="o", color="tab:blue")
-    ax1.set_ylabel("dev accuracy")
-    ax1.set_ylim(-0.02, 1.02)
-    ax1.grid(alpha=0.3)
-    if el:
-        ax2.plot([e[0] for e in el], [e[1] for e in el], marker=".", color="tab:orange")
-    ax2.set_ylabel("ELBO (selected prompts)")
-    ax2.set_xlabel("iteration")
-    ax2.grid(alpha=0.3)
+    fig = learning_figure(plt, points, test=test)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -213,6 +205,46 @@ def plot_learning_curve(points: Sequence[CurvePoint], path: str | os.PathLike[st
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def learning_figure(plt: Any, points: Sequence[CurvePoint], *,
+                    test: tuple[float | None, float | None] = (None, None)) -> Any:
+    """The figure behind plot_learning_curve: dev accuracy with the baseline validation (a dashed line: the bar a
+    new prompt set had to beat) and the validations whose prompts were kept marked, test accuracy before and after,
+    the ELBO below; iterations are whole numbers on the x axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    dev = [p for p in points if p.dev_accuracy is not None]
+    if dev:
+        ax1.plot([p.iteration for p in dev], [p.dev_accuracy for p in dev], marker="o", color="tab:blue",
+                 label="dev accuracy")
+    base = next((p for p in dev if p.baseline), dev[0] if dev else None)
+    if base is not None:
+        ax1.axhline(base.dev_accuracy, color="tab:gray", linestyle="--", linewidth=1,
+                    label=f"baseline dev {base.dev_accuracy:.3f}")
+    kept = [p for p in dev if p.improved]
+    if kept:
+        ax1.plot([p.iteration for p in kept], [p.dev_accuracy for p in kept], linestyle="none", marker="*",
+                 markersize=14, color="tab:green", label="new prompts kept")
+    xs = [p.iteration for p in points]
+    for x, acc, lab, mk in ((min(xs) if xs else 0, test[0], "test before", "v"),
+                            (max(xs) if xs else 0, test[1], "test after", "^")):
+        if acc is not None:
+            ax1.plot([x], [acc], linestyle="none", marker=mk, markersize=9, color="tab:red", label=f"{lab} {acc:.3f}")
+    ax1.set_ylabel("accuracy")
+    ax1.set_ylim(-0.02, 1.02)
+    ax1.grid(alpha=0.3)
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(loc="lower right", fontsize=8)
+    el = [(p.iteration, p.elbo) for p in points if p.elbo is not None]
+    if el:
+        ax2.plot([e[0] for e in el], [e[1] for e in el], marker=".", color="tab:orange")
+    ax2.set_ylabel("ELBO (selected prompts)")
+    ax2.set_xlabel("iteration")
+    ax2.grid(alpha=0.3)
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -286,7 +318,8 @@ def show_run(path: str | os.PathLike[str], args: Any = None) -> int:
     print(format_learning_curve(points))
     out = getattr(args, "output", None) or getattr(args, "png", None) or (run.path / "learning_curve.png")
     if points and not getattr(args, "no_plot", False):
-        png = plot_learning_curve(points, out, title=f"{cfg.net} — {run.path.name}")
+        png = plot_learning_curve(points, out, title=f"{cfg.net} — {run.path.name}",
+                                  test=(res.baseline.test_accuracy, res.test_accuracy) if res else (None, None))
         print(f"\nplot written to {png}")
     return 0
 
