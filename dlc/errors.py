@@ -297,6 +297,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E115", "bad `dlc serve` option (`--port`, `--n-ctx`)"),
         ("E116", "`n_shots` > 0 on a network whose output layer reads a hidden layer"),
         ("E117", "`n_shots` > 0 without training examples to draw the demonstrations from"),
+        ("E118", "a bad `dlc data show --field` (not INPUT=COLUMN, or an input mapped twice)"),
         ("E120", "nothing to evaluate (no network or run given)"),
         ("E122", "an input line on stdin is not a JSON object"),
         ("E123", "an input line on stdin lacks a graph input"),

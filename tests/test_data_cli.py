@@ -164,3 +164,23 @@ def test_show(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         assert main(["data", "show", "trec", "--split", "dev", "-n", "1", "--data-dir", str(DATA)]) == 0
         out = capsys.readouterr().out
         assert "classes: description ('description' | 'Description')" in out and "train/dev/test: 1000/256/250" in out
+
+
+def test_data_show_maps_the_fields_of_a_custom_file(tmp_path, capsys, monkeypatch):
+    """`dlc data show my.jsonl --field q=question --target-field answer`: a file whose columns are not `input`/
+    `label` is shown through the same mapping a data block's `fields` gives (issue 17: it could not be)."""
+    monkeypatch.chdir(tmp_path)
+    Path("qa.jsonl").write_text('{"question": "What is 2+2?", "context": "math", "answer": "4"}\n'
+                                '{"question": "Capital of France?", "context": "geo", "answer": "Paris"}\n')
+    assert main(["data", "show", "qa.jsonl", "--field", "q=question", "--field", "c=context",
+                 "--target-field", "answer", "-n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "[qa/train/1] target: Paris\n  q:\n  | Capital of France?\n  c:\n  | geo" in out
+    assert main(["data", "show", "qa.jsonl", "--field", "q=question", "--target-field", "answer", "--format",
+                 "jsonl", "-n", "1"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"id": "qa/train/0", "q": "What is 2+2?", "target": "4"}
+    for bad in (["--field", "question"], ["--field", "q=question", "--field", "q=context"]):
+        assert main(["data", "show", "qa.jsonl", *bad]) == 1
+        assert "error[E118]" in capsys.readouterr().err
+    assert main(["data", "show", "qa.jsonl"]) == 1                      # unmapped: the loader's own error
+    assert "error[E805]" in capsys.readouterr().err

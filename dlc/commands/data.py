@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ps.add_argument("--split", choices=("train", "dev", "test"), default="train")
     ps.add_argument("-n", type=int, default=5, metavar="N", help="how many examples (default 5)")
     ps.add_argument("--seed", type=int, default=42, help="run seed (generated train sets depend on it)")
+    ps.add_argument("--field", action="append", default=[], metavar="INPUT=COLUMN",
+                    help="map an input to a column of the file, as the data block's `fields` does (repeatable)")
+    ps.add_argument("--target-field", metavar="COLUMN", help="the column holding the target (default: label)")
     ps.add_argument("--format", choices=("text", "jsonl"), default="text",
                     help="jsonl: one {\"id\", \"input\", \"target\"} object per line")
     _add_data_dir(ps)
@@ -89,15 +92,37 @@ def _config_for(name: str, split: str, n: int) -> ir.DataConfig:
     return ir.DataConfig(path=name, **sizes)
 
 
+def _fields(specs: list[str]) -> tuple[tuple[str, str], ...]:
+    """`--field x=question --field y=context` -> (("x", "question"), ("y", "context")) (E118 when malformed)."""
+    from dlc.errors import DlcUsageError
+
+    out: list[tuple[str, str]] = []
+    for spec in specs:
+        name, eq, col = spec.partition("=")
+        if not eq or not name.strip() or not col.strip() or name.strip() in dict(out):
+            raise DlcUsageError(f"--field {spec!r}: expected INPUT=COLUMN, each input once", code="E118",
+                                hint="e.g. dlc data show my.jsonl --field x=question --target-field answer")
+        out.append((name.strip(), col.strip()))
+    return tuple(out)
+
+
 def run_show(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from dlc.data import load_splits
 
     cfg = _config_for(args.task, args.split, args.n)
-    splits = load_splits(cfg, ("input",), seed=args.seed, data_dir=args.data_dir)
+    fields = _fields(args.field)
+    if fields or args.target_field:
+        cfg = dataclasses.replace(cfg, fields=fields or cfg.fields,
+                                  target_field=args.target_field or cfg.target_field)
+    inputs = tuple(n for n, _ in fields) or ("input",)
+    splits = load_splits(cfg, inputs, seed=args.seed, data_dir=args.data_dir)
     examples = splits.split(args.split)[: max(args.n, 0)]
     if args.format == "jsonl":
         for ex in examples:
-            print(json.dumps({"id": ex.id, "input": ex.inputs["input"], "target": ex.target}, ensure_ascii=False))
+            shown = {"input": ex.inputs["input"]} if inputs == ("input",) else dict(ex.inputs)
+            print(json.dumps({"id": ex.id, **shown, "target": ex.target}, ensure_ascii=False))
         return 0
     info = splits.info
     print(f"task: {args.task}")
@@ -114,8 +139,11 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"\nfirst {len(examples)} {args.split} example(s):")
     for ex in examples:
         print(f"\n[{ex.id}] target: {ex.target}")
-        for line in ex.inputs["input"].splitlines() or [""]:
-            print(f"  | {line}")
+        for name in inputs:
+            if len(inputs) > 1:
+                print(f"  {name}:")
+            for line in ex.inputs[name].splitlines() or [""]:
+                print(f"  | {line}")
     return 0
 
 
