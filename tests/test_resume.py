@@ -232,14 +232,16 @@ def test_sigkill_resume_with_the_embedded_tiny_model_and_cache(tmp_path):
 def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(reference, tmp_path):
     """kill -9 at seeded random moments — from process start-up (before or during the run directory's creation) to
     the last validation — then `dlc fit` again (a fresh start when no run directory appeared, --resume otherwise),
-    up to 6 times; the finished run equals the uninterrupted one, record for record."""
+    up to 6 kills; the finished run equals the uninterrupted one, record for record."""
     import random
 
     rng = random.Random(14)         # kill after 0.37 s (start-up), 2.12, 1.97, 2.82, 0.85, 0.80 s
     run_dir = tmp_path / "run"
-    kills = 0
+    kills = resumes = 0
     for attempt in range(7):
-        cmd = resume_cmd(run_dir) if (run_dir / "config.json").exists() else fit_cmd(run_dir)
+        resuming = (run_dir / "config.json").exists()
+        resumes += resuming
+        cmd = resume_cmd(run_dir) if resuming else fit_cmd(run_dir)
         log = open(tmp_path / f"log-{attempt}.txt", "w")
         proc = subprocess.Popen(cmd, env=env(), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
         if attempt < 6:
@@ -253,6 +255,8 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(reference, 
         if rc == 0:
             break
         assert rc == -signal.SIGKILL, (tmp_path / f"log-{attempt}.txt").read_text()
-    assert rc == 0 and kills >= 3, (kills, rc)
+    # at least a kill at start-up (0.37 s) and one inside a fit that had made its run directory (then resumed); how
+    # many later kills land before the fit ends depends on the machine's speed
+    assert rc == 0 and kills >= 2 and resumes >= 1, (kills, resumes, rc)
     assert not [p for p in tmp_path.iterdir() if ".creating-" in p.name]     # no half-made directory left
     assert_same_run(reference, run_dir)
