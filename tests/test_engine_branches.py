@@ -353,3 +353,26 @@ def test_output_logp_mean_normalises_labels_and_answers_by_length():
         c = dataclasses.replace(gt.fit, output_logp=red, hidden_logp="sum")
         assert score_candidates(gt, "y", ["P0"], gt.prompts(), {"default": lm}, tr, {}, c, 0.0)[0] == \
             pytest.approx([want_lp])
+
+
+def test_the_plan_counts_an_accuracy_scored_number_output_as_generations():
+    """`dlc fit --dry-run`'s plan for an accuracy-scored generative output: its candidates are judged by greedy
+    answers (generate requests), as a real step sends them, and no candidate is scored."""
+    from dlc.train.plan import plan
+    from dlc.train.trainer import Trainer
+
+    g = paper(compile_source(NUMBER))
+    cfg = dataclasses.replace(g.fit, output_scoring="accuracy", num_p_samples=2, use_memory=0, iters=1,
+                              batch_size=3, val_freq=1, do_first_eval=False)
+
+    def gen(p, r, i):
+        return "GOOD prompt" if r.tag == "y/propose" else "7"
+
+    def never_scores(p, c):
+        raise AssertionError(f"scored {c!r}")
+    lm = ScriptedLM(generate_fn=gen, score_fn=never_scores)
+    exs = [Example({"x": f"q{i}"}, "8", f"q{i}") for i in range(3)]      # every answer wrong: the layer is updated
+    per = plan(g, cfg, 3, 3)["per_iteration"]
+    Trainer(g, {"default": lm}, exs, exs, cfg).step()
+    sent = sum(1 for c in lm.calls if c.tag == "y/score")
+    assert per["candidate_generate"] == sent == 2 * 3 and "candidate_score" not in per

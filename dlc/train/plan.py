@@ -62,7 +62,12 @@ def plan(graph: Graph, config: FitConfig, n_train: int, n_dev: int) -> dict[str,
         hp = [p for p in lay.parents if p in hidden]
         ins = kept * len(hp) if hp else 1
         outs = 1 if n == graph.output else kept
-        kinds["candidate_score"] += steps * cands * B * ins * outs * n_score(n)
+        if n == graph.output and config.output_scoring == "accuracy" and lay.output.kind != "choice":
+            # judged by greedy answers, never scored (engine/prompts.score_candidates: by_answer)
+            kinds["candidate_generate"] += steps * cands * B * ins * outs
+            gen_tokens += steps * cands * B * ins * outs * lay.generation.max_tokens
+        else:
+            kinds["candidate_score"] += steps * cands * B * ins * outs * n_score(n)
         if n != graph.output and config.logp_penalty > 0:
             kinds["penalty_score"] += steps * cands * B * n_score(n)
         if n == graph.output and config.trust_factor > 0 and lay.output.kind == "choice":
