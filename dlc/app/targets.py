@@ -6,10 +6,10 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from dlc.artifacts import manifest
-from dlc.artifacts.identity import graph_identity
+from dlc.artifacts.identity import graph_identity, resolved_config
 from dlc.artifacts.rundir import CONFIG, GRAPH, SOURCE, RunDir
 from dlc.errors import DlcArtifactError, DlcError, DlcUsageError
 from dlc.ir import Graph
@@ -134,65 +134,55 @@ def on_top_of_run(run_graph: Graph, rebuilt: Graph, overrides: Mapping[str, str]
     from dlc.lang import schema
 
     keys = [k.split(".") for k in overrides]
-    named = {k[0] for k in keys}
 
-    def fields_named(block: str) -> dict[str, object]:
-        """The rebuilt values of the block's keys the overrides name (the artifact's values for the others)."""
-        src = rebuilt.fit if block == "fit" else rebuilt.data
-        return {schema.keys(block)[k[1]].field: getattr(src, schema.keys(block)[k[1]].field)
-                for k in keys if k[0] == block and len(k) == 2 and k[1] in schema.keys(block)}
+    def taken(block: str, old: Any, new: Any, names: Sequence[str]) -> Any:
+        """`old` with the keys `names` of `block` taken from `new`."""
+        ks = schema.keys(block)
+        return schema.with_values(old, {ks[k]: schema.value_of(new, ks[k]) for k in names if k in ks})
 
-    fit = fields_named("fit")
+    def named(block: str, name: str | None = None) -> list[str]:
+        """The keys of one block (`fit`, or model/layer NAME) the overrides set directly."""
+        head = [block] if name is None else [block, name]
+        return [k[len(head)] for k in keys if k[:len(head)] == head and len(k) == len(head) + 1]
+
     # a data source key (task, path, fields, data_dir) changes what the other keys mean: then the whole block
-    whole_data = any(k[0] == "data" and len(k) == 2 and k[1] in schema.keys("data")
-                     and schema.keys("data")[k[1]].custom for k in keys)
+    data_keys = schema.keys("data")
+    whole_data = any(k in data_keys and data_keys[k].custom for k in named("data"))
     models = dict(run_graph.models)
     for name in {k[1] for k in keys if k[0] == "model" and len(k) == 3}:
         new_m, old_m = rebuilt.models.get(name), run_graph.models.get(name)
-        if new_m is None or old_m is None:
-            if new_m is not None:
-                models[name] = new_m
-            continue
-        mk = schema.keys("model")
-        models[name] = dataclasses.replace(old_m, **{mk[k[2]].field: getattr(new_m, mk[k[2]].field) for k in keys
-                                                    if k[:2] == ["model", name] and k[2] in mk})
+        if new_m is not None:
+            models[name] = new_m if old_m is None else taken("model", old_m, new_m, named("model", name))
     lk = schema.keys("layer")
+    simple = [k.key for k in lk.values() if not k.custom]
+    output_named = any(k[0] == "output" for k in keys)
     layers = dict(run_graph.layers)
-    for n in {k[1] for k in keys if k[0] == "layer" and len(k) > 1} | (set(rebuilt.layers) if "output" in named
+    for n in {k[1] for k in keys if k[0] == "layer" and len(k) > 1} | (set(rebuilt.layers) if output_named
                                                                        else set()):
         old, lay = run_graph.layers.get(n), rebuilt.layers.get(n)
-        if lay is None:
+        if lay is None or old is None:
+            if lay is not None:
+                layers[n] = lay
             continue
-        of_layer = [k for k in keys if k[:2] == ["layer", n]]
-        named_keys = [k[2] for k in of_layer if len(k) == 3]
-        if old is not None and "output" not in named and len(named_keys) == len(of_layer) and \
-                all(k in lk and not lk[k].custom for k in named_keys):
-            # simple keys (model, temperature, max_tokens, ...): those fields of the run's layer, one by one
-            gen = {lk[k].field: getattr(lay.generation, lk[k].field) for k in named_keys
-                   if lk[k].owner is not type(old)}
-            own = {lk[k].field: getattr(lay, lk[k].field) for k in named_keys if lk[k].owner is type(old)}
-            layers[n] = dataclasses.replace(old, generation=dataclasses.replace(old.generation, **gen), **own)
+        mine = named("layer", n)
+        if not output_named and len(mine) == sum(k[:2] == ["layer", n] for k in keys) and set(mine) <= set(simple):
+            layers[n] = taken("layer", old, lay, mine)      # simple keys only: those fields of the run's layer
             continue
-        if old is not None:                  # a template, output or backward change: the rebuilt layer, with the
-            # run's simple keys the overrides do not name, and its learned parameters where they still apply
-            keep = [k for k in lk.values() if not k.custom and k.key not in named_keys]
-            lay = dataclasses.replace(
-                lay, generation=dataclasses.replace(lay.generation, **{
-                    k.field: getattr(old.generation, k.field) for k in keep if k.owner is not type(old)}),
-                **{k.field: getattr(old, k.field) for k in keep if k.owner is type(old)})
-            if old.offsets and f"layer.{n}.offsets" not in overrides and \
-                    lay.output.label_names == old.output.label_names:
-                lay = dataclasses.replace(lay, offsets=old.offsets)
+        # a template, output or backward change: the rebuilt layer with the run's other simple keys (its prompt
+        # among them) and its offsets where the labels are still the same
+        lay = taken("layer", lay, old, [k for k in simple if k not in mine])
+        if old.offsets and "offsets" not in mine and lay.output.label_names == old.output.label_names:
+            lay = dataclasses.replace(lay, offsets=old.offsets)
         layers[n] = lay
     return dataclasses.replace(
-        run_graph, fit=dataclasses.replace(run_graph.fit, **fit), models=models, layers=layers,
-        data=rebuilt.data if whole_data else dataclasses.replace(run_graph.data, **fields_named("data")),
-        **({"target": rebuilt.target, "metric": rebuilt.metric} if "output" in named else {}))
+        run_graph, fit=taken("fit", run_graph.fit, rebuilt.fit, named("fit")), models=models, layers=layers,
+        data=rebuilt.data if whole_data else taken("data", run_graph.data, rebuilt.data, named("data")),
+        **({"target": rebuilt.target, "metric": rebuilt.metric} if output_named else {}))
 
 
 def setting_changes(before: Graph, after: Graph) -> tuple[str, ...]:
     """The resolved fit/data/model settings and simple layer keys that differ: "fit.seed: 42 -> 13"."""
-    from dlc.artifacts.identity import resolved_config
+    from dlc.lang import schema
 
     a, b = resolved_config(before), resolved_config(after)
     out = []
@@ -205,14 +195,12 @@ def setting_changes(before: Graph, after: Graph) -> tuple[str, ...]:
         for k in sorted(set(ma) | set(mb)):
             if ma.get(k) != mb.get(k):
                 out.append(f"model.{name}.{k}: {ma.get(k)!r} -> {mb.get(k)!r}")
-    from dlc.lang import schema
-
     for n in sorted(set(before.layers) & set(after.layers)):
         a_l, b_l = before.layers[n], after.layers[n]
         for k in schema.keys("layer").values():
             if k.custom or k.key == "prompt":
                 continue
-            va, vb = (getattr(x.generation if k.owner is not type(x) else x, k.field) for x in (a_l, b_l))
+            va, vb = schema.value_of(a_l, k), schema.value_of(b_l, k)
             if va != vb:
                 out.append(f"layer.{n}.{k.key}: {va!r} -> {vb!r}")
         if a_l.prompt != b_l.prompt:

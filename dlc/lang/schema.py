@@ -16,6 +16,7 @@ The manifest codec (`dlc.artifacts.manifest`) walks the same dataclasses' fields
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import typing
 from dataclasses import dataclass, fields
@@ -87,6 +88,24 @@ def fill(block: str, values: Mapping[str, Any], owner: type | None = None) -> di
             if not k.custom and k.owner is owner and k.key in values}
 
 
+def _in_generation(obj: Any, k: Key) -> bool:
+    return k.owner is ir.Generation and not isinstance(obj, ir.Generation)
+
+
+def value_of(obj: Any, k: Key) -> Any:
+    """Key k's value on its block's IR object (a layer's Generation keys live in `layer.generation`)."""
+    return getattr(obj.generation if _in_generation(obj, k) else obj, k.field)
+
+
+def with_values(obj: Any, values: Mapping[Key, Any]) -> Any:
+    """A copy of a block's IR object with these keys set (a layer's Generation keys in its `generation`)."""
+    own = {k.field: v for k, v in values.items() if not _in_generation(obj, k)}
+    gen = {k.field: v for k, v in values.items() if _in_generation(obj, k)}
+    if gen:
+        own["generation"] = dataclasses.replace(obj.generation, **gen)
+    return dataclasses.replace(obj, **own)
+
+
 def out_of_range(x: float, rng: ir.Range, shown: str | None = None) -> str | None:
     """The one range rule (E311): "must be at least 1, got 0", or None when x is in range. `shown`: the value as
     written, for an exclusive lower bound."""
@@ -100,4 +119,4 @@ def out_of_range(x: float, rng: ir.Range, shown: str | None = None) -> str | Non
     return None
 
 
-__all__ = ["BLOCKS", "Key", "keys", "ranges", "fill", "out_of_range"]
+__all__ = ["BLOCKS", "Key", "keys", "ranges", "fill", "out_of_range", "value_of", "with_values"]

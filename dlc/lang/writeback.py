@@ -62,10 +62,7 @@ def _block_values(graph: ir.Graph, block: str, name: str | None) -> dict[str, tu
     for k in schema.keys(block).values():
         if (block, k.key) in _SKIP:
             continue
-        holder = obj.generation if block == "layer" and k.owner is ir.Generation else obj   # flattened fields
-        if not hasattr(holder, k.field):
-            continue
-        value = getattr(holder, k.field)
+        value = schema.value_of(obj, k)
         kind = {"train": "names", "fields": "fields", "target": "name", "metric": "choice",
                 "calibration": "choice", "fixed": "bool"}.get(k.key, k.kind)
         if k.custom and (block, k.key) not in _CUSTOM:
