@@ -10,8 +10,14 @@ error instead, so CI can never pass by skipping them.
 """
 from __future__ import annotations
 
+import importlib
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Iterator
 
 import pytest
 
@@ -49,3 +55,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if getattr(getattr(item, "module", None), "DATA", None) is not None:
             item.add_marker(skip)
+
+
+# ------------------------------------------------------------------------------------------------ shared helpers
+
+def optional_package(name: str, require_env: str) -> ModuleType | None:
+    """An optional extra's module, or None so its tests skip; with `require_env`=1 (set by .ci/run) a missing package
+    is an error instead, so CI cannot pass by skipping the tests that need it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get(require_env) == "1":
+            raise
+        return None
+
+
+def start_serve(*args: str) -> tuple[subprocess.Popen, str]:
+    """Start `dlc serve ARGS` (1 thread) and wait for its one `listening on URL` line; (process, URL)."""
+    env = {**os.environ, "DLC_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "dlc", "serve", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise RuntimeError(f"dlc serve did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+    return proc, line.split("listening on ", 1)[1].strip()
+
+
+def stop_serve(proc: subprocess.Popen) -> int:
+    """SIGTERM a `dlc serve` started by start_serve (by its PID) and return its exit status."""
+    os.kill(proc.pid, signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """An in-process `dlc serve` app on 127.0.0.1 over the deterministic stand-in model (tests/faultproxy.py)."""
+    from dlc.server.app import Server, bind_socket, create_app
+    from tests.faultproxy import ScriptedServable
+
+    srv = Server(create_app(ScriptedServable(), "scripted", n_ctx=256), bind_socket("127.0.0.1", 0))
+    url = srv.start()
+    yield url
+    srv.stop()

@@ -3,7 +3,6 @@ request bodies, in `dlc run`'s stdin and in a server's answers; `dlc serve` erro
 127.0.0.1 over the scripted servable; no model."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -16,20 +15,10 @@ from dlc.lm.base import GenerateRequest
 from dlc.lm.cache import DiskCache
 from dlc.lm.cached import CachedLM
 from dlc.lm.openai_backend import OpenAILM
-from dlc.server.app import Server, bind_socket, create_app
-from tests.faultproxy import ScriptedServable
 
 from conftest import REPO
 
 DEEP = "[" * 100_000 + "]" * 100_000
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = Server(create_app(ScriptedServable(), "scripted", n_ctx=256), bind_socket("127.0.0.1", 0))
-    url = srv.start()
-    yield url
-    srv.stop()
 
 
 def _openai_error(r: httpx.Response, status: int) -> dict:

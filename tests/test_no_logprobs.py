@@ -23,7 +23,7 @@ from dlc.lm.base import Capabilities
 from dlc.lm.scripted import ScriptedLM
 from dlc.train.evaluation import evaluate
 
-from conftest import DATA, REPO
+from conftest import DATA, REPO, start_serve
 
 NO_LOGPROBS = Capabilities(prompt_logprobs=False, top_logprobs=0)
 
@@ -108,17 +108,6 @@ def test_candidates_are_scored_by_their_generated_answers():
 
 
 # ---------------------------------------------------------------------------------------------- end to end
-def start_serve(*args: str) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "DLC_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "dlc", "serve", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise RuntimeError(f"dlc serve did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
-    return proc, line.split("listening on ", 1)[1].strip()
-
-
 DLN = """network chatonly
 input x
 layer y(x) {

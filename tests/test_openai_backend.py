@@ -12,16 +12,7 @@ from dlc.errors import DlcLMError
 from dlc.lm.base import ChatPrompt, GenerateRequest, ScoreRequest
 from dlc.lm.openai_backend import OpenAILM, align_continuation
 from dlc.lm.openai_backend.probe import MalformedResponse
-from dlc.server.app import Server, bind_socket, create_app
 from tests.faultproxy import FaultProxy, ScriptedServable
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = Server(create_app(ScriptedServable(), "scripted", n_ctx=256), bind_socket("127.0.0.1", 0))
-    url = srv.start()
-    yield url
-    srv.stop()
 
 
 def _root(url: str) -> str:

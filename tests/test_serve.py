@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,31 +20,16 @@ from dlc.lm.base import ChatPrompt, GenerateRequest, ModelText, ScoreRequest
 from dlc.lm.openai_backend import OpenAILM
 from tests.faultproxy import FaultProxy
 
+from conftest import start_serve, stop_serve
+
 pytestmark = pytest.mark.model
-
-
-def start_serve(*args: str, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
-    """Start `dlc serve` and wait for its one `listening on URL` line."""
-    env = {**os.environ, "DLC_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "dlc", "serve", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise RuntimeError(f"dlc serve did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
-    return proc, line.split("listening on ", 1)[1].strip()
-
-
-def stop(proc: subprocess.Popen) -> int:
-    os.kill(proc.pid, signal.SIGTERM)
-    return proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def serve():
     proc, url = start_serve("--model", "tiny", "--port", "0", "--n-ctx", "512")
     yield url
-    assert stop(proc) == 0
+    assert stop_serve(proc) == 0
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +252,7 @@ def test_max_logprobs_option():
         r = httpx.post(url + "/completions", json={**body, "logprobs": 4}, timeout=60)
         assert r.status_code == 400 and "at most 3" in r.json()["error"]["message"]
     finally:
-        assert stop(proc) == 0
+        assert stop_serve(proc) == 0
 
 
 def _dln_style_class_scores(top: dict[str, float], classes: list[str],
@@ -366,7 +349,7 @@ def test_logprob_tokens_vocab_lets_the_dln_scorer_find_classes(serve, embedded):
             assert scores.index(max(scores)) == exact.index(max(exact))
             assert scores[0] > text_scores[0] + 1e-4                   # more than the floor of the text keys
     finally:
-        assert stop(proc) == 0
+        assert stop_serve(proc) == 0
 
 
 def test_logprobs_come_from_sampling_and_echo_shares_prefixes(embedded):

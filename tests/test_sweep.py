@@ -21,16 +21,11 @@ from dlc.cli import main
 from dlc.errors import DlcUsageError
 from dlc.report.stats import mean_ci
 
-from conftest import DATA, REPO
+from conftest import DATA, REPO, optional_package
 
 # ray is in the `test` extra, so CI runs the Ray tests. Without it they skip with this reason, unless
 # DLC_REQUIRE_RAY=1 (set by .ci/run) makes the missing package an error: CI cannot pass by skipping them.
-try:
-    import ray
-except ImportError:                                   # pragma: no cover - CI installs it
-    if os.environ.get("DLC_REQUIRE_RAY") == "1":
-        raise
-    ray = None
+ray = optional_package("ray", "DLC_REQUIRE_RAY")
 needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip install -e '.[test]')")
 
 SCRIPTED_MODEL = "\nmodel default { backend = scripted }\n"

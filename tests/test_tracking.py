@@ -19,16 +19,12 @@ from dlc.app.tracking import HTTP_DEFAULTS, params_of
 from dlc.cli import main
 from dlc.errors import add_secret
 
-from conftest import DATA, REPO
+from conftest import DATA, REPO, optional_package
 
 # mlflow is in the `test` extra, so CI runs these tests. Without it they skip with this reason, unless
 # DLC_REQUIRE_MLFLOW=1 (set by .ci/run) makes the missing package an error: CI cannot pass by skipping them.
-try:
-    from mlflow.tracking import MlflowClient
-except ImportError:                                   # pragma: no cover - CI installs it
-    if os.environ.get("DLC_REQUIRE_MLFLOW") == "1":
-        raise
-    MlflowClient = None
+_tracking = optional_package("mlflow.tracking", "DLC_REQUIRE_MLFLOW")
+MlflowClient = _tracking.MlflowClient if _tracking is not None else None
 pytestmark = pytest.mark.skipif(MlflowClient is None, reason="mlflow is not installed (pip install -e '.[test]')")
 
 SCRIPTED_MODEL = "\nmodel default { backend = scripted }\n"
