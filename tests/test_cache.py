@@ -58,3 +58,28 @@ def test_concurrent_processes_share_the_cache(tmp_path):
         assert p.exitcode == 0
     c = DiskCache(tmp_path)
     assert len(c) == 120 and c.get("1-59") == {"who": 1, "i": 59}
+
+
+def _open_at_once(directory: str, barrier, errors) -> None:
+    barrier.wait()
+    try:
+        DiskCache(directory).put("k", {"ok": True})
+    except Exception as e:          # noqa: BLE001 - the test reports whatever an opener raised
+        errors.put(str(e))
+
+
+def test_many_processes_opening_a_new_cache_at_once_all_succeed(tmp_path):
+    """A sweep's trials open one new cache at the same instant: the WAL switch and the table creation answered
+    'database is locked' at once (CI, stop 22; 4 of 40 trials of this test before the retry loop)."""
+    ctx = mp.get_context("fork")
+    errors = ctx.Queue()
+    for trial in range(25):
+        barrier = ctx.Barrier(6)
+        directory = str(tmp_path / f"t{trial}")
+        procs = [ctx.Process(target=_open_at_once, args=(directory, barrier, errors)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+    assert errors.empty(), errors.get()

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from dlc.artifacts.canonical import canonical_json, canonical_sha256
 from dlc.errors import DlcArtifactError
@@ -53,16 +53,48 @@ class DiskCache:
         self.unreadable = 0          # rows that could not be read back, answered as misses (unreadable_row)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            conn = self._conn()
-            with conn:
-                conn.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, kind TEXT NOT NULL, "
-                             "model TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL)")
-                conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+            self._while_locked(self._create_tables)
         except (OSError, sqlite3.Error) as e:
             raise DlcArtifactError(f"cannot open the LLM cache at {self.path}: {e}", code="E530",
                                    hint="set DLC_CACHE_DIR to a writable directory, or pass --no-cache") from e
         self._check_schema()
+
+    def _create_tables(self) -> None:
+        conn = self._conn()
+        with conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+                         "model TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL)")
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+
+    def _while_locked(self, step: Callable[[], None]) -> None:
+        """Run `step` again while SQLite says the file is locked, up to `timeout`.
+
+        Why: when several processes open a *new* cache at once (a sweep's trials, parallel fits), switching the file
+        to WAL and creating the tables take an exclusive lock, and SQLite may answer SQLITE_BUSY at once without
+        calling the busy handler (the journal-mode change is one of those cases), so `busy_timeout` alone does not
+        cover it: 4 of 40 trials of six processes opening one new cache failed before this loop."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            try:
+                step()
+                return
+            except sqlite3.OperationalError as e:
+                text = str(e).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                    raise
+                self._drop_thread_conn()
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    def _drop_thread_conn(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            with self._conns_lock:
+                self._conns.remove(conn)
+            conn.close()
 
     def _check_schema(self) -> None:
         """E531 at open, when the tables are not the ones this dlc reads (another program's file, another schema
