@@ -112,7 +112,8 @@ def cell(code_dir: Path, label: str, data_dir: str, threads: int) -> dict[str, A
 
     work = Path(tempfile.mkdtemp(prefix=f"dlc-batching-{label}-"))
     net = work / "dln2.dln"
-    net.write_text(NET.replace("OUTPUT", _output_layer("navigate", "x, h", "residual")), encoding="utf-8")
+    output = _output_layer("navigate", "x, h", "residual", calibration=None)     # dlc's defaults, as measured
+    net.write_text(NET.replace("OUTPUT", output), encoding="utf-8")
     run = work / "run"
     env = dict(os.environ, DLC_THREADS=str(threads))
     before = _machine()

@@ -1,15 +1,18 @@
 """The benchmark grid (issue 6): DLN-1 vs 0-shot vs 5-shot, DLN-2, deep3/branched and a DSPy peer, with their cost.
 
-    python bench/grid.py run [--methods dln1,0shot] [--tasks trec,subj] [--seeds 42] [--max-minutes 60]
+    python bench/grid.py run [--methods dln1,0shot] [--tasks trec,subj] [--seeds 42] [--workers 1] [--no-ray]
     python bench/grid.py report          # bench/RESULTS.md + bench/plots/*.png from bench/cells/*.json
     python bench/grid.py list            # every cell of the grid and whether it is done
 
 Why this shape:
-- A *cell* is one (method, task, seed). Each is an ordinary `dlc fit` of a generated `.dln` (bench/out/nets/), run in
-  its own process so its counters and wall time are its own, with the run directory under bench/out/runs/ and one
-  LLM cache shared by all cells (bench/out/cache): the 0-shot test evaluation a DLN-1 cell repeats is a cache hit.
+- A *cell* is one (method, task, seed). Each is an ordinary `dlc fit` of a generated `.dln` (bench/out/nets/), run as
+  one trial of `dlc sweep`'s engine (dlc.app.sweep: on Ray when it is installed, one cell at a time by default so
+  each has every core; `--workers N` for more), with its own counters and wall time, the run directory under
+  bench/out/runs/ and one LLM cache shared by all cells (bench/out/cache): the 0-shot test evaluation a DLN-1 cell
+  repeats is a cache hit.
 - Resume per cell: a finished cell leaves bench/cells/<cell>.json (small, committed) and is skipped; a cell killed
-  mid-run is continued with `dlc fit --resume`, so a rerun of a finished grid only reads JSON.
+  mid-run is found again by its network and settings and continued from its checkpoint (as `dlc sweep` resumes a
+  trial), so a rerun of a finished grid only reads JSON.
 - 0-shot is greedy and its splits do not depend on the seed, so it is one cell per task (seed 42) reported for all
   seeds; 5-shot draws its demonstrations from the seed.
 - Cost: `usage` is what dlc requested from the backend after the cache (calls, prompt/completion tokens, cache hits);
@@ -60,6 +63,10 @@ FIT = {
              "use_memory = 2"),
 }
 FIT["deep3"] = FIT["branched"] = FIT["dln2"]
+# The grid's cells ran before issue 14 changed dlc's defaults (a calibrated output layer, dev log-likelihood with a
+# paired acceptance rule, rejection of long or copied proposals): every generated network pins the paper's choices,
+# so a cell run today is the same method as the committed ones (bench/learning.py measures the new defaults).
+PAPER_FIT = "validation = accuracy  accept = best  max_prompt_words = 0  copy_ngram = 0"
 NET_NAME = {"0shot": "zero_shot", "5shot": "five_shot"}
 METHODS = ("0shot", "5shot", "dln1", "dln2", "deep3", "branched")
 LABEL = {"0shot": "0-shot", "5shot": "5-shot", "dln1": "DLN-1", "dln2": "DLN-2", "deep3": "deep3",
@@ -110,13 +117,15 @@ def _q(text: str) -> str:
     return json.dumps(text)
 
 
-def _output_layer(task: str, parents: str, template: str) -> str:
+def _output_layer(task: str, parents: str, template: str, calibration: str | None = "none") -> str:
     """The output layer for a task: its initial instruction, its labels, and for the BBH tasks a reply prefix so the
-    label is the next word (local-models.md §2: without it chat models open with a sentence)."""
+    label is the next word (local-models.md §2: without it chat models open with a sentence). `calibration`: the
+    layer's setting (None: dlc's default)."""
     from dlc.data.tasks import TASKS
 
     info = TASKS[task]
-    lines = [f"layer y({parents}) {{", f"  template = {template}", f"  prompt = {_q(info.instruction)}"]
+    lines = [f"layer y({parents}) {{", f"  template = {template}",
+             *([f"  calibration = {calibration}"] if calibration else []), f"  prompt = {_q(info.instruction)}"]
     names = info.label_names
     if info.source == "bbh" and all(len(n) == 1 and n.isupper() for n in names):
         lines.append('  answer_prefix = "The answer is ("')
@@ -158,7 +167,7 @@ def net_text(cell: Cell) -> str:
     tail = ["", "output y { target = label  metric = accuracy }", "",
             f'data {{ task = "{task}"  train_size = {SIZES["train"]}  dev_size = {SIZES["dev"]}  '
             f'test_size = {SIZES["test"]} }}',
-            f"fit  {{ {FIT[m]}  seed = {cell.seed} }}", ""]
+            f"fit  {{ {FIT[m]}  {PAPER_FIT}  seed = {cell.seed} }}", ""]
     return "\n".join(head + body + tail)
 
 
@@ -221,63 +230,89 @@ def _commit() -> str | None:
     return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else None
 
 
-def run_cell(cell: Cell, *, data_dir: str, out: Path = OUT, cells_dir: Path = CELLS, model: str | None = None,
-             python: str = sys.executable, log: Any = sys.stdout, threads: int | None = None,
-             sets: Sequence[str] = ()) -> dict[str, Any] | None:
-    """Fit one cell in a subprocess (resuming its run directory if a previous attempt was killed). `sets` are extra
-    `--set BLOCK.KEY=VALUE` of a fresh start (a resume reads them from the run), e.g. the tests'
-    `model.default.backend=scripted`."""
-    done = load_cell(cell.id, cells_dir)
-    if done is not None:
-        return done
+def _trial_spec(cell: Cell, index: int, *, data_dir: str, out: Path, model: str | None, threads: int,
+                sets: Sequence[str]) -> Any:
+    """The cell as one trial of `dlc sweep` (dlc.app.sweep): its generated network, the overrides of a fresh start
+    (a resume reads them from the run), and the environment its fit runs with."""
+    from dataclasses import replace
+
+    from dlc.app.sweep import TrialSpec, plan_trials
+
     nets, runs = out / "nets", out / "runs"
     nets.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
     net = nets / f"{cell.id}.dln"
     net.write_text(net_text(cell), encoding="utf-8")
-    run_dir = runs / cell.id
-    cmd = [python, "-m", "dlc", "fit"]
-    if (run_dir / "checkpoint.json").is_file() or (run_dir / "result.json").is_file():
-        cmd += ["--resume", str(run_dir)]
-    else:
-        if run_dir.exists():          # started but never checkpointed: nothing worth keeping
-            import shutil
-
-            shutil.rmtree(run_dir)
-        run_dir.with_suffix(".walls").unlink(missing_ok=True)     # a fresh start: earlier attempts are gone
-        cmd += [str(net), "--run-dir", str(run_dir)]
-        if model:
-            cmd += ["--set", f"model.default.model={model}"]
-        for kv in sets:
-            cmd += ["--set", kv]
-    cmd += ["--data-dir", data_dir, "--cache-dir", str(out / "cache"), "--no-progress"]
+    overrides = dict(kv.split("=", 1) for kv in sets)
+    if model:
+        overrides["model.default.model"] = model
+    trial = replace(plan_trials(str(net), overrides, [])[0], index=index)
     # an explicit thread count: dlc's default reads the load average, which the previous cell leaves at ~2 for a
     # minute, so back-to-back cells would silently run on 1 thread and their wall times would not compare
+    env = {k: v for k, v in os.environ.items() if k.startswith("DLC_")}
+    env.update(DLC_TRACK_PREFIXES="1", DLC_THREADS=str(threads))
+    return TrialSpec(trial, str(net.resolve()), str(runs.resolve()), str(Path(data_dir).resolve()),
+                     str((out / "cache").resolve()), env=env)
+
+
+def run_cells(cells: Sequence[Cell], *, data_dir: str, out: Path = OUT, cells_dir: Path = CELLS,
+              model: str | None = None, log: Any = sys.stdout, threads: int | None = None, sets: Sequence[str] = (),
+              use_ray: bool | None = None, workers: int = 1) -> list[dict[str, Any] | None]:
+    """Fit the cells not finished yet as the trials of one `dlc sweep` (on Ray when it is installed, else one after
+    another in this process) and record each as it ends. A cell's run is found again by its network and settings
+    (sweep.find_run): a finished run is only read, an interrupted one continues from its checkpoint. `workers`: cells
+    at once (default 1: one embedded model with every core per cell, which the recorded wall times assume). `sets`
+    are extra `--set BLOCK.KEY=VALUE` of a fresh start, e.g. the tests' `model.default.backend=scripted`."""
+    from dlc.app import sweep_ray
+    from dlc.app.sweep import SweepInterrupted, run_inline
+
     threads = threads or os.cpu_count() or 1
-    env = dict(os.environ, DLC_TRACK_PREFIXES="1", DLC_THREADS=str(threads))
-    t0 = time.perf_counter()
-    print(f"[{time.strftime('%H:%M:%S')}] {cell.id}: {' '.join(cmd[1:])}", file=log, flush=True)
-    logf = run_dir.with_suffix(".log")
-    with open(logf, "a", encoding="utf-8") as fh:
-        rc = subprocess.call(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - t0
-    # a killed and resumed cell costs every attempt: the wall times add up (like result.json's usage does)
-    walls = run_dir.with_suffix(".walls")
-    with open(walls, "a", encoding="utf-8") as fh:
-        fh.write(f"{wall:.1f}\n")
-    attempts = [float(x) for x in walls.read_text(encoding="utf-8").split()]
-    wall = sum(attempts)
-    result_p = run_dir / "result.json"
-    if rc != 0 or not result_p.is_file():
-        print(f"  {cell.id} failed (exit {rc}); see {logf}", file=log, flush=True)
-        return None
-    rec = cell_record(cell, json.loads(result_p.read_text(encoding="utf-8")), wall)
-    rec["threads"] = threads
-    rec["attempts"] = len(attempts)
-    _atomic_json(cells_dir / f"{cell.id}.json", rec)
-    print(f"  {cell.id}: dev {rec['dev_accuracy']:.3f} test {rec['test_accuracy']:.3f} "
-          f"({rec['baseline'].get('test_accuracy')} before), {wall:.0f} s", file=log, flush=True)
-    return rec
+    recs: dict[str, dict[str, Any] | None] = {c.id: load_cell(c.id, cells_dir) for c in cells}
+    todo = [c for c in cells if recs[c.id] is None]
+    specs = [_trial_spec(c, i, data_dir=data_dir, out=out, model=model, threads=threads, sets=sets)
+             for i, c in enumerate(todo)]
+
+    def done(r: dict[str, Any]) -> None:
+        cell = todo[r["index"]]
+        # a killed and resumed cell costs every attempt: the wall times add up (like result.json's usage does)
+        walls = out / "runs" / f"{cell.id}.walls"
+        if not r.get("reused"):
+            with open(walls, "a", encoding="utf-8") as fh:
+                fh.write(f"{r['seconds']:.1f}\n")
+        if r["status"] != "finished" or not r.get("run_dir"):
+            print(f"  {cell.id} {r['status']}: {r.get('error')}", file=log, flush=True)
+            return
+        attempts = [float(x) for x in walls.read_text(encoding="utf-8").split()] if walls.is_file() else []
+        wall = sum(attempts)
+        result = json.loads((Path(r["run_dir"]) / "result.json").read_text(encoding="utf-8"))
+        rec = cell_record(cell, result, wall)
+        rec["threads"] = threads
+        rec["attempts"] = len(attempts)
+        _atomic_json(cells_dir / f"{cell.id}.json", rec)
+        recs[cell.id] = rec
+        print(f"[{time.strftime('%H:%M:%S')}] {cell.id}: dev {rec['dev_accuracy']:.3f} test "
+              f"{rec['test_accuracy']:.3f} ({rec['baseline'].get('test_accuracy')} before), {wall:.0f} s, "
+              f"{Path(r['run_dir']).name}", file=log, flush=True)
+
+    if specs:
+        print(f"[{time.strftime('%H:%M:%S')}] {len(specs)} cell(s) to fit: {', '.join(c.id for c in todo)}",
+              file=log, flush=True)
+        if use_ray is None:
+            use_ray = sweep_ray.available()
+        try:
+            if use_ray:
+                sweep_ray.run(specs, done, address=os.environ.get("RAY_ADDRESS") or None, workers=workers,
+                              cpus_per_trial=None, fail_fast=False, out=log)
+            else:
+                run_inline(specs, done, False)
+        except SweepInterrupted:
+            print("interrupted: run again to continue (finished cells are kept, the others resume)", file=log)
+    return [recs[c.id] for c in cells]
+
+
+def run_cell(cell: Cell, **kw: Any) -> dict[str, Any] | None:
+    """One cell (see run_cells)."""
+    return run_cells([cell], **kw)[0]
 
 
 def select(cells: Iterable[Cell], methods: str | None, tasks: str | None, seeds: str | None) -> list[Cell]:
@@ -603,7 +638,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--seeds")
     r.add_argument("--data-dir", default=_default_data_dir())
     r.add_argument("--model", help="override the embedded model (e.g. tiny, for a smoke run; not for RESULTS.md)")
-    r.add_argument("--max-minutes", type=float, default=None, help="start no new cell after this many minutes")
+    r.add_argument("--workers", type=int, default=1, help="cells at once on Ray (default 1: every core per cell)")
+    r.add_argument("--no-ray", action="store_true", help="fit the cells one after another in this process")
     r.add_argument("--out", default=str(OUT), help="generated nets, run directories, LLM cache")
     r.add_argument("--cells", default=str(CELLS), help="where finished cells are recorded")
     r.add_argument("--threads", type=int, default=None, help="llama.cpp threads per cell (default: every core)")
@@ -629,15 +665,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {'--model' if a.model else '--set'} changes the cells, so their runs and records must stay out "
               "of bench/out and bench/cells; pass both --out and --cells", file=sys.stderr)
         return 1
-    t0 = time.monotonic()
-    failed = 0
-    for c in cells:
-        if a.max_minutes is not None and time.monotonic() - t0 > 60 * a.max_minutes:
-            print(f"--max-minutes {a.max_minutes} reached; rerun to continue")
-            break
-        rec = run_cell(c, data_dir=a.data_dir, out=Path(a.out), cells_dir=Path(a.cells), model=a.model,
-                       threads=a.threads, sets=a.sets)
-        failed += rec is None
+    recs = run_cells(cells, data_dir=a.data_dir, out=Path(a.out), cells_dir=Path(a.cells), model=a.model,
+                     threads=a.threads, sets=a.sets, use_ray=False if a.no_ray else None, workers=a.workers)
+    failed = sum(r is None for r in recs)
     if Path(a.cells) == CELLS:
         report()
     return 1 if failed else 0

@@ -1,17 +1,19 @@
 """bench/grid.py (issue 6): every cell compiles, cells run and resume per cell, the report never invents numbers.
 
-Cells are fitted with the scripted backend (grid.run_cell(..., sets=SCRIPTED), i.e. `--set
-model.default.backend=scripted`) in subprocesses exactly as the real grid runs them."""
+Cells are fitted with the scripted backend (grid.run_cells(..., sets=SCRIPTED), i.e. `--set
+model.default.backend=scripted`) as trials of `dlc sweep`'s engine, exactly as the real grid runs them (here in
+this process: `use_ray=False`; Ray itself is tested in test_sweep.py)."""
 from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from dlc.app import training
 from dlc.lang import compiler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +38,9 @@ def test_every_cell_of_the_grid_compiles(grid):
         g = compiler.compile_source(grid.net_text(c), f"{c.id}.dln", {})
         assert g.fit.seed == c.seed and g.data.task == c.task
         assert g.data.test_size == grid.SIZES["test"]
+        # the committed cells ran before issue 14's defaults: the paper's choices are pinned, not inherited
+        assert g.layers["y"].calibration == "none"
+        assert (g.fit.validation, g.fit.accept, g.fit.max_prompt_words, g.fit.copy_ngram) == ("accuracy", "best", 0, 0)
     five = compiler.compile_source(grid.net_text(grid.Cell("5shot", "navigate", 13)), "x.dln", {})
     assert five.fit.n_shots == 5 and five.fit.iters == 0
 
@@ -44,7 +49,7 @@ def test_cells_run_resume_and_report(grid, tmp_path, monkeypatch):
     out, cells = tmp_path / "out", tmp_path / "cells"
     chosen = grid.select(grid.grid(), "0shot,dln1", "subj", "42")
     assert [c.id for c in chosen] == ["0shot-subj-s42", "dln1-subj-s42"]
-    recs = [grid.run_cell(c, data_dir=str(DATA), out=out, cells_dir=cells, sets=SCRIPTED) for c in chosen]
+    recs = grid.run_cells(chosen, data_dir=str(DATA), out=out, cells_dir=cells, sets=SCRIPTED, use_ray=False)
     for r in recs:
         assert r is not None and 0.0 <= r["test_accuracy"] <= 1.0
         assert r["cost"]["calls"] > 0 and r["cost"]["requested_tokens"] > 0
@@ -53,11 +58,12 @@ def test_cells_run_resume_and_report(grid, tmp_path, monkeypatch):
     assert dln1["iterations"] == 2 and set(dln1["prompts"]) == {"y"}
 
     # a finished cell is never fitted again: a rerun only reads JSON
-    def no_subprocess(*a, **k):
+    def no_fit(*a, **k):
         raise AssertionError("a finished cell was run again")
 
-    monkeypatch.setattr(subprocess, "call", no_subprocess)
-    assert grid.run_cell(chosen[1], data_dir=str(DATA), out=out, cells_dir=cells, sets=SCRIPTED) == dln1
+    monkeypatch.setattr(training, "fit", no_fit)
+    assert grid.run_cell(chosen[1], data_dir=str(DATA), out=out, cells_dir=cells, sets=SCRIPTED,
+                         use_ray=False) == dln1
 
     text = grid.report(cells_dir=cells, results=tmp_path / "RESULTS.md", plots_dir=tmp_path / "plots",
                        notes=tmp_path / "none.md")
@@ -70,21 +76,30 @@ def test_cells_run_resume_and_report(grid, tmp_path, monkeypatch):
 
 
 def test_a_killed_cell_resumes_from_its_checkpoint(grid, tmp_path, monkeypatch):
-    """A cell whose run directory holds a checkpoint but no cell record continues with `dlc fit --resume`."""
+    """A cell whose run directory holds a checkpoint but no result (killed mid-fit) continues from the checkpoint;
+    one whose run finished but left no cell record is only read again."""
     out, cells = tmp_path / "out", tmp_path / "cells"
     cell = grid.Cell("dln1", "trec", 42)
-    rec = grid.run_cell(cell, data_dir=str(DATA), out=out, cells_dir=cells, sets=SCRIPTED)
+    rec = grid.run_cell(cell, data_dir=str(DATA), out=out, cells_dir=cells, sets=SCRIPTED, use_ray=False)
+    (runs,) = [p for p in (out / "runs").iterdir() if p.is_dir()]
+    assert (runs / "checkpoint.json").is_file()
     (cells / f"{cell.id}.json").unlink()          # as if killed after the fit finished but before the record
     seen = []
-    real = subprocess.call
+    real = training.fit
 
-    def spy(cmd, *a, **k):
-        seen.append((cmd, k["env"]))
-        return real(cmd, *a, **k)
+    def spy(*a, **k):
+        seen.append((k.get("resume"), dict(os.environ)))
+        return real(*a, **k)
 
-    monkeypatch.setattr(subprocess, "call", spy)
-    again = grid.run_cell(cell, data_dir=str(DATA), out=out, cells_dir=cells, threads=1, sets=SCRIPTED)
-    assert "--resume" in seen[0][0] and "--set" not in seen[0][0]     # the run's graph.json names the backend
+    monkeypatch.setattr(training, "fit", spy)
+    again = grid.run_cell(cell, data_dir=str(DATA), out=out, cells_dir=cells, sets=SCRIPTED, use_ray=False)
+    assert seen == [] and again["attempts"] == 1 and again["prompts"] == rec["prompts"]   # read, not refitted
+
+    (cells / f"{cell.id}.json").unlink()
+    (runs / "result.json").unlink()               # killed before the end: only the checkpoint is left
+    again = grid.run_cell(cell, data_dir=str(DATA), out=out, cells_dir=cells, threads=1, sets=SCRIPTED,
+                          use_ray=False)
+    assert seen[0][0] == str(runs)                # resumed in place, not started again
     # the thread count is explicit (not dlc's load-average guess) and recorded with the cell
     assert seen[0][1]["DLC_THREADS"] == "1" and again["threads"] == 1
     # both attempts' wall times are the cell's cost
