@@ -3,7 +3,7 @@ templates and models, build the networkx DAG, and freeze the result in a determi
 
 Pipeline (each stage pure; only `compile_file` reads the .dln and template files are read while resolving them):
 
-    parse.parse(text)                      -> syntax.Program   (E2xx, first syntax error)
+    parse.parse(text)                      -> syntax.Program   (E2xx; with them, recovery.py's semantic errors)
     overrides.apply_overrides(program, kv) -> syntax.Program   (E1xx: unknown override keys, did-you-mean)
     _Lowering(program).run()               -> ir.Graph         (E3xx/E35x/E4xx: *all* errors, then CompileFailed)
 
@@ -36,6 +36,7 @@ from dlc.errors import (CompileFailed, DlcError, DlcGraphError, DlcSyntaxError, 
                         did_you_mean)
 from dlc.lang.overrides import apply_overrides
 from dlc.lang.parse import MAX_SOURCE_CHARS, parse
+from dlc.lang.recovery import semantic_errors_beside_syntax
 
 # A choice output layer learns calibration offsets unless told not to (bench/LEARNING.md: the default model's main
 # error is label bias; the offsets are kept only when they beat the raw layer on dev, see dlc/train/trainer.py).
@@ -74,8 +75,18 @@ def read_dln(path: str | Path) -> str:
 
 
 def compile_source(text: str, path: str = "<string>", overrides: Mapping[str, str] | None = None) -> ir.Graph:
-    """Compile .dln source text; `path` names it in errors and anchors relative files."""
-    program = parse(text, path)
+    """Compile .dln source text; `path` names it in errors and anchors relative files. A file with syntax errors
+    also reports the semantic errors of its statements that parse (dlc.lang.recovery)."""
+    try:
+        program = parse(text, path)
+    except CompileFailed as e:
+        if all(isinstance(err, DlcSyntaxError) and err.code != "E216" for err in e.errors):
+            more = semantic_errors_beside_syntax(text, path, lambda p: _Lowering(p, [], {}).run())
+            if more:
+                for err in more:
+                    err.source = text
+                raise CompileFailed([*e.errors, *more]) from None
+        raise
     program, errors, sources = apply_overrides(program, overrides or {})
     return _Lowering(program, errors, sources).run()
 
