@@ -3,7 +3,8 @@ paper, DLN-1 + calibration, and the new default (calibration + cleaned/rejected 
 selection) on the nine paper tasks, seeds 13/42/25, the same 100 test examples for every method.
 
     python bench/learning.py run [--methods 0shot,0shot_cal] [--tasks trec,subj] [--seeds 42] [--max-minutes 60]
-    python bench/learning.py report       # bench/LEARNING.md from bench/cells14/*.json
+    python bench/learning.py retest [--test-size 250]   # finished cells re-evaluated on more test examples
+    python bench/learning.py report       # bench/LEARNING.md from bench/cells14/*.json (+ LEARNING_T250.md)
 
 A cell is one (method, task, seed): an ordinary `dlc fit` of a generated `.dln` in its own process, run directory
 under bench/out/runs14/, one LLM cache shared with bench/grid.py (bench/out/cache). A finished cell leaves
@@ -26,6 +27,7 @@ from typing import Any, Sequence
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 CELLS = BENCH / "cells14"
+CELLS_RETEST = BENCH / "cells14_t250"       # the same cells re-evaluated on 250 test examples (`retest`)
 OUT = BENCH / "out"
 sys.path.insert(0, str(BENCH))
 from grid import NINE, RUN_ORDER, SHORT, _output_layer  # noqa: E402
@@ -111,12 +113,68 @@ def run_cell(method: str, task: str, seed: int, data_dir: str, threads: int) -> 
            "proposals": proposals, "rejected": rejected,
            "usage": {k: res["usage"].get(k) for k in ("calls", "prompt_tokens", "completion_tokens", "cache_hits")},
            "test_predictions": res["predictions"]["test"]}
-    CELLS.mkdir(exist_ok=True)
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
-    tmp.replace(done)
+    _write_cell(done, rec)
     print(f"  {cid}: test {res['baseline']['test_accuracy']:.2f} -> {res['test_accuracy']:.2f} "
           f"(dev {res['baseline']['dev_accuracy']:.2f} -> {res['dev_accuracy']:.2f}) {wall:.0f} s", flush=True)
+    return rec
+
+
+def _write_cell(path: Path, rec: dict[str, Any]) -> None:
+    """A cell record, written whole or not at all (a killed run never leaves half a JSON file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------------------------ a larger test set
+def retest(cid: str, test_size: int, data_dir: str, cells_dir: Path) -> dict[str, Any] | None:
+    """Evaluate a finished cell's learned parameters (prompts and offsets, as its run directory holds them) and the
+    initial prompt without offsets (0-shot) on the first `test_size` test examples instead of SIZES["test"].
+
+    Why: 100 test examples give a paired interval of about ±8 points, so an effect of +7 (disaster) cannot be told
+    from noise; the splits allow 250 on every task (BBH's test file has 250 examples, trec's 500). Nothing is
+    refitted: the parameters are the ones selected on the same train/dev data; the test examples are drawn with the
+    same rule (the first test_size of the split, the same for every method and seed), so the 100 are among them."""
+    out = cells_dir / f"{cid}.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    src = CELLS / f"{cid}.json"
+    run_dir = OUT / "runs14" / cid
+    if not src.is_file() or not (run_dir / "result.json").is_file():
+        return None
+    import dlc
+    from dlc.app.models import close_lms, open_lms
+    from dlc.app.targets import load_network
+    from dlc.app.training import load_data
+    from dlc.train.evaluation import evaluate
+
+    rec = json.loads(src.read_text())
+    sets = {"data.test_size": str(test_size)}
+    t0 = time.perf_counter()
+    trained = load_network(str(run_dir), sets).graph
+    initial = dlc.compile_text(net_text("0shot", rec["task"], rec["seed"]), overrides=sets)
+    test = load_data(trained, data_dir).test
+    assert [e.id for e in test] == [e.id for e in load_data(initial, data_dir).test]
+    lms = open_lms(trained, cache_dir=str(OUT / "cache"))
+    try:
+        final = evaluate(trained, {n: trained.layers[n].prompt for n in trained.order}, lms, test)
+        base = evaluate(initial, {n: initial.layers[n].prompt for n in initial.order}, lms, test)
+    finally:
+        close_lms(lms)
+    old = rec["test_predictions"]
+    was = dict(zip(old["ids"], zip(old["baseline"], old["final"])))
+    now = {i: (b, f) for i, b, f in zip(final.ids, base.predictions, final.predictions) if i in was}
+    agree = sum(now[i] == was[i] for i in now)
+    if len(now) != len(was) or agree != len(was):     # the first 100 must be answered as the cell answered them
+        print(f"  warning: {cid}: {agree} of the cell's {len(was)} test answers reproduced ({len(now)} found)")
+    rec.update(test_accuracy=final.accuracy, test_size=len(test), reproduced=f"{agree}/{len(was)}", retest_seconds=round(time.perf_counter() - t0, 1),
+               test_predictions={"ids": final.ids, "targets": final.targets, "baseline": base.predictions,
+                                 "final": final.predictions})
+    rec["baseline"] = {**rec["baseline"], "test_accuracy": base.accuracy}
+    _write_cell(out, rec)
+    print(f"[{time.strftime('%H:%M:%S')}] {cid}: test@{len(test)} {base.accuracy:.3f} -> {final.accuracy:.3f} "
+          f"({rec['retest_seconds']:.0f} s)", flush=True)
     return rec
 
 
@@ -142,21 +200,26 @@ def _fmt(m: float, h: float | None, pct: bool = True) -> str:
     return f"{m * k:+.1f} ± {h * k:.1f}" if h is not None else f"{m * k:+.1f}"
 
 
-def report(out: Path = BENCH / "LEARNING.md") -> str:
-    cells = [json.loads(p.read_text()) for p in sorted(CELLS.glob("*.json"))]
+def report(out: Path = BENCH / "LEARNING.md", cells_dir: Path = CELLS,
+           notes: Path | None = BENCH / "LEARNING_NOTES.md") -> str:
+    cells = [json.loads(p.read_text()) for p in sorted(cells_dir.glob("*.json"))]
+    test_n = sorted({c.get("test_size", SIZES["test"]) for c in cells}) or [SIZES["test"]]
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for c in cells:
         by.setdefault((c["method"], c["task"]), []).append(c)
     tasks = [t for t in RUN_ORDER if any(k[1] == t for k in by)]
     lines = ["# Learning on the default model (issue 14)", "",
-             "Generated by `python bench/learning.py report` from bench/cells14/*.json. Model: Qwen2.5-Coder-1.5B "
-             f"Q4_K_M (embedded), 2 threads. Splits: train {SIZES['train']} (batches and the calibration set), dev "
-             f"{SIZES['dev']}, test {SIZES['test']} (the same examples for every method and seed). DLN settings: "
+             f"Generated by `python bench/learning.py report` from bench/{cells_dir.name}/*.json. Model: "
+             f"Qwen2.5-Coder-1.5B Q4_K_M (embedded), 2 threads. Splits: train {SIZES['train']} (batches and the "
+             f"calibration set), dev {SIZES['dev']}, test {'/'.join(map(str, test_n))} (the same examples for every "
+             "method and seed" + (f"; the cells were fitted with test {SIZES['test']} and their learned parameters "
+                                  "re-evaluated on these by `python bench/learning.py retest`, nothing refitted"
+                                  if test_n != [SIZES["test"]] else "") + "). DLN settings: "
              f"`{DLN}`; paper selection: `{PAPER_SELECTION}`; new: `{NEW_SELECTION}`; calibration_size 64, "
              "calibration_sigma 1.", "",
              "Test accuracy (%), mean over the seeds run, ± the 95% t-interval over seeds when there are several:", ""]
-    notes = BENCH / "LEARNING_NOTES.md"        # the hand-written reading of these tables, checked against them
-    if notes.is_file():
+    # the hand-written reading of these tables, checked against them
+    if notes is not None and notes.is_file():
         lines[2:2] = [notes.read_text(encoding="utf-8").rstrip(), ""]
     methods = [m for m in METHODS if any(k[0] == m for k in by)]
     lines.append("| task | " + " | ".join(methods) + " |")
@@ -242,10 +305,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--data-dir", default=os.environ.get("DLC_DATA_DIR", str(REPO.parent / "shared" / "data")))
     r.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     r.add_argument("--max-minutes", type=float, default=0)
+    rt = sub.add_parser("retest", help="re-evaluate finished cells on a larger test set (no refitting)")
+    rt.add_argument("--test-size", type=int, default=250)
+    rt.add_argument("--methods", default=",".join(METHODS))
+    rt.add_argument("--tasks", default=",".join(RUN_ORDER))
+    rt.add_argument("--data-dir", default=os.environ.get("DLC_DATA_DIR", str(REPO.parent / "shared" / "data")))
     sub.add_parser("report")
     a = ap.parse_args(argv)
     if a.cmd == "report":
         print(report())
+        if any(CELLS_RETEST.glob("*.json")):
+            report(cells_dir=CELLS_RETEST, out=BENCH / "LEARNING_T250.md", notes=None)
+        return 0
+    if a.cmd == "retest":
+        for task in a.tasks.split(","):
+            for m in a.methods.split(","):
+                for seed in (42, 13, 25):
+                    retest(cell_id(m, task, seed), a.test_size, a.data_dir,
+                           CELLS_RETEST if a.test_size == 250 else CELLS.with_name(f"cells14_t{a.test_size}"))
         return 0
     t0 = time.time()
     for seed in [int(s) for s in a.seeds.split(",")]:
