@@ -2,7 +2,7 @@
 
 A user who fixes the one syntax error the compiler showed should not then meet ten semantic errors it could have
 shown at the same time. The LALR parser cannot resynchronise after an error, but every top-level statement starts
-with a keyword at the start of a line (parse._statement_starts), so a broken file is cut into statements, each one
+with a keyword at the start of a line (_statement_starts below), so a broken file is cut into statements, each one
 that does not parse on its own is blanked out (its newlines kept, so every line:col stays true), and the rest is
 lowered as a program of its own.
 
@@ -20,9 +20,10 @@ from typing import Callable, Sequence
 
 from lark.exceptions import UnexpectedInput
 
-from dlc.errors import CompileFailed, DlcError
+from dlc.errors import CompileFailed, DlcError, DlcSyntaxError, did_you_mean
 from dlc.lang import syntax as S
-from dlc.lang.parse import _statement_starts, parser
+from dlc.lang.parse import parser
+from dlc.lang.syntax_errors import STATEMENT_KEYWORDS, friendly
 
 # `layer h(x) {`, `input x, ctx`, `model m {`, `output y {`: the names in a statement's header (what it declares
 # and what it reads; a network's own name, data and fit declare nothing another statement refers to)
@@ -94,6 +95,36 @@ def semantic_errors_beside_syntax(text: str, path: str,
             continue
         out.append(err)
     return out
+
+
+def later_syntax_errors(text: str, path: str, after_line: int) -> list[DlcSyntaxError]:
+    """Syntax errors of the statements that start after the first error's line, each parsed on its own (the
+    parser cannot resynchronise after an error, but every top-level statement starts with a keyword at the start
+    of a line, so the rest of the file can still be checked statement by statement)."""
+    starts = _statement_starts(text) + [len(text)]
+    errors: list[DlcSyntaxError] = []
+    for a, b in zip(starts, starts[1:]):
+        line = text.count("\n", 0, a) + 1
+        if line <= after_line:
+            continue
+        chunk = "\n" * (line - 1) + text[a:b]
+        try:
+            parser().parse(chunk)
+        except UnexpectedInput as e:
+            errors.append(friendly(e, chunk, path))
+    return errors
+
+
+_STATEMENT_LINE_RE = re.compile(r"^([A-Za-z_]\w*)\b(?![ \t]*[=:])", re.M)
+_STRING_RE = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"', re.S)
+
+
+def _statement_starts(text: str) -> list[int]:
+    """Offsets of lines that start with a statement keyword, outside string literals."""
+    inside = [(m.start(), m.end()) for m in _STRING_RE.finditer(text)]
+    return [m.start() for m in _STATEMENT_LINE_RE.finditer(text)
+            if (m.group(1) in STATEMENT_KEYWORDS or did_you_mean(m.group(1), STATEMENT_KEYWORDS))
+            and not any(a < m.start() < b for a, b in inside)]
 
 
 def _only_comments(text: str) -> bool:
