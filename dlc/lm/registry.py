@@ -89,10 +89,12 @@ def open_lm(cfg: ModelConfig, *, cache_dir: Path | str | None = None, no_cache: 
     """The LM for one model config: backend + disk cache (unless `no_cache`) + accounting (+ optional budget).
 
     `cache_dir` holds `lm-cache.sqlite3` (default: $DLC_CACHE_DIR or the user cache dir + dlc)."""
-    inner = open_backend(cfg)
+    # the cache first: a cache that cannot be used (E530/E531) is found in milliseconds, not after loading a model
+    cache = None if no_cache else DiskCache(Path(cache_dir) if cache_dir is not None else None)
     try:
-        cache = None if no_cache else DiskCache(Path(cache_dir) if cache_dir is not None else None)
+        inner = open_backend(cfg)
     except BaseException:
-        inner.close()
+        if cache is not None:
+            cache.close()
         raise
     return CachedLM(inner, cache, budget=budget)
