@@ -104,6 +104,9 @@ def run_cell(method: str, task: str, seed: int, data_dir: str, threads: int) -> 
                 for k, v in (u.get("rejected") or {}).items():
                     rejected[k] = rejected.get(k, 0) + v
     kept = [r["calibration"]["kept"] for r in trace if r.get("calibration")]
+    # the fit's own wall time over all its attempts (a cell whose fit finished before its record was written is
+    # recorded by a resume that takes a second: its subprocess time is not the cell's)
+    wall = max(wall, float(res.get("usage", {}).get("wall_seconds") or 0.0))
     rec = {"cell": cid, "method": method, "task": task, "seed": seed, "wall_seconds": round(wall, 1),
            "threads": threads, "load_avg_1m": round(os.getloadavg()[0], 2),
            "dev_accuracy": res["dev_accuracy"], "test_accuracy": res["test_accuracy"],
