@@ -299,6 +299,9 @@ def run_cells(cells: Sequence[Cell], *, data_dir: str, out: Path = OUT, cells_di
               file=log, flush=True)
         if use_ray is None:
             use_ray = sweep_ray.available()
+        # the Ray workers this starts inherit PYTHONPATH: they run this checkout's dlc, like this process (main())
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved) if p)
         try:
             if use_ray:
                 sweep_ray.run(specs, done, address=os.environ.get("RAY_ADDRESS") or None, workers=workers,
@@ -307,6 +310,11 @@ def run_cells(cells: Sequence[Cell], *, data_dir: str, out: Path = OUT, cells_di
                 run_inline(specs, done, False)
         except SweepInterrupted:
             print("interrupted: run again to continue (finished cells are kept, the others resume)", file=log)
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
     return [recs[c.id] for c in cells]
 
 
@@ -546,7 +554,11 @@ def report(cells_dir: Path = CELLS, results: Path = BENCH / "RESULTS.md", plots_
         # the grid below it is the earlier one (40 test examples, the paper's selection, no calibration)
         text14 = learning.read_text(encoding="utf-8").rstrip().replace("# Learning on the default model",
                                                                         "## Learning on the default model", 1)
-        lines += [text14, "", "# The earlier grid (issue 6)", ""]
+        lines += [text14, ""]
+        t250 = results.parent / "LEARNING_T250.md"        # the same cells re-evaluated on 250 test examples
+        if t250.is_file():
+            lines += [t250.read_text(encoding="utf-8").rstrip().replace("# Learning", "## Learning", 1), ""]
+        lines += ["# The earlier grid (issue 6)", ""]
     if notes.is_file():
         lines += [notes.read_text(encoding="utf-8").rstrip(), ""]
     lines += ["## Settings", "",
@@ -629,6 +641,10 @@ def _default_data_dir() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # the cells run this checkout's dlc (a worktree's, not whichever one the virtualenv installed), so `dlc_commit`
+    # names the code that really ran
+    if sys.path[0] != str(REPO):
+        sys.path.insert(0, str(REPO))
     ap = argparse.ArgumentParser(prog="bench/grid.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the cells not finished yet, then rewrite RESULTS.md")
