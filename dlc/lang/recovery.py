@@ -81,7 +81,7 @@ def semantic_errors_beside_syntax(text: str, path: str,
         lower(program)
     except CompileFailed as e:
         found: Sequence[DlcError] = e.errors
-    except DlcError:
+    except Exception:               # noqa: BLE001 - a partial program must never turn a syntax error into a crash
         return []
     else:
         return []
