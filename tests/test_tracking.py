@@ -224,3 +224,22 @@ def test_a_store_that_cannot_be_used_is_an_error_before_the_run(capsys, tmp_path
     rc, out, err = dlc(capsys, "fit", "dln1.dln", *SMALL, "--data-dir", str(DATA), "--no-progress")
     assert rc == 1 and err.startswith("error[E142]") and "Traceback" not in err, err
     assert time.monotonic() - t0 < 60 and not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_during_a_store_call_takes_effect_after_it():
+    """A Ctrl-C that lands inside a store call must not cut MLflow's transaction (the KILLED status that follows
+    could then not be written: a run left RUNNING, seen on a loaded machine): the call ends, then the interrupt."""
+    from dlc.app.tracking import MlflowTracker
+
+    done = []
+
+    def slow_store_call():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)                     # the signal arrives during the call
+        done.append("the call ended")
+
+    t = MlflowTracker(tracking_uri=None, experiment=None, err=None)
+    with pytest.raises(KeyboardInterrupt):
+        t._guard(slow_store_call)
+    assert done == ["the call ended"] and not t._broken
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # restored

@@ -15,14 +15,17 @@ store that fails in the middle of a fit costs a warning, never the fit.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, Iterator, Mapping, TextIO
 
 from dlc.artifacts.records import FitResult, IterationRecord
 from dlc.artifacts.rundir import CONFIG, RESULT, RunDir, atomic_write_json
@@ -250,12 +253,35 @@ class MlflowTracker:
         if self._broken:
             return
         try:
-            fn(*args, **kw)
+            with sigint_deferred():
+                fn(*args, **kw)
         except Exception as e:      # noqa: BLE001
             self._broken = True
             if self.err is not None:
                 print(f"warning: MLflow logging failed, the rest of this run is not logged: "
                       f"{redact(_first_line(e))}", file=self.err, flush=True)
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Ctrl-C during a store call takes effect when the call ends. An interrupt raised inside MLflow's SQLAlchemy
+    transaction left the store's session unusable, so the KILLED status that follows could not be written and the
+    run stayed RUNNING (a test caught it on a loaded machine); the fit's own checkpoint is already on disk, so
+    waiting for one store call loses nothing. Only in the main thread (signals are delivered there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if got:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
 
 
 def artifacts_of(run_dir: Path) -> list[Path]:
