@@ -243,3 +243,22 @@ def test_ctrl_c_during_a_store_call_takes_effect_after_it():
         t._guard(slow_store_call)
     assert done == ["the call ended"] and not t._broken
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # restored
+
+
+def test_a_second_ctrl_c_interrupts_a_store_call_at_once():
+    from dlc.app.tracking import MlflowTracker
+
+    done = []
+
+    def hanging_store_call():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)                       # a store that hangs: the second Ctrl-C must not wait for it
+        done.append("the call ended")
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        MlflowTracker(tracking_uri=None, experiment=None, err=None)._guard(hanging_store_call)
+    assert done == [] and time.monotonic() - t0 < 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -267,17 +267,24 @@ def sigint_deferred() -> Iterator[None]:
     """Ctrl-C during a store call takes effect when the call ends. An interrupt raised inside MLflow's SQLAlchemy
     transaction left the store's session unusable, so the KILLED status that follows could not be written and the
     run stayed RUNNING (a test caught it on a loaded machine); the fit's own checkpoint is already on disk, so
-    waiting for one store call loses nothing. Only in the main thread (signals are delivered there)."""
+    waiting for one store call loses nothing. A second Ctrl-C interrupts at once (a store that hangs can hold a call
+    for its HTTP timeout and retries). Only in the main thread (signals are delivered there)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     got: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+
+    def later(signum: int, frame: Any) -> None:
+        got.append(signum)
+        if len(got) > 1:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, later)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        if got:
+        if len(got) == 1:
             if callable(previous):
                 previous(signal.SIGINT, None)
             elif previous == signal.SIG_DFL:
