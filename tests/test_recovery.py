@@ -50,3 +50,10 @@ def test_a_misspelled_statement_keyword_reports_only_syntax():
     # what `layr` declares is unknown, so no semantic error can be trusted
     got = codes(HEAD + 'layr h(x) {\n  prompt = "a"\n}\nlayer y(x) {\n  template = nope\n}\noutput y\n')
     assert all(c.startswith("E2") for c, _, _ in got), got
+
+
+def test_a_bad_escape_in_a_statement_that_parses_is_reported_with_the_syntax_error():
+    # the statement-by-statement syntax check parses without converting: only the recovery's conversion sees E209
+    text = HEAD + 'layer y(x) {\n  prompt = "a \\q b"\n}\noutput y { target = }\n'
+    got = codes(text)
+    assert sorted(c for c, _, _ in got) == ["E209", "E210"], got

@@ -15,7 +15,9 @@ What that lowering says is filtered, because a missing statement causes errors t
 """
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from lark.exceptions import UnexpectedInput
@@ -32,51 +34,79 @@ _NAMELESS = ("network", "data", "fit")
 _NAME = re.compile(r"[A-Za-z_]\w*")
 
 
-def semantic_errors_beside_syntax(text: str, path: str,
-                                  lower: Callable[[S.Program], None]) -> list[DlcError]:
-    """The semantic errors of the statements of `text` that parse, as `lower(program)` raises them (CompileFailed),
-    minus those a broken statement may cause. [] when the file cannot be cut into statements safely."""
-    from dlc.lang.parse import _Converter
+@dataclass(frozen=True)
+class _Statement:
+    """One top-level statement of a file: text[start:end], parsed on its own (`error` None when it parses)."""
 
+    start: int
+    end: int
+    line: int
+    chunk: str                      # the statement preceded by its line's worth of newlines: positions stay true
+    error: UnexpectedInput | None
+
+
+@functools.lru_cache(maxsize=4)
+def _statements(text: str) -> tuple[_Statement, ...]:
+    """The file cut at its statement keywords, each statement parsed alone — once per text: parse() asks for the
+    later syntax errors and the compiler for the semantic ones of the same broken file."""
     starts = _statement_starts(text)
-    if not starts:
-        return []
-    bounds = list(zip(starts, starts[1:] + [len(text)]))
-    if not _only_comments(text[:starts[0]]):
-        return []                                   # something before the first statement: cut unsure
-    kept: list[tuple[int, int]] = []
-    broken_names: set[str] = set()
-    for a, b in bounds:
+    out = []
+    for a, b in zip(starts, starts[1:] + [len(text)]):
         line = text.count("\n", 0, a) + 1
         chunk = "\n" * (line - 1) + text[a:b]
         try:
             parser().parse(chunk)
-            kept.append((a, b))
-        except UnexpectedInput:
-            stmt = text[a:b]
-            keyword = _NAME.match(stmt)
-            if keyword is not None and keyword.group() in _DECLARING:
-                header = re.split(r"[{\n]", stmt, maxsplit=1)[0]
-                broken_names.update(_NAME.findall(header)[1:])
-            elif keyword is None or keyword.group() not in _NAMELESS:
-                return []                           # a misspelled keyword: what it declares is unknown
+            error = None
+        except UnexpectedInput as e:
+            error = e
+        out.append(_Statement(a, b, line, chunk, error))
+    return tuple(out)
+
+
+def later_syntax_errors(text: str, path: str, after_line: int) -> list[DlcSyntaxError]:
+    """Syntax errors of the statements that start after the first error's line, each parsed on its own (the
+    parser cannot resynchronise after an error, but every top-level statement starts with a keyword at the start
+    of a line, so the rest of the file can still be checked statement by statement)."""
+    return [friendly(st.error, st.chunk, path) for st in _statements(text)
+            if st.line > after_line and st.error is not None]
+
+
+def semantic_errors_beside_syntax(text: str, path: str, lower: Callable[[S.Program], object]) -> list[DlcError]:
+    """The errors of the statements of `text` that parse: what converting them finds (a bad escape, E209, which
+    the statement-by-statement syntax check does not see), else the semantic errors `lower(program)` raises
+    (CompileFailed), minus those a broken statement may cause. [] when the file cannot be cut safely."""
+    from dlc.lang.parse import _Converter
+
+    statements = _statements(text)
+    if not statements or not _only_comments(text[:statements[0].start]):
+        return []                                   # nothing, or something before the first statement: cut unsure
+    broken_names: set[str] = set()
+    for st in statements:
+        if st.error is None:
+            continue
+        keyword = _NAME.match(text, st.start)
+        if keyword is not None and keyword.group() in _DECLARING:
+            header = re.split(r"[{\n]", text[st.start:st.end], maxsplit=1)[0]
+            broken_names.update(_NAME.findall(header)[1:])
+        elif keyword is None or keyword.group() not in _NAMELESS:
+            return []                               # a misspelled keyword: what it declares is unknown
+    kept = [st for st in statements if st.error is None]
     if not kept:
         return []
     blanked = list(text)
-    for a, b in bounds:
-        if (a, b) not in kept:
-            for i in range(a, b):
+    for st in statements:
+        if st.error is not None:
+            for i in range(st.start, st.end):
                 if blanked[i] != "\n":
                     blanked[i] = " "
-    partial = "".join(blanked)
     try:
-        tree = parser().parse(partial)
+        tree = parser().parse("".join(blanked))
     except UnexpectedInput:
         return []
     conv = _Converter(path, text)
     program = conv.program(tree)
     if conv.errors:
-        return []                                   # the converter's own errors are reported by parse()
+        return list(conv.errors)
     try:
         lower(program)
     except CompileFailed as e:
@@ -85,34 +115,10 @@ def semantic_errors_beside_syntax(text: str, path: str,
         return []
     else:
         return []
-    lines = [(text.count("\n", 0, a) + 1, text.count("\n", 0, b - 1) + 1) for a, b in kept]
-    out = []
-    for err in found:
-        sp = err.span
-        if sp is None or sp.path != path or not any(lo <= sp.line <= hi for lo, hi in lines):
-            continue
-        if any(re.search(rf"'{re.escape(n)}'", str(err.message)) for n in broken_names):
-            continue
-        out.append(err)
-    return out
-
-
-def later_syntax_errors(text: str, path: str, after_line: int) -> list[DlcSyntaxError]:
-    """Syntax errors of the statements that start after the first error's line, each parsed on its own (the
-    parser cannot resynchronise after an error, but every top-level statement starts with a keyword at the start
-    of a line, so the rest of the file can still be checked statement by statement)."""
-    starts = _statement_starts(text) + [len(text)]
-    errors: list[DlcSyntaxError] = []
-    for a, b in zip(starts, starts[1:]):
-        line = text.count("\n", 0, a) + 1
-        if line <= after_line:
-            continue
-        chunk = "\n" * (line - 1) + text[a:b]
-        try:
-            parser().parse(chunk)
-        except UnexpectedInput as e:
-            errors.append(friendly(e, chunk, path))
-    return errors
+    lines = [(st.line, text.count("\n", 0, st.end - 1) + 1) for st in kept]
+    return [err for err in found
+            if err.span is not None and err.span.path == path and any(lo <= err.span.line <= hi for lo, hi in lines)
+            and not any(re.search(rf"'{re.escape(n)}'", str(err.message)) for n in broken_names)]
 
 
 _STATEMENT_LINE_RE = re.compile(r"^([A-Za-z_]\w*)\b(?![ \t]*[=:])", re.M)
