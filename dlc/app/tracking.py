@@ -287,7 +287,7 @@ def sigint_deferred() -> Iterator[None]:
         if len(got) == 1:
             if callable(previous):
                 previous(signal.SIGINT, None)
-            elif previous == signal.SIG_DFL:
+            elif previous != signal.SIG_IGN:        # SIG_DFL, or a handler set outside Python (None)
                 raise KeyboardInterrupt
 
 
