@@ -36,28 +36,25 @@ from dlc.engine.calibration import fit_offsets  # noqa: E402
 from dlc.engine.forward import forward, resolve_targets  # noqa: E402
 from dlc.engine.hidden import score_opts  # noqa: E402
 from dlc.rng import Rng  # noqa: E402
-from dlc.train.evaluation import _balanced_order, recalibrate, shots_prefix, evaluate  # noqa: E402
+from dlc.train.evaluation import EvalResult, _balanced_order, evaluate, recalibrate, shots_prefix  # noqa: E402
 from dlc.train.trainer import calibration_set  # noqa: E402
 
 OUT = BENCH / "demos14"
 
 
 def run_set(graph, prompts, lms, examples, prefix):
-    """evaluate() with one fixed demonstration prefix for every example (raw, uncalibrated)."""
+    """The raw (uncalibrated) evaluation of `examples`, with one fixed demonstration prefix for every example."""
+    if prefix is None:
+        return evaluate(graph, prompts, lms, examples, config=graph.fit, offsets={graph.output: []})
     ex = resolve_targets(graph, examples)
-    opts = score_opts(graph.fit).with_offsets({graph.output: []})
-    res0 = evaluate(graph, prompts, lms, ex, config=graph.fit, offsets={graph.output: []}) if prefix is None else None
-    if res0 is not None:
-        return res0
-    trace = forward(graph, prompts, lms, ex, temperature=0.0, rng=Rng(0), seed_path=("eval",), opts=opts,
-                    input_prefix=[prefix] * len(ex))
+    trace = forward(graph, prompts, lms, ex, temperature=0.0, rng=Rng(0), seed_path=("eval",),
+                    opts=score_opts(graph.fit).with_offsets({graph.output: []}), input_prefix=[prefix] * len(ex))
     names = list(graph.layers[graph.output].output.label_names)
     raws = [list(r) for r in trace.nodes[graph.output].raw_logdist]
-    from dlc.train.evaluation import EvalResult
     base = EvalResult(accuracy=sum(trace.correct) / len(ex), predictions=list(trace.predictions),
                       targets=[e.target for e in ex], correct=list(trace.correct), ids=[e.id for e in ex],
                       per_class={}, confusion={}, loglik=None, raw_logdists=raws)
-    return recalibrate(graph, base, [0.0] * len(names))
+    return recalibrate(graph, base, [0.0] * len(names))     # fills loglik, per-class counts and the confusion
 
 
 def cell(task: str, seed: int, k: int, m: int, data_dir: str) -> dict:

@@ -121,8 +121,7 @@ def run_show(args: argparse.Namespace) -> int:
     examples = splits.split(args.split)[: max(args.n, 0)]
     if args.format == "jsonl":
         for ex in examples:
-            shown = {"input": ex.inputs["input"]} if inputs == ("input",) else dict(ex.inputs)
-            print(json.dumps({"id": ex.id, **shown, "target": ex.target}, ensure_ascii=False))
+            print(json.dumps({"id": ex.id, **ex.inputs, "target": ex.target}, ensure_ascii=False))
         return 0
     info = splits.info
     print(f"task: {args.task}")
