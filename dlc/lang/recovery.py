@@ -91,8 +91,8 @@ def semantic_errors_beside_syntax(text: str, path: str, lower: Callable[[S.Progr
         elif keyword is None or keyword.group() not in _NAMELESS:
             return []                               # a misspelled keyword: what it declares is unknown
     kept = [st for st in statements if st.error is None]
-    if not kept:
-        return []
+    if not kept or len(kept) == len(statements):
+        return []                                   # all broken, or none: parse() reported everything there is
     blanked = list(text)
     for st in statements:
         if st.error is not None:
