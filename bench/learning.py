@@ -290,10 +290,12 @@ def report(out: Path = BENCH / "LEARNING.md", cells_dir: Path = CELLS,
                          f"{sum(c['usage']['prompt_tokens'] or 0 for c in cs):,} | "
                          f"{sum(c['usage']['completion_tokens'] or 0 for c in cs):,} | "
                          f"{sum(c['wall_seconds'] for c in cs) / len(cs):.0f} |")
+    loads = [c["load_avg_1m"] for c in cells] or [0.0]      # every cell records its own (run_cell)
     lines += ["", "Requests are what the method asked for; the cells share one LLM cache (bench/out/cache), so tokens "
               "and wall time count only what was not already cached by an earlier cell (a 0-shot + calibration cell "
-              "after the 0-shot cell pays only for its calibration set). Wall times were taken while other jobs ran "
-              "on the 2 cores (load average 3-4): they are not speed measurements.", ""]
+              "after the 0-shot cell pays only for its calibration set). Wall times are not speed measurements: the "
+              f"1-minute load average at the end of the cells was {min(loads):.1f} to {max(loads):.1f} on 2 cores "
+              "(a fit alone makes it 2; other jobs ran beside the cells above 2).", ""]
     text = "\n".join(lines) + "\n"
     out.write_text(text)
     return text
