@@ -2,7 +2,7 @@
 
     python bench/batching.py curve [--models tiny,small,default]   # llama.cpp step cost vs rows decoded together
     python bench/batching.py cell --before DIR [--data-dir D]      # a DLN-2 cell: code in DIR (before) vs this tree
-    python bench/batching.py report                                # bench/BATCHING.md from bench/out/batching/*.json
+    python bench/batching.py report                           # bench/BATCHING.md from bench/batching_records/*.json
 
 `curve`: the model loaded as dlc loads it (EmbeddedLM, 2 threads), one ~100-token prompt in sequence 0, copied into
 n sequences; a step decodes one token in each of them (one llama_decode of n rows). 3 warm-up steps, then the mean
@@ -10,6 +10,8 @@ of 12. Also llama.cpp's prompt-eval throughput on one 256-token chunk: the two l
 `cell`: the bench grid's DLN-2 navigate cell (bench/grid.py settings) with `iters = 1`, run as `dlc fit` in a fresh
 cache directory, once with the code in --before (a git worktree of the commit before batching) and once with this
 tree; wall time, completion tokens and, for this tree, the backend's seconds and tokens per phase.
+Records go to bench/batching_records/ (in git: BATCHING.md must be reproducible from what the repository holds; the
+first records lived in bench/out and were lost with the machine they were taken on). Traces stay in bench/out.
 """
 from __future__ import annotations
 
@@ -26,13 +28,26 @@ from typing import Any, Sequence
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-OUT = BENCH / "out" / "batching"
+OUT = BENCH / "batching_records"           # records (JSON, in git)
+TRACES = BENCH / "out" / "batching"         # the cells' traces (large; bench/racing.py replays them)
 ROWS = (1, 2, 4, 8, 16, 32)
+
+
+def _cpu() -> str:
+    """The CPU model and its widest vector extension: llama.cpp's batched kernels are ~2x faster with AVX-512 than
+    with AVX2 at the same thread count (bench/README.md), so a throughput means little without it."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "unknown")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    return f"{name}, " + ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2")
 
 
 def _machine() -> dict[str, Any]:
     return {"threads": int(os.environ.get("DLC_THREADS", "2")), "load_avg_1m": round(os.getloadavg()[0], 2),
-            "cores": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "cores": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": _cpu()}
 
 
 def curve(model: str, threads: int, context: int = 0) -> dict[str, Any]:
@@ -79,7 +94,7 @@ def curve(model: str, threads: int, context: int = 0) -> dict[str, Any]:
     lm.close()
     after = _machine()
     return {"model": model, "threads": threads, "prompt_tokens": n0, "load_before": before["load_avg_1m"],
-            "load_after": after["load_avg_1m"], "time": before["time"],
+            "load_after": after["load_avg_1m"], "time": before["time"], "cpu": before["cpu"],
             "step_ms": {str(n): round(v * 1000, 1) for n, v in rows.items()},
             "tok_per_s": {str(n): round(n / v, 1) for n, v in rows.items()},
             "prompt_eval_tok_per_s": round(256 / min(pe), 1)}
@@ -128,12 +143,13 @@ def cell(code_dir: Path, label: str, data_dir: str, threads: int) -> dict[str, A
     usage = res["usage"]
     out = {"label": label, "code": str(code_dir), "wall_seconds": round(wall, 1), "threads": threads,
            "load_before": before["load_avg_1m"], "load_after": _machine()["load_avg_1m"], "time": before["time"],
+           "cpu": before["cpu"],
            "completion_tokens": usage["completion_tokens"], "prompt_tokens": usage["prompt_tokens"],
            "calls": usage["calls"], "backend": usage.get("backend"),
            "dev": [res["baseline"]["dev_accuracy"], res["dev_accuracy"]],
            "test": [res["baseline"]["test_accuracy"], res["test_accuracy"]], "prompts": res["prompts"]}
-    OUT.mkdir(parents=True, exist_ok=True)
-    shutil.copy(run / "trace.jsonl", OUT / f"cell-{label}-trace.jsonl")   # bench/racing.py replays it
+    TRACES.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run / "trace.jsonl", TRACES / f"cell-{label}-trace.jsonl")   # bench/racing.py replays it
     shutil.rmtree(work, ignore_errors=True)
     return out
 
@@ -169,6 +185,29 @@ def limit_table(phases: dict[str, Any], curve: dict[str, Any], long: dict[str, A
     return out
 
 
+def bound(phases: dict[str, Any], curves: Sequence[dict[str, Any]], before_s: float) -> list[str]:
+    """The most any way of driving llama.cpp could give this cell, from its own token counts: every prompt token at
+    the best prompt-eval rate and every generated token at the best generation rate measured for the model at any
+    row count (the 32-row step, more rows than any phase of the cell has in flight). A speed-up target above
+    before / bound cannot be met by batching or scheduling; only asking for fewer tokens can."""
+    prompt_t = sum(max(0, v["decoded_tokens"] - v["completion_tokens"]) for v in phases.values())
+    gen_t = sum(v["completion_tokens"] for v in phases.values())
+    pe = max(float(c["prompt_eval_tok_per_s"]) for c in curves)
+    best_rows, gen = max(((n, float(r)) for c in curves for n, r in c["tok_per_s"].items()), key=lambda x: x[1])
+    floor = prompt_t / pe + gen_t / gen
+    text = (f"**The bound.** At the best rates measured for this model on this machine (prompt eval {pe:.1f} "
+            f"tok/s, generation {gen:.1f} tok/s with {best_rows} rows), the after cell's {prompt_t:,} prompt and "
+            f"{gen_t:,} generated tokens need {floor:.0f} s: **{before_s / floor:.2f}×** the before cell is the most "
+            "batching or scheduling can give this cell.")
+    if before_s / floor < 3:
+        spare = before_s / 3 - prompt_t / pe
+        text += (f" 3× ({before_s / 3:.0f} s) would need " + (
+            f"generation at {gen_t / spare:.0f} tok/s, {gen_t / spare / gen:.1f}× the best measured rate," if spare > 0
+            else f"prompt evaluation alone faster than {prompt_t / (before_s / 3):.0f} tok/s,")
+            + " or fewer tokens (a change of the algorithm or its settings, not of how llama.cpp is driven).")
+    return ["", text]
+
+
 def _save(name: str, rec: dict[str, Any]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
@@ -177,9 +216,15 @@ def _save(name: str, rec: dict[str, Any]) -> None:
 
 def report() -> str:
     recs = {p.stem: json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))}
+    if not recs:
+        raise SystemExit(f"error: no measurements in {OUT}; run `python bench/batching.py curve` and `cell` first "
+                         "(BATCHING.md is left as it is)")
     lines = ["# Generation batched across requests (issue 15)", "",
-             "Generated by `python bench/batching.py report` from bench/out/batching/*.json (taken on an idle "
+             "Generated by `python bench/batching.py report` from bench/batching_records/*.json (taken on an idle "
              "2-core machine: the load average before/after each measurement is in its row).", "",
+             "Taken on: " + "; ".join(sorted({f"{r['cpu']} ({r['time'][:10]})" for r in recs.values() if r.get("cpu")})
+                                      or ["CPU not recorded"])
+             + f", {max(int(r.get('threads', 0)) for r in recs.values())} threads.", "",
              "## Step cost vs rows decoded together", "",
              "One llama_decode of n rows (one token per sequence, n sequences sharing a ~100-token prompt), mean of 12 "
              "steps after 3 warm-up steps; prompt eval = one 256-token chunk.", "",
@@ -233,6 +278,8 @@ def report() -> str:
     if a and lim and (a.get("backend") or {}).get("phases"):
         longs = [r for k, r in recs.items() if k.startswith("curve-default-ctx")]
         lines += limit_table(a["backend"]["phases"], lim, longs[0] if longs else None)
+        if b:
+            lines += bound(a["backend"]["phases"], [lim, *longs], b["wall_seconds"])
     return "\n".join(lines) + "\n"
 
 

@@ -147,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     paths = rerun([str(p) for p in a.paths], a.data_dir) if a.cmd == "rerun" else a.paths
     res = replay(paths)
+    if not res["updates"]:
+        print("error: no prompt update with per-example rewards in these traces (traces written before issue 15 "
+              "do not record them: `rerun` the cell with this tree first); bench/RACING.md is left as it is",
+              file=sys.stderr)
+        return 1
     lines = ["| trace | node | iteration | N | B | racing picks the same | exhaustive changed the prompt | cost | "
              "exhaustive − racing pick, mean reward ± 95% |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -156,8 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{'yes' if x['same'] else '**no**'} | {'yes' if x['changed'] else 'no'} | {x['cost']:.2f} | "
                      f"{gap} |")
     lines += fit_level([p for p in paths if p.is_dir()])
-    n = max(1, res["updates"])
-    summary = (f"{res['agree']}/{res['updates']} updates pick the same prompt ({100 * res['agree'] / n:.0f}%); "
+    summary = (f"{res['agree']}/{res['updates']} updates pick the same prompt "
+               f"({100 * res['agree'] / res['updates']:.0f}%); "
                f"scoring cost {res['cost']:.2f} of exhaustive ({1 / max(res['cost'], 1e-9):.2f}× fewer scoring "
                "tokens)")
     print("\n".join(lines + ["", summary]))

@@ -60,3 +60,17 @@ def test_replay_simulates_the_engines_racing(tmp_path):
         res = racing.replay([trace])
         assert res["updates"] == 1 and res["rows"][0]["same"] == (chosen == off.chosen_index)
         assert 0 < res["cost"] < 1
+
+
+def test_a_trace_without_example_rewards_is_an_error_and_racing_md_is_kept(tmp_path, capsys, monkeypatch):
+    """Traces written before issue 15 carry no per-example rewards: the replay says so instead of writing a table
+    of 0 updates over bench/RACING.md."""
+    racing = _bench_racing()
+    monkeypatch.setattr(racing, "BENCH", tmp_path)
+    (tmp_path / "RACING.md").write_text("kept\n")
+    trace = tmp_path / "old.jsonl"
+    trace.write_text(json.dumps({"iteration": 0, "layers": {"y": {"candidates": ["a", "b", "c"],
+                                                                      "rewards": [0.1, 0.2, 0.3]}}}) + "\n")
+    assert racing.main(["replay", str(trace), "--write"]) == 1
+    assert "rerun" in capsys.readouterr().err
+    assert (tmp_path / "RACING.md").read_text() == "kept\n"

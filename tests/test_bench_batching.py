@@ -1,0 +1,65 @@
+"""bench/batching.py (issue 15): the bound on a cell's speed-up is the arithmetic its docstring states, and a report
+without measurements refuses to overwrite bench/BATCHING.md."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench_batching():
+    spec = importlib.util.spec_from_file_location("bench_batching", REPO / "bench" / "batching.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+PHASES = {"generate:x": {"decoded_tokens": 1500, "completion_tokens": 500, "seconds": 90.0},
+          "score:y": {"decoded_tokens": 3000, "completion_tokens": 0, "seconds": 70.0}}
+CURVES = [{"prompt_eval_tok_per_s": 50.0, "tok_per_s": {"1": 10.0, "16": 20.0, "32": 25.0}},
+          {"prompt_eval_tok_per_s": 40.0, "tok_per_s": {"1": 9.0, "16": 18.0, "32": 24.0}}]
+
+
+def test_the_bound_uses_the_best_rates_measured():
+    text = "\n".join(_bench_batching().bound(PHASES, CURVES, before_s=480.0))
+    # 4000 prompt tokens at 50 tok/s + 500 generated at 25 tok/s (32 rows) = 80 + 20 = 100 s: 4.80x at most
+    assert "need 100 s" in text and "**4.80×**" in text and "32 rows" in text and "3× (" not in text
+    # before 240 s: 2.40x at most; 3x = 80 s is all prompt evaluation at the best rate: no time left to generate
+    text = "\n".join(_bench_batching().bound(PHASES, CURVES, before_s=240.0))
+    assert "**2.40×**" in text and "prompt evaluation alone faster than 50 tok/s" in text
+    # before 270 s: 2.70x; 3x = 90 s leaves 10 s for 500 tokens: 50 tok/s, 2.0x the best rate
+    text = "\n".join(_bench_batching().bound(PHASES, CURVES, before_s=270.0))
+    assert "**2.70×**" in text and "generation at 50 tok/s, 2.0× the best measured rate" in text
+
+
+def test_a_report_without_measurements_keeps_batching_md(tmp_path, monkeypatch):
+    b = _bench_batching()
+    monkeypatch.setattr(b, "OUT", tmp_path / "records")
+    monkeypatch.setattr(b, "BENCH", tmp_path)
+    (tmp_path / "BATCHING.md").write_text("kept\n")
+    with pytest.raises(SystemExit, match="no measurements"):
+        b.main(["report"])
+    assert (tmp_path / "BATCHING.md").read_text() == "kept\n"
+
+
+def test_the_report_includes_the_bound_when_both_cells_were_measured(tmp_path, monkeypatch):
+    b = _bench_batching()
+    monkeypatch.setattr(b, "OUT", tmp_path)
+    curve = {"model": "default", "threads": 2, "prompt_tokens": 106, "load_before": 0.5, "load_after": 1.0,
+             "time": "2026-12-01 13:30:32", "cpu": "AMD EPYC, AVX2",
+             "step_ms": {str(n): 10.0 * n for n in b.ROWS}, "tok_per_s": {str(n): 10.0 + n for n in b.ROWS},
+             "prompt_eval_tok_per_s": 50.0}
+    cell = {"wall_seconds": 200.0, "completion_tokens": 500, "load_before": 1.0, "load_after": 2.0,
+            "dev": [0.4, 0.5], "test": [0.4, 0.4], "backend": {"phases": PHASES}}
+    (tmp_path / "curve-default.json").write_text(json.dumps(curve))
+    (tmp_path / "cell-before.json").write_text(json.dumps({**cell, "label": "before", "wall_seconds": 480.0}))
+    (tmp_path / "cell-after.json").write_text(json.dumps({**cell, "label": "after"}))
+    text = b.report()
+    assert "Taken on: AMD EPYC, AVX2 (2026-12-01), 2 threads." in text
+    assert "| after | 200.0 | 2.40× |" in text
+    # best generation rate: 42 tok/s at 32 rows -> 4000/50 + 500/42 = 91.9 s
+    assert "need 92 s" in text and "**5.22×**" in text
