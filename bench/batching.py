@@ -141,7 +141,9 @@ def cell(code_dir: Path, label: str, data_dir: str, threads: int) -> dict[str, A
         raise SystemExit(f"{label}: dlc fit failed (exit {rc}); see {work / 'stderr'}")
     res = json.loads((run / "result.json").read_text())
     usage = res["usage"]
-    out = {"label": label, "code": str(code_dir), "wall_seconds": round(wall, 1), "threads": threads,
+    commit = subprocess.run(["git", "-C", str(code_dir), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    out = {"label": label, "code": str(code_dir), "commit": commit, "wall_seconds": round(wall, 1), "threads": threads,
            "load_before": before["load_avg_1m"], "load_after": _machine()["load_avg_1m"], "time": before["time"],
            "cpu": before["cpu"],
            "completion_tokens": usage["completion_tokens"], "prompt_tokens": usage["prompt_tokens"],
@@ -185,20 +187,21 @@ def limit_table(phases: dict[str, Any], curve: dict[str, Any], long: dict[str, A
     return out
 
 
-def bound(phases: dict[str, Any], curves: Sequence[dict[str, Any]], before_s: float) -> list[str]:
-    """The most any way of driving llama.cpp could give this cell, from its own token counts: every prompt token at
-    the best prompt-eval rate and every generated token at the best generation rate measured for the model at any
-    row count (the 32-row step, more rows than any phase of the cell has in flight). A speed-up target above
+def bound(before: dict[str, Any], curves: Sequence[dict[str, Any]]) -> list[str]:
+    """The most any way of driving llama.cpp could give the before cell, from its own token counts: every prompt
+    token at the best prompt-eval rate and every generated token at the best generation rate measured for the model
+    at any row count (the 32-row step, more rows than any phase of the cell has in flight). A speed-up target above
     before / bound cannot be met by batching or scheduling; only asking for fewer tokens can."""
-    prompt_t = sum(max(0, v["decoded_tokens"] - v["completion_tokens"]) for v in phases.values())
-    gen_t = sum(v["completion_tokens"] for v in phases.values())
+    before_s = float(before["wall_seconds"])
+    gen_t = int(before["completion_tokens"])
+    prompt_t = max(0, int(before["backend"]["decoded_tokens"]) - gen_t)
     pe = max(float(c["prompt_eval_tok_per_s"]) for c in curves)
     best_rows, gen = max(((n, float(r)) for c in curves for n, r in c["tok_per_s"].items()), key=lambda x: x[1])
     floor = prompt_t / pe + gen_t / gen
     text = (f"**The bound.** At the best rates measured for this model on this machine (prompt eval {pe:.1f} "
-            f"tok/s, generation {gen:.1f} tok/s with {best_rows} rows), the after cell's {prompt_t:,} prompt and "
-            f"{gen_t:,} generated tokens need {floor:.0f} s: **{before_s / floor:.2f}×** the before cell is the most "
-            "batching or scheduling can give this cell.")
+            f"tok/s, generation {gen:.1f} tok/s with {best_rows} rows), the before cell's {prompt_t:,} prompt and "
+            f"{gen_t:,} generated tokens need {floor:.0f} s: **{before_s / floor:.2f}×** is the most batching or "
+            "scheduling can give this cell.")
     if before_s / floor < 3:
         spare = before_s / 3 - prompt_t / pe
         text += (f" 3× ({before_s / 3:.0f} s) would need " + (
@@ -242,19 +245,31 @@ def report() -> str:
                   "bench/grid.py's DLN-2 navigate cell (train 40, dev 20, test 40, batch 8, N 4, K 3, hidden "
                   "max_tokens 64) with `iters = 1`, `dlc fit` in a fresh cache directory (nothing cached), default "
                   "model, same threads; before = the commit before batching (one request at a time, the samples of "
-                  "one request side by side); groups = rows of all requests in fixed groups of 16 (4767bb4); after = "
-                  "this tree (continuous batching: a finished row's slot goes to the next row).", "",
-                  "| code | wall s | speed-up | completion tokens | completion tok/s of wall | load before/after | "
-                  "dev | test |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "one request side by side); " + ("groups = rows of all requests in fixed groups of 16 (4767bb4); "
+                                                   if g else "") + "after = continuous batching (a finished row's "
+                  "slot goes to the next row). The commit of each run's code is in its row.", "",
+                  "| code | wall s | speed-up | completion tokens | decoded tokens | decoded tok/s of decode time | "
+                  "throughput ratio | load before/after | dev | test |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+
+        def rate(r: dict[str, Any]) -> float | None:
+            be = r.get("backend") or {}
+            return be["decoded_tokens"] / be["decode_seconds"] if be.get("decode_seconds") else None
+
         for r in (x for x in (b, g, a) if x):
-            lines.append(f"| {r['label']} | {r['wall_seconds']} | {b['wall_seconds'] / r['wall_seconds']:.2f}× | "
-                         f"{r['completion_tokens']:,} | "
-                         f"{r['completion_tokens'] / r['wall_seconds']:.1f} | {r['load_before']}/{r['load_after']} | "
+            rr, rb = rate(r), rate(b)
+            code = r["label"] + (f" ({r['commit']})" if r.get("commit") else "")
+            lines.append(f"| {code} | {r['wall_seconds']} | {b['wall_seconds'] / r['wall_seconds']:.2f}× | "
+                         f"{r['completion_tokens']:,} | {(r.get('backend') or {}).get('decoded_tokens', 0):,} | "
+                         f"{f'{rr:.1f}' if rr else ''} | {f'{rr / rb:.2f}×' if rr and rb else ''} | "
+                         f"{r['load_before']}/{r['load_after']} | "
                          f"{r['dev'][0]:.2f} → {r['dev'][1]:.2f} | {r['test'][0]:.2f} → {r['test'][1]:.2f} |")
         lines += ["", f"Speed-up of the cell: **{b['wall_seconds'] / a['wall_seconds']:.2f}×** (wall time). The "
-                  "runs differ in their texts (a batch changes llama.cpp's floating-point path, so sampled hidden "
-                  "texts differ), hence the token counts and accuracies; the prompts learned are in the JSON files."]
+                  "runs differ in their texts (a batch changes llama.cpp's floating-point path, so sampled texts "
+                  "differ), hence the token counts and accuracies, and a different text can change how much work "
+                  "the fit asks for (a proposal rejected before scoring in one run may be scored and validated in "
+                  "the other); the throughput ratio (tokens through llama_decode per second of decoding) compares "
+                  "the two at equal work. The prompts learned are in the JSON files."]
         cols = [r for r in (g, a) if r and (r.get("backend") or {}).get("phases")]
         if cols:
             names = sorted({k for r in cols for k in r["backend"]["phases"]},
@@ -278,8 +293,8 @@ def report() -> str:
     if a and lim and (a.get("backend") or {}).get("phases"):
         longs = [r for k, r in recs.items() if k.startswith("curve-default-ctx")]
         lines += limit_table(a["backend"]["phases"], lim, longs[0] if longs else None)
-        if b:
-            lines += bound(a["backend"]["phases"], [lim, *longs], b["wall_seconds"])
+        if b and (b.get("backend") or {}).get("decoded_tokens"):
+            lines += bound(b, [lim, *longs])
     return "\n".join(lines) + "\n"
 
 

@@ -24,15 +24,20 @@ CURVES = [{"prompt_eval_tok_per_s": 50.0, "tok_per_s": {"1": 10.0, "16": 20.0, "
           {"prompt_eval_tok_per_s": 40.0, "tok_per_s": {"1": 9.0, "16": 18.0, "32": 24.0}}]
 
 
+def _before(wall: float) -> dict:
+    return {"wall_seconds": wall, "completion_tokens": 500, "backend": {"decoded_tokens": 4500}}
+
+
 def test_the_bound_uses_the_best_rates_measured():
-    text = "\n".join(_bench_batching().bound(PHASES, CURVES, before_s=480.0))
+    bound = _bench_batching().bound
+    text = "\n".join(bound(_before(480.0), CURVES))
     # 4000 prompt tokens at 50 tok/s + 500 generated at 25 tok/s (32 rows) = 80 + 20 = 100 s: 4.80x at most
     assert "need 100 s" in text and "**4.80×**" in text and "32 rows" in text and "3× (" not in text
     # before 240 s: 2.40x at most; 3x = 80 s is all prompt evaluation at the best rate: no time left to generate
-    text = "\n".join(_bench_batching().bound(PHASES, CURVES, before_s=240.0))
+    text = "\n".join(bound(_before(240.0), CURVES))
     assert "**2.40×**" in text and "prompt evaluation alone faster than 50 tok/s" in text
     # before 270 s: 2.70x; 3x = 90 s leaves 10 s for 500 tokens: 50 tok/s, 2.0x the best rate
-    text = "\n".join(_bench_batching().bound(PHASES, CURVES, before_s=270.0))
+    text = "\n".join(bound(_before(270.0), CURVES))
     assert "**2.70×**" in text and "generation at 50 tok/s, 2.0× the best measured rate" in text
 
 
@@ -54,12 +59,17 @@ def test_the_report_includes_the_bound_when_both_cells_were_measured(tmp_path, m
              "step_ms": {str(n): 10.0 * n for n in b.ROWS}, "tok_per_s": {str(n): 10.0 + n for n in b.ROWS},
              "prompt_eval_tok_per_s": 50.0}
     cell = {"wall_seconds": 200.0, "completion_tokens": 500, "load_before": 1.0, "load_after": 2.0,
-            "dev": [0.4, 0.5], "test": [0.4, 0.4], "backend": {"phases": PHASES}}
+            "dev": [0.4, 0.5], "test": [0.4, 0.4],
+            "backend": {"phases": PHASES, "decoded_tokens": 4500, "decode_seconds": 150.0}}
     (tmp_path / "curve-default.json").write_text(json.dumps(curve))
-    (tmp_path / "cell-before.json").write_text(json.dumps({**cell, "label": "before", "wall_seconds": 480.0}))
+    before = {**cell, "label": "before", "wall_seconds": 480.0,
+              "backend": {"decoded_tokens": 4500, "decode_seconds": 450.0}}
+    (tmp_path / "cell-before.json").write_text(json.dumps(before))
     (tmp_path / "cell-after.json").write_text(json.dumps({**cell, "label": "after"}))
     text = b.report()
     assert "Taken on: AMD EPYC, AVX2 (2026-12-01), 2 threads." in text
-    assert "| after | 200.0 | 2.40× |" in text
+    # equal work here: 4500 tokens in 450 s of decoding before, 150 s after
+    assert "| before | 480.0 | 1.00× | 500 | 4,500 | 10.0 | 1.00× |" in text
+    assert "| after | 200.0 | 2.40× | 500 | 4,500 | 30.0 | 3.00× |" in text
     # best generation rate: 42 tok/s at 32 rows -> 4000/50 + 500/42 = 91.9 s
     assert "need 92 s" in text and "**5.22×**" in text
