@@ -161,10 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{'yes' if x['same'] else '**no**'} | {'yes' if x['changed'] else 'no'} | {x['cost']:.2f} | "
                      f"{gap} |")
     lines += fit_level([p for p in paths if p.is_dir()])
+    differ = [x for x in res["rows"] if not x["same"]]
+    worse = sum(x["gap"] is not None and x["gap"][0] - x["gap"][1] > 0 for x in differ)
     summary = (f"{res['agree']}/{res['updates']} updates pick the same prompt "
                f"({100 * res['agree'] / res['updates']:.0f}%); "
                f"scoring cost {res['cost']:.2f} of exhaustive ({1 / max(res['cost'], 1e-9):.2f}× fewer scoring "
-               "tokens)")
+               f"tokens); where they differ, racing's pick is significantly worse on the batch in {worse} of "
+               f"{len(differ)} updates (95% interval of the reward gap above 0)")
     print("\n".join(lines + ["", summary]))
     if a.write:
         head = ["# Candidate racing replayed on recorded traces (issue 15)", "",
