@@ -34,8 +34,9 @@ ROWS = (1, 2, 4, 8, 16, 32)
 
 
 def _cpu() -> str:
-    """The CPU model and its widest vector extension: llama.cpp's batched kernels are ~2x faster with AVX-512 than
-    with AVX2 at the same thread count (bench/README.md), so a throughput means little without it."""
+    """The CPU model and its widest vector extension: batched decoding and prompt evaluation ran at half the rate on
+    an AVX2 machine as on the earlier one at the same thread count (bench/README.md), so a throughput means little
+    without the machine it was taken on."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
