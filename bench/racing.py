@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{gap} |")
     lines += fit_level([p for p in paths if p.is_dir()])
     differ = [x for x in res["rows"] if not x["same"]]
-    worse = sum(x["gap"] is not None and x["gap"][0] - x["gap"][1] > 0 for x in differ)
+    worse = sum(x["gap"][0] - x["gap"][1] > 0 for x in differ)      # a pick that differs always has its gap
     summary = (f"{res['agree']}/{res['updates']} updates pick the same prompt "
                f"({100 * res['agree'] / res['updates']:.0f}%); "
                f"scoring cost {res['cost']:.2f} of exhaustive ({1 / max(res['cost'], 1e-9):.2f}× fewer scoring "

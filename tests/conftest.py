@@ -11,6 +11,7 @@ error instead, so CI can never pass by skipping them.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -58,6 +59,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # ------------------------------------------------------------------------------------------------ shared helpers
+
+def bench_module(name: str) -> ModuleType:
+    """bench/<name>.py loaded as a module `bench_<name>` (bench/ is a folder of scripts, not a package), each call a
+    fresh copy so a test may patch its globals. Registered in sys.modules: dataclasses resolve string annotations
+    through it."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
 
 def optional_package(name: str, require_env: str) -> ModuleType | None:
     """An optional extra's module, or None so its tests skip; with `require_env`=1 (set by .ci/run) a missing package

@@ -2,20 +2,15 @@
 without measurements refuses to overwrite bench/BATCHING.md."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import bench_module
 
 
 def _bench_batching():
-    spec = importlib.util.spec_from_file_location("bench_batching", REPO / "bench" / "batching.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("batching")
 
 
 PHASES = {"generate:x": {"decoded_tokens": 1500, "completion_tokens": 500, "seconds": 90.0},

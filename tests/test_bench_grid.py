@@ -5,7 +5,6 @@ model.default.backend=scripted`) as trials of `dlc sweep`'s engine, exactly as t
 this process: `use_ray=False`; Ray itself is tested in test_sweep.py)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -16,6 +15,8 @@ import pytest
 from dlc.app import training
 from dlc.lang import compiler
 
+from conftest import bench_module
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 SCRIPTED = ("model.default.backend=scripted",)
@@ -23,11 +24,7 @@ SCRIPTED = ("model.default.backend=scripted",)
 
 @pytest.fixture(scope="module")
 def grid():
-    spec = importlib.util.spec_from_file_location("bench_grid", REPO / "bench" / "grid.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_grid"] = mod            # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(mod)
-    yield mod
+    yield bench_module("grid")
     sys.modules.pop("bench_grid", None)
 
 

@@ -3,7 +3,6 @@ and scores, the simulated choice and per-candidate example counts equal the engi
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -14,17 +13,15 @@ from dlc.lang.compiler import compile_source
 from dlc.lm.scripted import ScriptedLM
 from dlc.rng import Rng
 
+from conftest import bench_module
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_optim import ONE, ex, paper  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _bench_racing():
-    spec = importlib.util.spec_from_file_location("bench_racing", REPO / "bench" / "racing.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("racing")
 
 
 def _noisy_lm() -> ScriptedLM:
