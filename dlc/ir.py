@@ -166,6 +166,10 @@ class ModelConfig:
     # embedded only: generation rows (samples of all requests of one call) decoded together; 16 from the measured
     # step-cost curve (bench/BATCHING.md: 16 rows ~4x the tokens/s of one, 32 rows barely more)
     batch_rows: int = setting(16, lo=1, hi=63)
+    # embedded only: `exact` scores prompts one after another, so a score never depends on what else was asked;
+    # `merged` decodes the suffixes of several prompts (and several continuations) in one llama_decode: faster,
+    # within llama.cpp's batch-shape noise (bench/SCORING.md)
+    scoring: Literal["exact", "merged"] = setting("exact")
     max_concurrency: int = setting(8, lo=1, hi=1024)
     timeout: float = setting(120.0, lo=0, lo_open=True)
     max_retries: int = setting(6, lo=0, hi=100)   # openai only: retries of one request (429, 5xx, timeouts, garbage)

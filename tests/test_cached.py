@@ -105,3 +105,17 @@ def test_open_lm_tiny_cache_roundtrip(tmp_path):
         assert lm2.cache is None and not lm2.score(reqs[:1])[0].cached
     finally:
         lm2.close()
+
+
+def test_merged_scores_are_other_cache_entries_than_exact_ones(tmp_path):
+    """A backend scoring in merged mode (`scoring = merged`) gives scores within batch-shape noise of the exact ones,
+    not equal to them: its scores must not be served to an exact run (nor the reverse); generations are shared."""
+    exact, lm_exact = _lm(tmp_path / "a")
+    merged, lm_merged = _lm(tmp_path / "b")
+    merged.exact = False                      # what EmbeddedLM(exact=False) exposes
+    lm_merged = CachedLM(merged, DiskCache(tmp_path / "b2"))
+    r = ScoreRequest("Review: good.", " positive")
+    g = GenerateRequest("Say hi.", max_tokens=3)
+    assert lm_exact.score_key(r) != lm_merged.score_key(r)
+    assert lm_exact.generate_key(g) == lm_merged.generate_key(g)
+    assert lm_exact.score_key(r) == CachedLM(ScriptedLM(), None).score_key(r)    # exact keys are unchanged

@@ -270,6 +270,11 @@ def test_scripted_is_an_ordinary_backend_with_a_delay_setting(capsys, tmp_path):
     rc, out, err = dlc(capsys, "compile", str(REPO / "graphs" / "dln1.dln"), "--set", "model.default.backend=scripted",
                        "--set", "model.default.batch_rows=4")
     assert rc == 1 and "error[E312]" in err and "embedded backend only" in err
+    rc, out, err = dlc(capsys, "compile", str(REPO / "graphs" / "dln1.dln"), "--set", "model.default.backend=scripted",
+                       "--set", "model.default.scoring=merged")
+    assert rc == 1 and "error[E312]" in err and "`scoring` is a setting of the embedded backend only" in err
+    rc, out, err = dlc(capsys, "compile", str(REPO / "graphs" / "dln1.dln"), "--set", "model.default.scoring=fast")
+    assert rc == 1 and "error[E314]" in err and "exact, merged" in err
     rc, out, err = dlc(capsys, "compile", str(REPO / "graphs" / "dln1.dln"), "--set", "model.default.backend=scripte")
     assert rc == 1 and "error[E314]" in err and "scripted" in err
 

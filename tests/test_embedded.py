@@ -400,3 +400,71 @@ def test_a_finished_row_frees_its_sequence_for_the_next_request_at_the_next_step
     assert mixed, steps
     assert len(steps) <= 12 + 2                 # the long row's 12 steps bound the call (+ the prefix decode)
     assert all(len(s) <= 3 for s in steps)      # never more rows in flight than the budget
+
+
+def _pack_requests() -> list[ScoreRequest]:
+    """A candidate-scoring call in miniature: 3 instructions x 5 inputs x 4 verbalizers (one of several tokens)."""
+    instr = ["Classify the sentiment.", "Decide if the review is positive or negative.", "Is this text positive?"]
+    xs = ["A moving film.", "Dull and far too long, I left early.", "The actors were great but the plot was thin.",
+          "Best thing I saw this year!", "meh"]
+    labels = [" positive", " negative", " neutral", " It is positive, really."]
+    reqs = [ScoreRequest(ChatPrompt(f"{i}\n\nInput: {x}", prefix="Answer:"), lab) for i in instr for x in xs
+            for lab in labels]
+    return reqs + [ScoreRequest("Question: what is two plus two?\nAnswer:", c) for c in (" 4", " 5 apples", "")]
+
+
+def test_merge_packs_cuts_by_sequences_rows_and_lost_prefix():
+    from dlc.lm.embedded.scoring import merge_packs
+
+    a, b, c = (1, 2, 3, 4, 5, 6), (1, 2, 3, 4, 7, 8), (1, 2, 3, 4, 9, 9)
+    one = {k: [1, 1] for k in (a, b, c)}
+    assert merge_packs([a, b, c], one, max_seqs=8, max_rows=512) == [[a, b, c]]
+    assert merge_packs([a, b, c], one, max_seqs=2, max_rows=512) == [[a, b], [c]]
+    assert merge_packs([a, b, c], one, max_seqs=8, max_rows=5) == [[a, b], [c]]       # 2 + 2 rows, then 6 > 5
+    # a prompt sharing only the first token: merging would re-decode 3 tokens of each member (9 + 1 > 1.25 x 7)
+    d = (1, 9, 9, 9, 9, 9)
+    assert merge_packs([a, b, c, d], {**one, d: [1]}, max_seqs=8, max_rows=512) == [[a, b, c], [d]]
+    # one multi-token continuation rides in its prompt's sequence (rows + 2); two make a pack of their own
+    assert merge_packs([a, b, c], {a: [1, 3], b: [1], c: [1]}, max_seqs=8, max_rows=6) == [[a, b], [c]]
+    assert merge_packs([a, b, c], {a: [1], b: [3, 2], c: [1]}, max_seqs=8, max_rows=512) == [[a], [b], [c]]
+
+
+@pytest.mark.model
+def test_merged_scoring_decodes_prompts_together_within_batch_shape_noise():
+    """`exact=False` (model setting scoring = merged): the suffixes of several prompts share one llama_decode, so a
+    candidate-scoring call takes far fewer decodes for the same tokens; its scores stay within llama.cpp's
+    batch-shape noise of the full-sequence reference (the exact mode equals it on tiny), are deterministic and do
+    not depend on the order of the requests."""
+    reqs = _pack_requests()
+    runs = {}
+    for exact in (True, False):
+        with EmbeddedLM("tiny", n_ctx=512, n_seq_max=9, exact=exact) as m:
+            seqs: list[int] = []
+            real = m._decode
+
+            def counting(items, wanted, **kw):
+                seqs.append(len({s for _, _, s in items}))
+                return real(items, wanted, **kw)
+
+            m._decode = counting  # type: ignore[method-assign]
+            got = m.score(reqs)
+            n_decodes, most = len(seqs), max(seqs)
+            m._decode = real  # type: ignore[method-assign]
+            again = m.score(list(reversed(reqs)))
+            ref = m.score_reference(reqs)
+            runs[exact] = (got, n_decodes, most)
+        for a, b, r in zip(got, reversed(again), ref):
+            assert a.tokens == r.tokens and a.prompt_tokens == r.prompt_tokens
+            assert a.logprobs == b.logprobs                        # deterministic, order-independent
+            np.testing.assert_allclose(a.logprobs, r.logprobs, atol=1e-3 if exact else 0.3, rtol=0)
+    (_, exact_decodes, exact_most), (merged, merged_decodes, merged_most) = runs[True], runs[False]
+    assert exact_most == 1 and merged_most >= 5                   # the 5 inputs of one instruction in one decode
+    assert merged_decodes * 3 <= exact_decodes
+    assert merged[-1].logprobs == ()
+    # the answer (most likely label) of every prompt is the exact one's where the exact margin exceeds the noise
+    for k in range(0, 60, 4):
+        e = [runs[True][0][k + j].logp_sum for j in range(3)]
+        g = [merged[k + j].logp_sum for j in range(3)]
+        top = sorted(e)
+        if top[-1] - top[-2] > 0.3:
+            assert int(np.argmax(e)) == int(np.argmax(g))

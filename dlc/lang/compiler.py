@@ -205,6 +205,10 @@ class _Lowering:
                 self.err("E312", f"model '{n}': `batch_rows` is a setting of the embedded backend only, and this "
                          f"model's backend is {cfg.backend}", settings["batch_rows"].key_span,
                          hint="remove `batch_rows` (a server batches on its own side)")
+            if "scoring" in vals and cfg.backend != "embedded":
+                self.err("E312", f"model '{n}': `scoring` is a setting of the embedded backend only, and this "
+                         f"model's backend is {cfg.backend}", settings["scoring"].key_span,
+                         hint="remove `scoring` (a server scores each request on its own)")
             models[n] = cfg
             self._declared_models.add(n)
         return models

@@ -111,6 +111,7 @@ class CachedLM:
         # are keyed by their structure (the server's template is fixed by the model id).
         render = getattr(inner, "render", None)
         self._render = render if (callable(render) and inner.model_id.startswith("embedded:")) else None
+        self._exact = bool(getattr(inner, "exact", True))
 
     @property
     def backend(self) -> str:
@@ -132,6 +133,8 @@ class CachedLM:
     def score_key(self, r: ScoreRequest) -> str:
         d = self._base("score", r.prompt)
         d["continuation"] = r.continuation
+        if not self._exact:         # merged scores differ from exact ones by batch-shape noise: other entries
+            d["scoring"] = "merged"
         return request_key(d)
 
     def _hit(self, key: str, decode: Callable[[Any, Any], Any], expect: Any) -> Any:

@@ -52,7 +52,7 @@ def open_backend(cfg: ModelConfig) -> LM:
     if cfg.backend == "embedded":
         from dlc.lm.embedded import EmbeddedLM
 
-        return EmbeddedLM(cfg.model, n_ctx=cfg.n_ctx, n_seq_max=cfg.batch_rows + 1)
+        return EmbeddedLM(cfg.model, n_ctx=cfg.n_ctx, n_seq_max=cfg.batch_rows + 1, exact=cfg.scoring == "exact")
     if cfg.backend == "openai":
         from dlc.lm.openai_backend import OpenAILM
 

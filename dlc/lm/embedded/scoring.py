@@ -33,8 +33,18 @@ class EmbeddedScoring(EmbeddedModel):
             for i, (p, _) in enumerate(prepared):
                 groups.setdefault(tuple(p), []).append(i)
             logprobs: list[list[float]] = [[] for _ in requests]
-            for key in sorted(groups):          # token order: neighbours share long prefixes
-                self._score_group(list(key), [(i, prepared[i][1]) for i in groups[key]], logprobs)
+            keys = sorted(groups)               # token order: neighbours share long prefixes
+            if self.exact:
+                for key in keys:
+                    self._score_group(list(key), [(i, prepared[i][1]) for i in groups[key]], logprobs)
+            else:
+                for pack in merge_packs(keys, {k: [len(prepared[i][1]) for i in groups[k]] for k in keys},
+                                        max_seqs=self.n_seq_max - 1, max_rows=self.n_batch):
+                    conts = [[(i, prepared[i][1]) for i in groups[k]] for k in pack]
+                    if len(pack) == 1:
+                        self._score_group(list(pack[0]), conts[0], logprobs)
+                    else:
+                        self._score_pack([list(k) for k in pack], conts, logprobs)
             results = []
             for (p, c), r, lps in zip(prepared, requests, logprobs):
                 results.append(ScoreResult(logprobs=tuple(lps), tokens=tuple(self.detokenize([t]) for t in c),
@@ -81,6 +91,44 @@ class EmbeddedScoring(EmbeddedModel):
                 self._clear_seqs([seq for _, _, seq in wave])
             for i, idx in where:
                 logprobs[i].append(float(out[idx]))  # type: ignore[arg-type]
+
+    def _score_pack(self, prompts: list[list[int]], conts: list[list[tuple[int, list[int]]]],
+                    logprobs: list[list[float]]) -> None:
+        """Merged scoring (`exact=False`): several prompts in one llama_decode. Sequence 0 holds their common
+        prefix; prompt j gets a copy of it in sequence j + 1, where its own suffix (and its one multi-token
+        continuation, if any: `merge_packs` guarantees at most one) is decoded together with the other prompts'.
+        The last prompt row gives every one-token continuation and the first token of the longer one."""
+        c = min(_lcp_all(prompts), min(len(p) for p in prompts) - 1)
+        self._load_prefix(prompts[0][:c])
+        items: list[tuple[int, int, int]] = []
+        wanted: dict[int, int | None] = {}
+        reads: list[tuple[int, int, int | None]] = []     # (request, item index, token | None: from the logits)
+        seqs = list(range(1, len(prompts) + 1))
+        try:
+            for seq, p, cs in zip(seqs, prompts, conts):
+                self._L.llama_memory_seq_cp(self._mem, 0, seq, -1, -1)
+                self._L.llama_memory_seq_rm(self._mem, seq, c, -1)
+                multi = [(i, t) for i, t in cs if len(t) > 1]
+                tail = multi[0][1][:-1] if multi else []
+                last = len(items) + len(p) - c - 1
+                wanted[last] = None
+                for i, t in cs:
+                    if t:
+                        reads.append((i, last, t[0]))
+                for j, t in enumerate(p[c:] + tail):
+                    items.append((t, c + j, seq))
+                if multi:
+                    i, t = multi[0]
+                    for j in range(1, len(t)):
+                        wanted[last + j] = t[j]
+                        reads.append((i, last + j, None))
+            out = self._decode(items, wanted)
+        finally:
+            self._clear_seqs(seqs)
+        lse = {idx: _logsumexp(out[idx]) for idx, target in wanted.items() if target is None}  # type: ignore[arg-type]
+        for i, idx, tok in reads:
+            v = out[idx]
+            logprobs[i].append(float(v) if tok is None else float(v[tok] - lse[idx]))  # type: ignore[index,arg-type]
 
     def score_reference(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """The slow reference: each request alone, prompt + continuation decoded as one fresh sequence, no prefix
@@ -166,3 +214,56 @@ class EmbeddedScoring(EmbeddedModel):
 
 _NO_IDS = np.zeros(0, dtype=np.int64)
 _NO_LPS = np.zeros(0, dtype=np.float64)
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _lcp_all(prompts: Sequence[Sequence[int]]) -> int:
+    """The common prefix length of prompts in token order (first vs last bounds every pair)."""
+    return min(_lcp(prompts[0], p) for p in prompts)
+
+
+def merge_packs(keys: Sequence[tuple[int, ...]], cont_lens: dict[tuple[int, ...], list[int]], *, max_seqs: int,
+                max_rows: int, overhead: float = 1.25) -> list[list[tuple[int, ...]]]:
+    """Split prompts (in token order) into packs decoded together by merged scoring.
+
+    Scoring prompts one after another (exact mode) decodes each prompt's suffix after its predecessor; a pack
+    decodes the pack's common prefix once and every member's suffix after it, in one llama_decode with as many rows
+    as the suffixes have tokens. A pack ends when it would hold more than `max_seqs` prompts or `max_rows` rows, or
+    when its suffixes would exceed `overhead` x the tokens the same prompts cost one after another (a pack whose
+    common prefix shrinks to a template's head would re-decode each member's instruction). A prompt with two or
+    more multi-token continuations is a pack of its own (`_score_group` gives each continuation its sequence)."""
+    packs: list[list[tuple[int, ...]]] = []
+    pack: list[tuple[int, ...]] = []
+    common = seq_cost = 0
+
+    def rows(k: tuple[int, ...], c: int) -> int:
+        multi = [n for n in cont_lens[k] if n > 1]
+        return len(k) - c + (multi[0] - 1 if multi else 0)
+
+    for k in keys:
+        alone = sum(1 for n in cont_lens[k] if n > 1) > 1
+        if pack and not alone:
+            c = min(common, _lcp(pack[-1], k), min(len(p) for p in pack + [k]) - 1)
+            merged = sum(rows(p, c) for p in pack + [k])          # the pack's decode; its prefix costs c more
+            seq = seq_cost + rows(k, _lcp(pack[-1], k))
+            if c >= 1 and len(pack) < max_seqs and merged <= max_rows and c + merged <= overhead * seq:
+                pack.append(k)
+                common, seq_cost = c, seq
+                continue
+        if pack:
+            packs.append(pack)
+        pack, common, seq_cost = [k], len(k), rows(k, 0)
+        if alone:
+            packs.append(pack)
+            pack = []
+    if pack:
+        packs.append(pack)
+    return packs
