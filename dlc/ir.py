@@ -167,8 +167,8 @@ class ModelConfig:
     # step-cost curve (bench/BATCHING.md: 16 rows ~4x the tokens/s of one, 32 rows barely more)
     batch_rows: int = setting(16, lo=1, hi=63)
     # embedded only: `exact` scores prompts one after another, so a score never depends on what else was asked;
-    # `merged` decodes the suffixes of several prompts (and several continuations) in one llama_decode: faster,
-    # within llama.cpp's batch-shape noise (bench/SCORING.md)
+    # `merged` decodes the suffixes of several prompts (and several continuations) in one llama_decode over a
+    # unified KV stream: measured no faster on an AVX2 CPU, scores moved by up to 0.48 nats (bench/SCORING.md)
     scoring: Literal["exact", "merged"] = setting("exact")
     max_concurrency: int = setting(8, lo=1, hi=1024)
     timeout: float = setting(120.0, lo=0, lo_open=True)

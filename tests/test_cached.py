@@ -108,8 +108,9 @@ def test_open_lm_tiny_cache_roundtrip(tmp_path):
 
 
 def test_merged_scores_are_other_cache_entries_than_exact_ones(tmp_path):
-    """A backend scoring in merged mode (`scoring = merged`) gives scores within batch-shape noise of the exact ones,
-    not equal to them: its scores must not be served to an exact run (nor the reverse); generations are shared."""
+    """A backend in merged mode (`scoring = merged`: several prompts per decode, one unified KV stream) gives scores,
+    and sampled texts, within batch-shape noise of the exact mode's, not equal to them: its results must not be
+    served to an exact run, nor the reverse."""
     exact, lm_exact = _lm(tmp_path / "a")
     merged, lm_merged = _lm(tmp_path / "b")
     merged.exact = False                      # what EmbeddedLM(exact=False) exposes
@@ -117,5 +118,6 @@ def test_merged_scores_are_other_cache_entries_than_exact_ones(tmp_path):
     r = ScoreRequest("Review: good.", " positive")
     g = GenerateRequest("Say hi.", max_tokens=3)
     assert lm_exact.score_key(r) != lm_merged.score_key(r)
-    assert lm_exact.generate_key(g) == lm_merged.generate_key(g)
-    assert lm_exact.score_key(r) == CachedLM(ScriptedLM(), None).score_key(r)    # exact keys are unchanged
+    assert lm_exact.generate_key(g) != lm_merged.generate_key(g)
+    plain = CachedLM(ScriptedLM(), None)
+    assert (lm_exact.score_key(r), lm_exact.generate_key(g)) == (plain.score_key(r), plain.generate_key(g))

@@ -119,8 +119,11 @@ class CachedLM:
 
     def _base(self, kind: str, prompt: Prompt) -> dict[str, Any]:
         rendered = self._render(prompt) if self._render is not None else None
-        return {"v": KEY_VERSION, "kind": kind, "backend": self.backend, "model": self.model_id,
-                "prompt": prompt_payload(prompt, rendered)}
+        d = {"v": KEY_VERSION, "kind": kind, "backend": self.backend, "model": self.model_id,
+             "prompt": prompt_payload(prompt, rendered)}
+        if not self._exact:     # merged mode (unified KV): scores and texts differ slightly from the exact mode's
+            d["scoring"] = "merged"
+        return d
 
     def generate_key(self, r: GenerateRequest) -> str:
         """Key of a generate request: everything but the tag (n and seed included: samples at T > 0 with other
@@ -133,8 +136,6 @@ class CachedLM:
     def score_key(self, r: ScoreRequest) -> str:
         d = self._base("score", r.prompt)
         d["continuation"] = r.continuation
-        if not self._exact:         # merged scores differ from exact ones by batch-shape noise: other entries
-            d["scoring"] = "merged"
         return request_key(d)
 
     def _hit(self, key: str, decode: Callable[[Any, Any], Any], expect: Any) -> Any:

@@ -119,8 +119,10 @@ class EmbeddedModel:
         self.n_ctx = int(n_ctx)                    # per sequence: the longest prompt + continuation/generation
         self.n_seq_max = max(2, int(n_seq_max))    # sequence 0 holds the prompt; 1.. hold continuations/samples
         self.n_batch = int(n_batch)
-        # exact: one continuation per llama_decode (the prompt is still decoded once and shared). Several sequences
-        # in one decode are faster but, measured on this build, move log-probs by up to 0.16 nats.
+        # exact: one continuation per llama_decode (the prompt is still decoded once and shared), one KV stream per
+        # sequence. False (model setting scoring = merged): several prompts and continuations per decode, one
+        # unified KV stream: log-probs move by up to 0.48 nats (bench/SCORING.md: not faster on an AVX2 CPU, so
+        # not the default).
         self.exact = bool(exact)
         self._lock = threading.RLock()
         self._cancel = threading.local()           # .event: the calling thread's cancel event (`cancelled_by`)
@@ -141,7 +143,11 @@ class EmbeddedModel:
         threads = n_threads or default_threads()
         cp.n_threads = cp.n_threads_batch = threads
         cp.flash_attn_type = 0                     # LLAMA_FLASH_ATTN_TYPE_DISABLED: batch-shape independent scores
-        cp.kv_unified = False                      # see the module docstring: exact scores need per-seq streams
+        # exact: one KV stream per sequence (see the module docstring: exact scores need them). merged: one unified
+        # stream, because with several streams llama.cpp cuts a batch into micro-batches taking equally many tokens
+        # of every sequence (split_equal), so prompts of different lengths decoded together gain nothing
+        # (bench/SCORING.md); sequences then share their copied prefix's cells instead of copying them
+        cp.kv_unified = not self.exact
         cp.no_perf = True
         ctx = L.llama_init_from_model(model_p, cp)
         if not ctx:

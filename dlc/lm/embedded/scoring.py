@@ -94,7 +94,7 @@ class EmbeddedScoring(EmbeddedModel):
 
     def _score_pack(self, prompts: list[list[int]], conts: list[list[tuple[int, list[int]]]],
                     logprobs: list[list[float]]) -> None:
-        """Merged scoring (`exact=False`): several prompts in one llama_decode. Sequence 0 holds their common
+        """Merged scoring (`exact=False`, unified KV): several prompts in one llama_decode. Sequence 0 holds their common
         prefix; prompt j gets a copy of it in sequence j + 1, where its own suffix (and its one multi-token
         continuation, if any: `merge_packs` guarantees at most one) is decoded together with the other prompts'.
         The last prompt row gives every one-token continuation and the first token of the longer one."""
