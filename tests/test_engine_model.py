@@ -90,3 +90,20 @@ def test_fit_dln2_tiny(tiny):
         assert all(len(w) == 2 and abs(sum(w) - 1) < 1e-9 for w in hid["weights"])
         assert all(math.isfinite(v) for row in hid["logits"] for v in row)
         assert {"h/posterior", "y/posterior_weight", "h/posterior_prior"} <= set(tiny.usage.per_tag)
+
+
+@pytest.mark.slow   # ~40 s on 2 cores
+def test_fit_dln2_tiny_with_merged_scoring(tmp_path):
+    """`model { scoring = merged }` end to end: a DLN-2 fit whose scoring (labels, posterior weights, hidden texts as
+    multi-token continuations) and batched generation run over one unified KV stream."""
+    from dlc.ir import ModelConfig
+    from dlc.lm.registry import open_lm
+
+    lm = open_lm(ModelConfig(name="default", model="tiny", n_ctx=1024, scoring="merged"), cache_dir=tmp_path)
+    try:
+        assert lm.inner.exact is False
+        g, tr, records = fit("dln2", lm, pool_size=2, num_h_samples=2)
+        trained = check(g, tr, records)
+        assert trained and {"h/posterior", "y/posterior_weight", "h/posterior_prior"} <= set(lm.usage.per_tag)
+    finally:
+        lm.close()
