@@ -108,7 +108,8 @@ def measure(run: Path, data_dir: str, lms: dict[bool, Any], order: tuple[bool, b
         ia, ib = max(range(len(a)), key=a.__getitem__), max(range(len(b)), key=b.__getitem__)
         if ia != ib:
             top = sorted(a)
-            flips.append({"context": k, "exact": n_lab[ia], "merged": n_lab[ib], "exact_margin": round(top[-1] - top[-2], 4)})
+            flips.append({"context": k, "exact": n_lab[ia], "merged": n_lab[ib],
+                          "exact_margin": round(top[-1] - top[-2], 4)})
     b = len(targets)
 
     def rewards_of(d: list[list[float]]) -> list[float]:
@@ -193,8 +194,8 @@ def report(records: list[dict[str, Any]], chunk_recs: list[dict[str, Any]] = (),
         tot["exact"] += e["wall_seconds"]
         tot["merged"] += m["wall_seconds"]
         flips = ", ".join(f"{f['exact']}→{f['merged']} ({f['exact_margin']:.3f})" for f in r["flips"]) or "none"
-        lines.append(f"| {r['task']} | {r['requests']} | {r['load_before']}/{r['load_after']} | {e['wall_seconds']:.1f} "
-                     f"| {m['wall_seconds']:.1f} | {e['wall_seconds'] / m['wall_seconds']:.2f}× | {e['decodes']} | "
+        lines.append(f"| {r['task']} | {r['requests']} | {r['load_before']}/{r['load_after']} | "
+                     f"{e['wall_seconds']:.1f} | {m['wall_seconds']:.1f} | {e['wall_seconds'] / m['wall_seconds']:.2f}× | {e['decodes']} | "
                      f"{m['decodes']} | {e['decoded_tokens']:,} / {m['decoded_tokens']:,} | {r['max_abs_diff']:.3f} | "
                      f"{r['mean_abs_diff']:.4f} | {r['ref_vs_exact_max']:.3f} | {len(r['flips'])} of {r['answers']}: "
                      f"{flips} | {r['kept_exact']} / {r['kept_merged']}{_gap(r)} |")
@@ -203,7 +204,8 @@ def report(records: list[dict[str, Any]], chunk_recs: list[dict[str, Any]] = (),
     same = sum(r["kept_exact"] == r["kept_merged"] for r in records)
     gains = sorted(r["exact"]["wall_seconds"] / r["merged"]["wall_seconds"] for r in records)
     lines += ["", f"Over the {len(records)} calls: exact {tot['exact']:.0f} s, merged {tot['merged']:.0f} s "
-              f"(**{tot['exact'] / tot['merged']:.2f}×**; per call {gains[0]:.2f}× to {gains[-1]:.2f}×); {n_flip} of {n_ans} answers differ; the candidate kept is "
+              f"(**{tot['exact'] / tot['merged']:.2f}×**; per call {gains[0]:.2f}× to {gains[-1]:.2f}×); {n_flip} of "
+              f"{n_ans} answers differ; the candidate kept is "
               f"the same in {same} of {len(records)} calls. *Reference vs exact*: the largest difference between the "
               "exact scores and a plain evaluation of the same requests (one candidate x 2 examples, each request "
               "alone): llama.cpp's batch-shape noise, against which the merged differences are to be read."]

@@ -20,6 +20,9 @@ continuation per decode (several sequences in one decode moved scores by up to 0
 scores equal a plain one-sequence evaluation of prompt + continuation bit for bit. On Qwen2.5 Q4_K_M a difference of
 up to ~0.2 nats between *any* two batch shapes remains (also with CPU_REPACK off): that is llama.cpp's kernels, and
 the plain evaluation is just another batch shape. Prefix sharing is what makes scoring fast (bench/README.md).
+`exact=False` (model setting `scoring = merged`) decodes the suffixes of several prompts together over one unified KV
+stream (`EmbeddedScoring._score_pack`, `merge_packs`); measured on an AVX2 CPU it was not faster and moved scores by
+up to 0.48 nats (bench/SCORING.md), so it is opt-in.
 
 Generation samples in numpy with a `random.Random` seeded from dlc.rng.derive_seed(seed, "sample", i), so sample i of
 a request is reproducible and independent of how many samples were asked for before it.

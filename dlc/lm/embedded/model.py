@@ -402,11 +402,7 @@ class EmbeddedModel:
         assert tokens, "empty prompt"
         if self._seq0 == tokens and self._seq0_logits is not None:
             return self._seq0_logits
-        lcp = 0
-        for a, b in zip(self._seq0, tokens):
-            if a != b:
-                break
-            lcp += 1
+        lcp = _lcp(self._seq0, tokens)
         del self._seq0_rows[max(0, lcp - 1):]   # a row stays valid while the token it predicts is shared
         lcp = min(lcp, max(0, len(tokens) - 2))  # >= 2 rows: a 1-row decode takes another kernel (~0.01 nats)
         if not self._L.llama_memory_seq_rm(self._mem, 0, lcp, -1):
@@ -476,6 +472,16 @@ class EmbeddedModel:
 
 
 # -------------------------------------------------------------------- pure helpers
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token lists."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _logsumexp(row: np.ndarray) -> float:
     a = np.asarray(row, dtype=np.float64)
     m = float(a.max())

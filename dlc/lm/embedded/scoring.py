@@ -10,7 +10,7 @@ import numpy as np
 
 from dlc.errors import DlcLMError
 from dlc.lm.base import ScoreRequest, ScoreResult
-from dlc.lm.embedded.model import EmbeddedModel, TokenLogprob, _logsumexp
+from dlc.lm.embedded.model import EmbeddedModel, TokenLogprob, _lcp, _logsumexp
 
 
 class EmbeddedScoring(EmbeddedModel):
@@ -94,8 +94,8 @@ class EmbeddedScoring(EmbeddedModel):
 
     def _score_pack(self, prompts: list[list[int]], conts: list[list[tuple[int, list[int]]]],
                     logprobs: list[list[float]]) -> None:
-        """Merged scoring (`exact=False`, unified KV): several prompts in one llama_decode. Sequence 0 holds their common
-        prefix; prompt j gets a copy of it in sequence j + 1, where its own suffix (and its one multi-token
+        """Merged scoring (`exact=False`, unified KV): several prompts in one llama_decode. Sequence 0 holds their
+        common prefix; prompt j gets a copy of it in sequence j + 1, where its own suffix (and its one multi-token
         continuation, if any: `merge_packs` guarantees at most one) is decoded together with the other prompts'.
         The last prompt row gives every one-token continuation and the first token of the longer one."""
         c = min(_lcp_all(prompts), min(len(p) for p in prompts) - 1)
@@ -178,11 +178,7 @@ class EmbeddedScoring(EmbeddedModel):
         """Make sequence 0 hold `toks` (as `_load_prefix`, last logits kept) and return its rows 0..len-2: (log p of
         the next token, top ids, top log-probs with at least `top_k` entries), decoding only from the first row the
         memo lacks (a shared prefix whose rows have enough alternatives is not decoded again)."""
-        lcp = 0
-        for a, b in zip(self._seq0, toks):
-            if a != b:
-                break
-            lcp += 1
+        lcp = _lcp(self._seq0, toks)
         memo = self._seq0_rows
         need = min(top_k, self.n_vocab)
         valid = 0
@@ -214,15 +210,6 @@ class EmbeddedScoring(EmbeddedModel):
 
 _NO_IDS = np.zeros(0, dtype=np.int64)
 _NO_LPS = np.zeros(0, dtype=np.float64)
-
-
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _lcp_all(prompts: Sequence[Sequence[int]]) -> int:
