@@ -430,11 +430,12 @@ def test_merge_packs_cuts_by_sequences_rows_and_lost_prefix():
 
 
 @pytest.mark.model
-def test_merged_scoring_decodes_prompts_together_within_batch_shape_noise():
+def test_merged_scoring_decodes_prompts_together_within_half_a_nat():
     """`exact=False` (model setting scoring = merged): the suffixes of several prompts share one llama_decode, so a
-    candidate-scoring call takes far fewer decodes for the same tokens; its scores stay within llama.cpp's
-    batch-shape noise of the full-sequence reference (the exact mode equals it on tiny), are deterministic and do
-    not depend on the order of the requests."""
+    candidate-scoring call takes far fewer decodes for the same tokens; its scores stay within 0.5 nats of the
+    full-sequence reference (0.24 measured here on tiny; on default, merged scores moved by up to 0.48 from exact
+    ones, bench/SCORING.md), while the exact mode equals the reference; both are deterministic and independent of
+    the order of the requests."""
     reqs = _pack_requests()
     runs = {}
     for exact in (True, False):
@@ -456,7 +457,7 @@ def test_merged_scoring_decodes_prompts_together_within_batch_shape_noise():
         for a, b, r in zip(got, reversed(again), ref):
             assert a.tokens == r.tokens and a.prompt_tokens == r.prompt_tokens
             assert a.logprobs == b.logprobs                        # deterministic, order-independent
-            np.testing.assert_allclose(a.logprobs, r.logprobs, atol=1e-3 if exact else 0.3, rtol=0)
+            np.testing.assert_allclose(a.logprobs, r.logprobs, atol=1e-3 if exact else 0.5, rtol=0)
     (_, exact_decodes, exact_most), (merged, merged_decodes, merged_most) = runs[True], runs[False]
     assert exact_most == 1 and merged_most >= 5                   # the 5 inputs of one instruction in one decode
     assert merged_decodes * 3 <= exact_decodes
