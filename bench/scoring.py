@@ -29,12 +29,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 OUT = BENCH / "scoring_records"
 sys.path.insert(0, str(BENCH))
-
-
-def _machine() -> dict[str, Any]:
-    from batching import _cpu
-
-    return {"load_avg_1m": round(os.getloadavg()[0], 2), "time": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": _cpu()}
+from batching import _machine  # noqa: E402  (threads, load average, time, CPU: the same record fields)
 
 
 def _call(run: Path, data_dir: str) -> tuple[str, list[Any], list[Any], list[str], list[str], list[float]]:
@@ -92,7 +87,8 @@ def _dists(res: list[Any], labels: list[Any]) -> list[list[float]]:
     return [label_logdist_from(res[i:i + per], labels) for i in range(0, len(res), per)]
 
 
-def measure(run: Path, data_dir: str, lms: dict[bool, Any], order: tuple[bool, bool]) -> dict[str, Any]:
+def measure(run: Path, data_dir: str, lms: dict[bool, Any], order: tuple[bool, bool], threads: int
+            ) -> dict[str, Any]:
     task, reqs, labels, cands, targets, rewards = _call(run, data_dir)
     before = _machine()
     got: dict[bool, Any] = {}
@@ -123,7 +119,7 @@ def measure(run: Path, data_dir: str, lms: dict[bool, Any], order: tuple[bool, b
     rdiff = [abs(x - y) for r, e in zip(ref, exact_res) for x, y in zip(r.logprobs, e.logprobs)]
     mdiff = [abs(x - y) for r, m in zip(ref, merged_res) for x, y in zip(r.logprobs, m.logprobs)]
     return {"task": task, "run": run.name, "candidates": len(cands), "examples": b, "requests": len(reqs),
-            "order": ["exact" if o else "merged" for o in order], "threads": lms[True]._threads,
+            "order": ["exact" if o else "merged" for o in order], "threads": threads,
             "load_before": before["load_avg_1m"], "load_after": after["load_avg_1m"], "time": before["time"],
             "cpu": before["cpu"], "exact": got[True][1], "merged": got[False][1],
             "max_abs_diff": round(max(diffs), 4), "mean_abs_diff": round(sum(diffs) / len(diffs), 5),
@@ -259,13 +255,11 @@ def main(argv: list[str] | None = None) -> int:
 
     lms = {exact: EmbeddedLM(a.model, n_ctx=4096, n_seq_max=17, n_threads=a.threads, exact=exact)
            for exact in (True, False)}
-    for lm in lms.values():
-        lm._threads = a.threads
     out = OUT if a.model == "default" else Path(os.environ.get("TMPDIR", "/tmp")) / "dlc-scoring-smoke"
     out.mkdir(parents=True, exist_ok=True)
     for k, run in enumerate(a.runs.split(",")):
         order = (True, False) if k % 2 == 0 else (False, True)
-        rec = measure(Path(run), a.data_dir, lms, order)
+        rec = measure(Path(run), a.data_dir, lms, order, a.threads)
         (out / f"{rec['task']}.json").write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
         print(f"{rec['task']}: exact {rec['exact']['wall_seconds']} s, merged {rec['merged']['wall_seconds']} s, "
               f"max diff {rec['max_abs_diff']}, flips {len(rec['flips'])}, load {rec['load_before']}", flush=True)

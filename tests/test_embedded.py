@@ -1,6 +1,7 @@
 """The embedded llama.cpp backend, run for real on the `tiny` model (SmolLM2-135M)."""
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -13,6 +14,23 @@ from dlc.lm.embedded.generation import _find_stop, _sample
 from dlc.lm.models import TINY_SHA256
 
 SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+@contextlib.contextmanager
+def decodes(m: EmbeddedLM):
+    """The number of sequences in each llama_decode `m` makes inside the block."""
+    seqs: list[int] = []
+    real = m._decode
+
+    def counting(items, wanted, **kw):
+        seqs.append(len({s for _, _, s in items}))
+        return real(items, wanted, **kw)
+
+    m._decode = counting  # type: ignore[method-assign]
+    try:
+        yield seqs
+    finally:
+        m._decode = real  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="module")
@@ -340,15 +358,7 @@ def test_generation_batches_rows_of_all_requests_together():
     """9 rows of 5 requests, row budget 8: two groups. Each generation step is one llama_decode for the whole group,
     so the decodes number about max_tokens per group, not max_tokens per row (request-by-request it was ~45)."""
     reqs = _batch_requests()
-    with EmbeddedLM("tiny", n_ctx=512, n_seq_max=9) as m:
-        calls: list[int] = []
-        real = m._decode
-
-        def counting(items, wanted, **kw):
-            calls.append(len({seq for _, _, seq in items}))
-            return real(items, wanted, **kw)
-
-        m._decode = counting  # type: ignore[method-assign]
+    with EmbeddedLM("tiny", n_ctx=512, n_seq_max=9) as m, decodes(m) as calls:
         got = m.generate(reqs)
     assert [len(g.texts) for g in got] == [1, 2, 1, 3, 2]
     assert all(set(g.finish_reasons) <= {"stop", "length"} for g in got)
@@ -440,17 +450,9 @@ def test_merged_scoring_decodes_prompts_together_within_half_a_nat():
     runs = {}
     for exact in (True, False):
         with EmbeddedLM("tiny", n_ctx=512, n_seq_max=9, exact=exact) as m:
-            seqs: list[int] = []
-            real = m._decode
-
-            def counting(items, wanted, **kw):
-                seqs.append(len({s for _, _, s in items}))
-                return real(items, wanted, **kw)
-
-            m._decode = counting  # type: ignore[method-assign]
-            got = m.score(reqs)
+            with decodes(m) as seqs:
+                got = m.score(reqs)
             n_decodes, most = len(seqs), max(seqs)
-            m._decode = real  # type: ignore[method-assign]
             again = m.score(list(reversed(reqs)))
             ref = m.score_reference(reqs)
             runs[exact] = (got, n_decodes, most)
@@ -463,9 +465,12 @@ def test_merged_scoring_decodes_prompts_together_within_half_a_nat():
     assert merged_decodes * 3 <= exact_decodes
     assert merged[-1].logprobs == ()
     # the answer (most likely label) of every prompt is the exact one's where the exact margin exceeds the noise
+    clear = 0
     for k in range(0, 60, 4):
         e = [runs[True][0][k + j].logp_sum for j in range(3)]
         g = [merged[k + j].logp_sum for j in range(3)]
         top = sorted(e)
         if top[-1] - top[-2] > 0.3:
+            clear += 1
             assert int(np.argmax(e)) == int(np.argmax(g))
+    assert clear >= 5                                   # the check above ran on most of the 15 prompts
