@@ -39,7 +39,7 @@ PromptFormat = Literal["chat", "raw"]
 ScoringFunction = Literal["logprobs", "accuracy"]
 LogpReduction = Literal["mean", "sum"]
 LabelAgg = Literal["logsumexp", "max"]
-Calibration = Literal["none", "fit"]
+Calibration = Literal["none", "fit", "batch"]
 Backend = Literal["embedded", "openai", "scripted"]   # dlc.lm.registry.open_backend opens each
 Validation = Literal["accuracy", "loglik"]
 Acceptance = Literal["best", "paired"]
@@ -137,7 +137,8 @@ class Layer:
     system: str | None = setting(None)            # system message for chat format (None: the model's default)
     answer_prefix: str = setting("")              # the assistant reply starts with this before labels are scored
     calibration: Calibration = setting("none", custom=True)   # choice layers: "fit" learns a per-label log-offset
-                                                  # (engine/calibration); the output layer's default is "fit"
+                                                  # from labels, "batch" from unlabelled inputs (engine/calibration);
+                                                  # the output layer's default is "fit"
     offsets: tuple[tuple[str, float], ...] = setting((), kind="raw", custom=True)
                                                   # (label, b_label): p(label | ctx) ∝ p_LM(label | ctx)·exp(b)
     span: dict[str, Any] | None = None     # SourceSpan.to_json() of the layer declaration

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dlc.app.training import offsets_by_label
-from dlc.engine.calibration import apply_offsets, fit_offsets, map_objective
+from dlc.engine.calibration import apply_offsets, batch_offsets, estimate_offsets, fit_offsets, map_objective
 from dlc.errors import CompileFailed
 from dlc.train.evaluation import evaluate
 from dlc.train.trainer import Trainer, calibration_set
@@ -69,6 +69,24 @@ def test_estimator_invariants():
     assert apply_offsets(lds[0], None) == lds[0]
 
 
+def test_batch_offsets_by_hand():
+    """b_BC = −log of the mean label distribution, centred: p = (0.8, 0.2) and (0.6, 0.4) average to (0.7, 0.3),
+    so b = ±(log 0.7 − log 0.3)/2, towards the label the model under-predicts; labels play no part."""
+    lds = [[math.log(0.8), math.log(0.2)], [math.log(0.6), math.log(0.4)]]
+    c = (math.log(0.7) - math.log(0.3)) / 2
+    assert batch_offsets(lds) == pytest.approx([-c, c], abs=1e-12)
+    assert estimate_offsets("batch", lds, [0, 0]) == estimate_offsets("batch", lds, [1, 1]) == batch_offsets(lds)
+    # weights average the distributions: weight 3 on the first is (0.75, 0.25)
+    w = (math.log(0.75) - math.log(0.25)) / 2
+    assert batch_offsets(lds, [3, 1]) == pytest.approx([-w, w], abs=1e-12)
+    assert batch_offsets(lds, [0, 0]) == [0.0, 0.0] and batch_offsets([]) == []
+    # after the offsets the mean preference is gone: the second example now says label 1
+    assert [max(range(2), key=lambda j: apply_offsets(d, batch_offsets(lds))[j]) for d in lds] == [0, 1]
+    assert estimate_offsets("fit", lds, [0, 1], sigma=0.5) == fit_offsets(lds, [0, 1], sigma=0.5)
+    with pytest.raises(ValueError, match="none"):
+        estimate_offsets("none", lds, [0, 1])
+
+
 # ---------------------------------------------------------------------------------------------------- a biased model
 def examples(n: int, start: int = 0) -> list[Example]:
     return [Example({"x": f"s{i} text"}, TRUTH[i % 2], f"s{i}") for i in range(start, start + n)]
@@ -113,6 +131,28 @@ def test_a_biased_model_becomes_correct_only_with_calibration():
     assert evaluate(g2, g2.prompts(), {"default": lm}, examples(20, 200)).accuracy == 1.0
 
 
+def test_batch_calibration_corrects_the_bias_without_labels():
+    """The same biased model with `calibration = batch`: the offsets come from the calibration set's mean label
+    distribution (log(0.773/0.227) = 1.23 nats towards 'subjective' on a balanced set), which makes it always right;
+    wrong targets on the calibration set change nothing, because the estimator never reads them."""
+    lm = biased_world()
+    g = dataclasses.replace(calibrated_graph(), layers={**calibrated_graph().layers, "y": dataclasses.replace(
+        calibrated_graph().layers["y"], calibration="batch")})
+    p_subj = [1 / (1 + math.exp(0.5)), 1 / (1 + math.exp(2.5))]      # subjective / objective example
+    want = math.log((2 - sum(p_subj)) / sum(p_subj))
+    found = []
+    for train in (examples(16), [dataclasses.replace(e, target=TRUTH[1]) for e in examples(16)]):
+        tr = Trainer(g, {"default": lm}, train, examples(20, 100), g.fit)
+        rec = tr.step()
+        b = tr.state.best_offsets["y"]
+        assert rec["calibration"]["kept"] and rec["dev"] == 1.0
+        assert b[0] - b[1] == pytest.approx(want, abs=1e-9)
+        found.append(b)
+    assert found[0] == found[1]
+    res = evaluate(g, g.prompts(), {"default": lm}, examples(20, 200), offsets={"y": found[0]})
+    assert res.accuracy == 1.0
+
+
 def test_offsets_that_do_not_help_on_dev_are_dropped():
     """An unbiased model: the fitted offsets are tiny and do not beat the raw layer on dev, so none are kept."""
     def score(prompt: str, cont: str) -> float | None:
@@ -127,11 +167,14 @@ def test_offsets_that_do_not_help_on_dev_are_dropped():
     assert rec["calibration"]["kept"] is False and tr.state.best_offsets == {"y": []} and rec["dev"] == 1.0
 
 
-def test_candidates_are_scored_with_their_own_offsets():
-    """Training step on the biased model: each candidate's ELBO uses offsets fitted (MAP) on the batch under that
-    candidate, recorded in the trace; they move towards 'subjective' and beat the raw log-likelihood."""
+@pytest.mark.parametrize("kind", ["fit", "batch"])
+def test_candidates_are_scored_with_their_own_offsets(kind):
+    """Training step on the biased model: each candidate's ELBO uses offsets fitted (MAP, or batch calibration) on
+    the batch under that candidate, recorded in the trace; they move towards 'subjective' and beat the raw
+    log-likelihood."""
     # no first validation: the batch is seen with the raw (always 'objective') layer, so it has errors
     g = calibrated_graph(iters=1, batch_size=8, num_p_samples=2, val_freq=1, do_first_eval=False)
+    g = dataclasses.replace(g, layers={**g.layers, "y": dataclasses.replace(g.layers["y"], calibration=kind)})
     tr = Trainer(g, {"default": biased_world()}, examples(16), examples(8, 100), g.fit)
     r0 = tr.step()
     layer = r0["layers"]["y"]
@@ -145,6 +188,10 @@ def test_candidates_are_scored_with_their_own_offsets():
         return (subj if i % 2 == 0 else obj) - lse
     raw_elbo = sum(raw_logp(int(e[1:])) for e in r0["batch"]) / len(r0["batch"])
     assert layer["elbo"][0] > raw_elbo
+    if kind == "batch":       # b_subj − b_obj = log(mean p_obj / mean p_subj) over this batch, labels unused
+        p_subj = [1 / (1 + math.exp(0.5 if int(e[1:]) % 2 == 0 else 2.5)) for e in r0["batch"]]
+        want = math.log((len(p_subj) - sum(p_subj)) / sum(p_subj))
+        assert all(o[0] - o[1] == pytest.approx(want, abs=1e-9) for o in layer["offsets"])
 
 
 def test_calibration_set_is_drawn_with_the_seed():
@@ -172,13 +219,20 @@ def test_offsets_are_checked_like_any_setting(setting, code, tmp_path):
     assert code in {err.code for err in e.value.errors}
 
 
-def test_calibration_needs_a_choice_layer(tmp_path):
+@pytest.mark.parametrize("kind", ["fit", "batch"])
+def test_calibration_needs_a_choice_layer(tmp_path, kind):
     p = tmp_path / "net.dln"
-    p.write_text('input x\nlayer h(x) { calibration = fit }\nlayer y(x, h) { output = choice { a: "a", b: "b" } }\n'
-                 'output y\n', encoding="utf-8")
+    p.write_text(f'input x\nlayer h(x) {{ calibration = {kind} }}\n'
+                 'layer y(x, h) { output = choice { a: "a", b: "b" } }\noutput y\n', encoding="utf-8")
     with pytest.raises(CompileFailed) as e:
         compile_file(p)
-    assert "E329" in {err.code for err in e.value.errors}
+    err = next(x for x in e.value.errors if x.code == "E329")
+    assert f"calibration = {kind} needs a choice output" in err.message
+
+
+def test_batch_calibration_compiles_on_a_choice_layer():
+    g = compile_file(DLN1, {"layer.y.calibration": "batch"})
+    assert g.layers["y"].calibration == "batch"
 
 
 # ---------------------------------------------------------------------------------------------------- end to end

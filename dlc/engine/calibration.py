@@ -17,6 +17,17 @@ offset shrinks b towards 0, so 8 examples of one class move b by about a nat, no
 examples let the data decide. The objective is strictly concave (log-likelihood of a softmax is concave in b; the
 prior is strongly concave), so Newton's method with backtracking converges to the unique maximiser; the prior also
 fixes the gauge (adding c·1 to b changes no probability; the penalty picks Σ b = 0).
+
+`calibration = batch` estimates the same b without labels (batch calibration, Zhou et al., ICLR 2024, eq. 5 with the
+mean taken over labelled-or-not inputs):
+
+    b_BC = −log( Σ_i w_i · p_LM(label | x_i) / Σ_i w_i ),  centred
+
+It removes the model's average preference among the labels, i.e. it assumes the labels equally likely. Why offer it:
+the MAP fit learns the training data's label prior along with the model's bias, which costs accuracy when the test
+data is drawn with another prior (the BBH tasks, whose train/dev come from the BIG-bench pool: date −6 points);
+batch calibration cannot learn a prior, so it cannot learn a wrong one, and it costs accuracy where the true prior
+is skewed (airline, disaster). bench/BATCH_CALIBRATION.md has both on the nine tasks.
 """
 from __future__ import annotations
 
@@ -87,6 +98,34 @@ def fit_offsets(logdists: Sequence[Sequence[float]], targets: Sequence[int], *, 
             break
     b -= b.mean()                          # exact gauge (the optimum already has Σ b ≈ 0)
     return [float(x) for x in b]
+
+
+def batch_offsets(logdists: Sequence[Sequence[float]], weights: Sequence[float] | None = None) -> list[float]:
+    """b_BC of the module docstring: minus the log of the (weighted) mean label distribution, centred (Σ b = 0).
+
+    Labels are not used. With no examples (or all weights 0) the answer is b = 0, like `fit_offsets`."""
+    L = np.asarray(logdists, dtype=float)
+    if L.size == 0:
+        return []
+    w = np.ones(L.shape[0]) if weights is None else np.asarray(weights, dtype=float)
+    if float(w.sum()) <= 0:
+        return [0.0] * L.shape[1]
+    P = np.exp(L - L.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    mean = (w[:, None] * P).sum(axis=0) / float(w.sum())
+    b = -np.log(np.maximum(mean, 1e-300))
+    b -= b.mean()
+    return [float(x) for x in b]
+
+
+def estimate_offsets(kind: str, logdists: Sequence[Sequence[float]], targets: Sequence[int], *, sigma: float = 1.0,
+                     weights: Sequence[float] | None = None) -> list[float]:
+    """The offsets of a calibrated layer with `calibration = kind`: "fit" (MAP, labelled) or "batch" (unlabelled)."""
+    if kind == "batch":
+        return batch_offsets(logdists, weights)
+    if kind == "fit":
+        return fit_offsets(logdists, targets, sigma=sigma, weights=weights)
+    raise ValueError(f"no offsets estimator for calibration = {kind!r}")
 
 
 def calibrated_accuracy(logdists: Sequence[Sequence[float]], targets: Sequence[int],

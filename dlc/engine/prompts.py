@@ -36,7 +36,7 @@ from dlc.errors import DlcError, DlcLMError
 from dlc.ir import FitConfig, Graph, Layer
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
 from dlc.engine.budget import generate_fitting
-from dlc.engine.calibration import apply_offsets, fit_offsets
+from dlc.engine.calibration import apply_offsets, estimate_offsets
 from dlc.engine.proposals import clean_proposal, rejection_reason
 from dlc.engine.labels import label_logdist_from, label_requests
 from dlc.rng import Rng
@@ -290,8 +290,9 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
                 out = label_of_text(layer, out)
             gen_acc[key] = 1.0 if output_correct(graph, out, trace.examples[key[1]].target) else 0.0
 
-    # a calibrated choice layer scores each candidate with its own offsets, fitted (MAP) on this batch's label
-    # distributions under that candidate: prompt search and calibration optimise one objective instead of fighting
+    # a calibrated choice layer scores each candidate with its own offsets, fitted (MAP or batch) on this batch's
+    # label distributions under that candidate: prompt search and calibration optimise one objective instead of
+    # fighting
     cand_offsets: list[list[float]] | None = None
     if calibrated(layer) and not generative:
         names = list(layer.output.label_names)
@@ -304,8 +305,8 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
                 raws[n_idx].append(raw)
                 tix[n_idx].append(names.index(tgt))
                 wts[n_idx].append(w)
-        cand_offsets = [fit_offsets(raws[n], tix[n], sigma=config.calibration_sigma, weights=wts[n])
-                        for n in range(len(candidates))]
+        cand_offsets = [estimate_offsets(layer.calibration, raws[n], tix[n], sigma=config.calibration_sigma,
+                                         weights=wts[n]) for n in range(len(candidates))]
 
     # S[n][i] -> list of (weight, score, in_idx)
     table: dict[int, dict[int, list[tuple[float, float, int]]]] = {n: {i: [] for i in idx}
@@ -372,8 +373,8 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
 
 
 def calibrated(layer: Layer) -> bool:
-    """Does the layer learn calibration offsets (a choice layer with calibration = fit)?"""
-    return layer.calibration == "fit" and layer.output.kind == "choice"
+    """Does the layer learn calibration offsets (a choice layer with calibration = fit or batch)?"""
+    return layer.calibration in ("fit", "batch") and layer.output.kind == "choice"
 
 
 def update_layer(graph: Graph, node: str, prompts: Mapping[str, str], memory_prompts: Sequence[str],

@@ -419,8 +419,9 @@ class _Lowering:
                                        parse_path=res.parse_path)
 
         offsets = self.offsets(vals, settings, out, name)
-        if "calibration" in vals and vals["calibration"] == "fit" and out.kind != "choice":
-            self.err("E329", f"calibration = fit needs a choice output, and layer '{name}' outputs {out.kind}",
+        if vals.get("calibration") in ("fit", "batch") and out.kind != "choice":
+            self.err("E329", f"calibration = {vals['calibration']} needs a choice output, and layer '{name}' "
+                     f"outputs {out.kind}",
                      settings["calibration"].value.span, node=name,
                      hint="remove the calibration setting, or give the layer `output = choice { ... }`")
 

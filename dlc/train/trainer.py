@@ -22,7 +22,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
-from dlc.engine.calibration import fit_offsets
+from dlc.engine.calibration import estimate_offsets
 from dlc.engine.forward import forward, resolve_targets
 from dlc.engine.hidden import infer_hidden, score_opts
 from dlc.engine.prompts import calibrated, update_layer
@@ -136,8 +136,9 @@ class Trainer:
         return EvalResult.from_state(memo[key])
 
     def fit_output_offsets(self, prompts: Mapping[str, str]) -> list[float] | None:
-        """MAP offsets of the calibrated output layer on the calibration set under `prompts` (None: nothing to fit
-        on). Hidden layers keep their current offsets while the output's distributions are computed."""
+        """Offsets of the calibrated output layer on the calibration set under `prompts`, estimated as its
+        `calibration` says (MAP or batch, engine/calibration.py; None: nothing to fit on). Hidden layers keep
+        their current offsets while the output's distributions are computed."""
         out = self.graph.output
         if out not in self.calibrated or not self.calibration_set:
             return None
@@ -149,8 +150,9 @@ class Trainer:
             names = list(self.graph.layers[out].output.label_names)
             # no label distributions (the output answers by generation on a backend without prompt log-probs):
             # nothing to calibrate
-            memo[key] = {"offsets": None if res.raw_logdists is None else fit_offsets(
-                res.raw_logdists, [names.index(t) for t in res.targets], sigma=self.config.calibration_sigma)}
+            memo[key] = {"offsets": None if res.raw_logdists is None else estimate_offsets(
+                self.graph.layers[out].calibration, res.raw_logdists, [names.index(t) for t in res.targets],
+                sigma=self.config.calibration_sigma)}
         b = memo[key]["offsets"]
         return None if b is None else list(b)
 
