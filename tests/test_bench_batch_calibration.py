@@ -25,4 +25,12 @@ def test_report_pairs_examples_over_seeds():
     cols = [c.strip() for c in row.strip("|").split("|")]
     assert cols[2].startswith("**+50.0") and cols[3] == "+0.0 ± 0.0" and cols[4].startswith("**-50.0")
     assert "map/always 1/0/0; map/best 0/1/0; batch/always 0/0/1" in text
-    assert "| mean over tasks | | +50.0 | +0.0 | -50.0 | +0.0 | +0.0 | +0.0 |" in text
+    assert "| mean over tasks | | +50.0 | +0.0 | -50.0 | +0.0 | +0.0 | +0.0 | +0.0 |" in text
+
+
+def test_dev_picks_the_estimator_with_the_higher_dev_accuracy():
+    bc = bench_module("batch_calibration")
+    cell = _cell([0, 1] * 10, map_best=[1, 1] * 10, batch_best=[0, 0] * 10)
+    assert bc.with_dev_pick(cell)["dev picks"]["test"] == [1, 1] * 10          # a tie goes to map
+    cell["batch/best"]["dev"] = 0.6
+    assert bc.with_dev_pick(cell)["dev picks"]["test"] == [0, 0] * 10
