@@ -1,17 +1,17 @@
 """Batch calibration against the fitted offsets (issue 14 §1: is there a better estimator of b?).
 
-The date and navigate cells (bench/LEARNING_NOTES.md) showed the MAP offsets learning the *label prior of the training
+The date cells (bench/LEARNING_NOTES.md) showed the MAP offsets learning the *label prior of the training
 pool*, which on the BBH tasks differs from the test file's. Batch calibration (Zhou et al., "Batch Calibration",
 ICLR 2024) estimates the same per-label offset without labels, by assuming the labels are equally likely:
 
     b_BC = −log( (1/n) Σ_i p_LM(label | x_i) )          (then centred; the gauge does not matter)
 
 i.e. it removes the model's average preference, whatever the data's prior. Run on the calibration set's inputs (the
-same 64 training examples the MAP fit uses, labels ignored) it is an estimator `dlc fit` could use; run on the test
-inputs themselves (transductive, still no labels) it is the paper's variant, reported as a diagnostic only.
+same 64 training examples the MAP fit uses, labels ignored) it is what `calibration = batch` does in `dlc fit`; run
+on the test inputs themselves (transductive, still no labels) it is the paper's variant, reported as a diagnostic.
 
-Everything comes from the shared LLM cache of bench/learning.py's 0shot_cal cells (the initial prompt's raw label
-distributions on calibration set, dev and test; no new LLM work once those cells ran). Each estimator is reported
+The initial prompt's raw label distributions on the 0shot_cal cells' calibration set, dev and test come through the
+shared LLM cache of bench/learning.py (computed once when missing, then no new LLM work). Each estimator is reported
 kept always and kept by the default rule (only when it raises dev accuracy), paired against 0-shot on the same 100
 test examples, as bench/LEARNING.md does.
 

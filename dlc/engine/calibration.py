@@ -18,8 +18,8 @@ examples let the data decide. The objective is strictly concave (log-likelihood 
 prior is strongly concave), so Newton's method with backtracking converges to the unique maximiser; the prior also
 fixes the gauge (adding c·1 to b changes no probability; the penalty picks Σ b = 0).
 
-`calibration = batch` estimates the same b without labels (batch calibration, Zhou et al., ICLR 2024, eq. 5 with the
-mean taken over labelled-or-not inputs):
+`calibration = batch` estimates the same b without labels (batch calibration, Zhou et al., "Batch Calibration",
+ICLR 2024: the contextual bias is the mean label distribution over a batch of inputs, and it is divided out):
 
     b_BC = −log( Σ_i w_i · p_LM(label | x_i) / Σ_i w_i ),  centred
 
