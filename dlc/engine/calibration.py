@@ -36,6 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dlc.ir import Layer
+
 
 def apply_offsets(logdist: Sequence[float], offsets: Sequence[float] | None) -> list[float]:
     """log softmax(ℓ + b): the calibrated label log-distribution (ℓ itself when b is None or empty)."""
@@ -126,6 +128,11 @@ def estimate_offsets(kind: str, logdists: Sequence[Sequence[float]], targets: Se
     if kind == "fit":
         return fit_offsets(logdists, targets, sigma=sigma, weights=weights)
     raise ValueError(f"no offsets estimator for calibration = {kind!r}")
+
+
+def calibrated(layer: Layer) -> bool:
+    """Does the layer learn calibration offsets (a choice layer with calibration = fit or batch)?"""
+    return layer.calibration in ("fit", "batch") and layer.output.kind == "choice"
 
 
 def calibrated_accuracy(logdists: Sequence[Sequence[float]], targets: Sequence[int],

@@ -36,7 +36,7 @@ from dlc.errors import DlcError, DlcLMError
 from dlc.ir import FitConfig, Graph, Layer
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
 from dlc.engine.budget import generate_fitting
-from dlc.engine.calibration import apply_offsets, estimate_offsets
+from dlc.engine.calibration import apply_offsets, calibrated, estimate_offsets
 from dlc.engine.proposals import clean_proposal, rejection_reason
 from dlc.engine.labels import label_logdist_from, label_requests
 from dlc.rng import Rng
@@ -370,11 +370,6 @@ def score_candidates(graph: Graph, node: str, candidates: Sequence[str], prompts
                                for k, v in enumerate(ex_terms[n])]
             per_example.append(ex_terms[n])
     return elbo, kl, penalty, cand_offsets
-
-
-def calibrated(layer: Layer) -> bool:
-    """Does the layer learn calibration offsets (a choice layer with calibration = fit or batch)?"""
-    return layer.calibration in ("fit", "batch") and layer.output.kind == "choice"
 
 
 def update_layer(graph: Graph, node: str, prompts: Mapping[str, str], memory_prompts: Sequence[str],

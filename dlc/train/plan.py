@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from dlc.engine.calibration import calibrated
 from dlc.engine.labels import verbalizers
 from dlc.train.config import check_config
 from dlc.ir import FitConfig, Graph
@@ -80,7 +81,7 @@ def plan(graph: Graph, config: FitConfig, n_train: int, n_dev: int) -> dict[str,
         else:
             per_val["forward_generate"] += n_dev_used
     out = graph.layers[graph.output]
-    if out.calibration in ("fit", "batch") and out.output.kind == "choice":
+    if calibrated(out):
         # the offsets are refitted on the calibration set at every validation (its forward pass, every layer)
         n_cal = n_train if config.calibration_size < 0 else min(n_train, config.calibration_size)
         for n in graph.order:

@@ -22,10 +22,10 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
-from dlc.engine.calibration import estimate_offsets
+from dlc.engine.calibration import calibrated, estimate_offsets
 from dlc.engine.forward import forward, resolve_targets
 from dlc.engine.hidden import infer_hidden, score_opts
-from dlc.engine.prompts import calibrated, update_layer
+from dlc.engine.prompts import update_layer
 from dlc.engine.vi import decayed_penalty
 from dlc.errors import DlcArtifactError, DlcDataError, DlcFitError
 from dlc.train.config import check_config
