@@ -255,6 +255,15 @@ def _trial_spec(cell: Cell, index: int, *, data_dir: str, out: Path, model: str 
                      str((out / "cache").resolve()), env=env)
 
 
+def _cpu() -> str:
+    """bench/batching.py's CPU description (model and widest vector extension), imported when a cell ends."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    from batching import _cpu as cpu
+
+    return cpu()
+
+
 def run_cells(cells: Sequence[Cell], *, data_dir: str, out: Path = OUT, cells_dir: Path = CELLS,
               model: str | None = None, log: Any = sys.stdout, threads: int | None = None, sets: Sequence[str] = (),
               use_ray: bool | None = None, workers: int = 1) -> list[dict[str, Any] | None]:
@@ -288,6 +297,9 @@ def run_cells(cells: Sequence[Cell], *, data_dir: str, out: Path = OUT, cells_di
         rec = cell_record(cell, result, wall)
         rec["threads"] = threads
         rec["attempts"] = len(attempts)
+        # wall times only compare on one machine: batched decoding runs at half the rate on the AVX2 machine as on
+        # the earlier one (bench/README.md), and a load above `threads` at the end means something ran beside it
+        rec["machine"] = {"cpu": _cpu(), "load_avg_1m_end": round(os.getloadavg()[0], 2)}
         _atomic_json(cells_dir / f"{cell.id}.json", rec)
         recs[cell.id] = rec
         print(f"[{time.strftime('%H:%M:%S')}] {cell.id}: dev {rec['dev_accuracy']:.3f} test "

@@ -51,6 +51,7 @@ def test_cells_run_resume_and_report(grid, tmp_path, monkeypatch):
         assert r is not None and 0.0 <= r["test_accuracy"] <= 1.0
         assert r["cost"]["calls"] > 0 and r["cost"]["requested_tokens"] > 0
         assert json.loads((cells / f"{r['cell']}.json").read_text()) == r
+        assert r["machine"]["cpu"] and r["machine"]["load_avg_1m_end"] >= 0    # wall times name their machine
     dln1 = recs[1]
     assert dln1["iterations"] == 2 and set(dln1["prompts"]) == {"y"}
 

@@ -319,7 +319,9 @@ def test_a_real_browser_renders_every_section(runs, tmp_path):
 
     img = Image.open(shot).convert("RGB")
     assert img.size == (1200, 1400)
-    colours = Counter(img.getdata())
+    # get_flattened_data replaces getdata (deprecated in Pillow 13); older Pillows only have getdata
+    pixels = img.get_flattened_data() if hasattr(img, "get_flattened_data") else img.getdata()
+    colours = Counter(pixels)
     assert len(colours) > 50, f"a nearly blank screenshot ({len(colours)} colours)"
     assert colours.most_common(1)[0][1] < 0.8 * img.size[0] * img.size[1]
     assert colours[(0x0F, 0x17, 0x2A)] > 10_000                    # the page header was styled (inline CSS)
