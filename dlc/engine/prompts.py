@@ -33,7 +33,7 @@ from dlc.engine.forward import (Trace, as_backward_prompt, choice_requests, forw
                                 layer_context, layer_variables, lm_for, is_empty_text, output_correct, score_batch,
                                 scores_labels, target_logp_from, target_logp_requests)
 from dlc.errors import DlcError, DlcLMError
-from dlc.ir import FitConfig, Graph, Layer
+from dlc.ir import FitConfig, Graph
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
 from dlc.engine.budget import generate_fitting
 from dlc.engine.calibration import apply_offsets, calibrated, estimate_offsets
