@@ -71,3 +71,30 @@ def test_a_trace_without_example_rewards_is_an_error_and_racing_md_is_kept(tmp_p
     assert racing.main(["replay", str(trace), "--write"]) == 1
     assert "rerun" in capsys.readouterr().err
     assert (tmp_path / "RACING.md").read_text() == "kept\n"
+
+
+def test_the_other_rules_cut_where_they_say_and_the_frontier_starts_with_the_engines_rule(tmp_path):
+    """The frontier compares cheaper ways of scoring with exhaustive scoring on the same recorded matrices: each
+    rule's pick and cost follow from its definition, and its first row is the replay's own racing."""
+    racing = _bench_racing()
+    # candidate 3 leads on the first two examples and is the worst overall; candidate 2 is best overall
+    r = [[0.0] * 8, [0.1, 0.0] * 4, [-0.5, -0.4] + [0.9] * 6, [1.0, 0.8] + [-1.0] * 6]
+    assert racing.prefix(r, 2) == (3, [2, 2, 2, 2])
+    assert racing.prefix(r, 8)[0] == 2
+    # keeps the best half on 2 examples (3 and 1) and the incumbent: 2 is cut on its bad start
+    assert racing.halving(r, 2, 0.5) == (1, [8, 8, 2, 8])
+    assert racing.paired_elimination(r, 2, 0.5)[0] != 2        # a small z cuts 2 as well
+    chosen, scored = racing.paired_elimination(r, 2, 100.0)   # a huge z cuts nothing: exhaustive at full cost
+    assert (chosen, scored) == (2, [8, 8, 8, 8])
+    assert racing.self_agreement([[1.0] * 8, [0.0] * 8]) == 1.0
+    noisy = [[0.0] * 8, [1.0, -1.0] * 4]                # same mean: the pick depends on the draw
+    s = racing.self_agreement(noisy)
+    assert 0.2 < s < 0.8 and s == racing.self_agreement(noisy)
+    trace = tmp_path / "t.jsonl"
+    up = {"node": "y", "candidates": ["a", "b", "c", "d"], "chosen": "c", "chosen_index": 2, "example_rewards": r}
+    trace.write_text(json.dumps({"iteration": 0, "layers": {"y": up}}) + "\n")
+    res = racing.replay([trace])
+    first = res["frontier"][0]
+    assert "halving" in first["rule"] and first["agree"] == res["agree"] / res["updates"]
+    assert abs(first["cost"] - res["cost"]) < 1e-12
+    assert next(f for f in res["frontier"] if f["rule"].endswith("first 6 examples"))["cost"] == 0.75
