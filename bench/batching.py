@@ -31,6 +31,8 @@ REPO = BENCH.parent
 OUT = BENCH / "batching_records"           # records (JSON, in git)
 TRACES = BENCH / "out" / "batching"         # the cells' traces (large; bench/racing.py replays them)
 ROWS = (1, 2, 4, 8, 16, 32)
+CELLS = BENCH / "cells"                     # grid cell records: those with decode shapes get the limit by shape
+CHUNKS = BENCH / "scoring_records" / "chunks-default.json"   # prompt evaluation vs rows (bench/scoring.py chunks)
 
 
 def _cpu() -> str:
@@ -188,6 +190,55 @@ def limit_table(phases: dict[str, Any], curve: dict[str, Any], long: dict[str, A
     return out
 
 
+def shape_rates(curve: dict[str, Any], chunks: dict[str, Any] | None) -> dict[str, float]:
+    """llama.cpp's best measured tok/s for each llama_decode shape (`BackendWork.decode_shapes` keys): "many:n" = a
+    generation step of up to n rows over several sequences (the `curve`), "one:n" = up to n rows of one sequence
+    (prompt evaluation: `chunks`' exact single-sequence rates, the curve's one-chunk prompt eval; below 16 rows,
+    where no single-sequence rate was measured, the n-row step of the curve). Each is the best rate measured at any
+    size up to the bucket's top, so a phase's limit is on the generous side."""
+    many = {int(n): float(r) for n, r in curve["tok_per_s"].items()}
+    one = dict(many)
+    for n, r in ((chunks or {}).get("tok_per_s", {}).get("exact", {})).items():
+        one[int(n)] = max(one.get(int(n), 0.0), float(r))
+    one[256] = max(one.get(256, 0.0), float(curve["prompt_eval_tok_per_s"]))
+    out = {}
+    for n in (2 ** k for k in range(11)):
+        out[f"many:{n}"] = max(r for m, r in many.items() if m <= n)
+        out[f"one:{n}"] = max(r for m, r in one.items() if m <= n)
+    return out
+
+
+def shape_table(cells: dict[str, dict[str, Any]], curve: dict[str, Any], chunks: dict[str, Any] | None) -> list[str]:
+    """Each phase of the grid cells that recorded their llama_decode shapes, against llama.cpp's best for exactly
+    those shapes (`shape_rates`): the issue's "≥ 70% of the best measured throughput for its batch shape". Limit =
+    Σ over shapes of the phase's tokens / the best rate for that shape; share = limit / the phase's backend seconds
+    (dlc's own work in the call included); the decode share divides by the seconds inside llama_decode only."""
+    rates = shape_rates(curve, chunks)
+    out = ["", "## The limit by batch shape (grid cells)", "",
+           "Every llama_decode of the cell booked under its phase and shape (one sequence or several, rows rounded "
+           "up to a power of two), each shape against llama.cpp's best measured rate for it on the same machine "
+           f"({curve.get('cpu', 'CPU not recorded')}, {curve['threads']} threads; `curve` and `chunks-default`). "
+           "Single-sequence best rates (tok/s): " + ", ".join(f"{k[4:]} rows {v:.1f}" for k, v in rates.items()
+                                                              if k.startswith("one:") and int(k[4:]) in (1, 16, 32, 64, 256))
+           + "; several sequences: " + ", ".join(f"{k[5:]} rows {v:.1f}" for k, v in rates.items()
+                                                 if k.startswith("many:") and int(k[5:]) in (1, 4, 16, 32)) + ".", "",
+           "| cell | phase | decoded tokens | shapes (tokens) | seconds | limit s | share | share of decode time |",
+           "|---|---|---|---|---|---|---|---|"]
+    for cid, rec in sorted(cells.items()):
+        c = rec.get("cost") or {}
+        for phase, shapes in sorted(c["decode_shapes"].items(),
+                                    key=lambda kv: -float((c.get("phases") or {}).get(kv[0], {}).get("seconds", 0))):
+            sec = float((c.get("phases") or {}).get(phase, {}).get("seconds") or 0.0)
+            dec = sum(float(r["seconds"]) for r in shapes.values())
+            tokens = sum(int(r["tokens"]) for r in shapes.values())
+            ideal = sum(int(r["tokens"]) / rates[k] for k, r in shapes.items() if k in rates)
+            top = sorted(shapes.items(), key=lambda kv: -int(kv[1]["tokens"]))[:3]
+            mix = ", ".join(f"{k} {int(r['tokens']):,}" for k, r in top) + (" …" if len(shapes) > 3 else "")
+            out.append(f"| {cid} | {phase} | {tokens:,} | {mix} | {sec:.1f} | {ideal:.1f} | "
+                       f"{100 * ideal / max(sec, 1e-9):.0f}% | {100 * ideal / max(dec, 1e-9):.0f}% |")
+    return out
+
+
 def bound(before: dict[str, Any], curves: Sequence[dict[str, Any]]) -> list[str]:
     """The most any way of driving llama.cpp could give the before cell, from its own token counts: every prompt
     token at the best prompt-eval rate and every generated token at the best generation rate measured for the model
@@ -296,6 +347,11 @@ def report() -> str:
         lines += limit_table(a["backend"]["phases"], lim, longs[0] if longs else None)
         if b and (b.get("backend") or {}).get("decoded_tokens"):
             lines += bound(b, [lim, *longs])
+    cells = {p.stem: json.loads(p.read_text()) for p in sorted(CELLS.glob("*.json"))}
+    cells = {k: r for k, r in cells.items() if (r.get("cost") or {}).get("decode_shapes")
+             and lim and (r.get("machine") or {}).get("cpu") == lim.get("cpu")}
+    if lim and cells:
+        lines += shape_table(cells, lim, json.loads(CHUNKS.read_text()) if CHUNKS.is_file() else None)
     return "\n".join(lines) + "\n"
 
 

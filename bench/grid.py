@@ -209,6 +209,8 @@ def cell_record(cell: Cell, result: dict[str, Any], wall: float) -> dict[str, An
             "fit_seconds": round(train_wall, 1), "wall_seconds": round(wall, 1),
             "overhead": _outside(be.get("seconds"), train_wall), "decode_seconds": be.get("decode_seconds"),
             "overhead_decode": _outside(be.get("decode_seconds"), train_wall)}
+    if be.get("decode_shapes"):    # per phase, and per llama_decode shape: bench/batching.py's limit by shape
+        cost["phases"], cost["decode_shapes"] = be.get("phases"), be["decode_shapes"]
     return {"cell": cell.id, "method": cell.method, "task": cell.task, "seed": cell.seed, "sizes": dict(SIZES),
             "settings": FIT[cell.method], "dev_accuracy": result.get("dev_accuracy"),
             "test_accuracy": result.get("test_accuracy"), "baseline": result.get("baseline", {}),

@@ -68,3 +68,39 @@ def test_the_report_includes_the_bound_when_both_cells_were_measured(tmp_path, m
     assert "| after | 200.0 | 2.40× | 500 | 4,500 | 30.0 | 3.00× |" in text
     # best generation rate: 42 tok/s at 32 rows -> 4000/50 + 500/42 = 91.9 s
     assert "need 92 s" in text and "**5.22×**" in text
+
+
+def test_the_limit_by_shape_uses_the_best_rate_measured_up_to_each_shape(tmp_path, monkeypatch):
+    """A phase's limit by shape: its tokens of each llama_decode shape at llama.cpp's best rate for that shape
+    (the best measured at any size up to the shape's rows), over the phase's seconds."""
+    b = _bench_batching()
+    curve = {"model": "default", "threads": 2, "prompt_tokens": 106, "cpu": "AMD EPYC, AVX2",
+             "prompt_eval_tok_per_s": 50.0, "tok_per_s": {"1": 10.0, "4": 16.0, "8": 14.0, "16": 20.0, "32": 25.0}}
+    chunks = {"tok_per_s": {"exact": {"16": 30.0, "32": 40.0, "64": 45.0, "128": 44.0}}}
+    rates = b.shape_rates(curve, chunks)
+    assert rates["many:1"] == 10.0 and rates["many:8"] == 16.0 and rates["many:64"] == 25.0   # never below a smaller
+    assert rates["one:2"] == 10.0 and rates["one:32"] == 40.0 and rates["one:128"] == 45.0
+    assert rates["one:256"] == rates["one:512"] == 50.0                                        # the one-chunk rate
+    cell = {"machine": {"cpu": "AMD EPYC, AVX2"},
+            "cost": {"phases": {"score:x": {"seconds": 10.0, "decoded_tokens": 600, "completion_tokens": 0}},
+                     "decode_shapes": {"score:x": {"one:32": {"tokens": 200, "seconds": 4.0, "calls": 8},
+                                                   "one:256": {"tokens": 400, "seconds": 5.0, "calls": 2}}}}}
+    # 200 / 40 + 400 / 50 = 13 s of limit: over 10 s of phase -> 130%... so make the phase slower
+    cell["cost"]["phases"]["score:x"]["seconds"] = 26.0
+    text = "\n".join(b.shape_table({"c-s1": cell}, curve, chunks))
+    assert "| c-s1 | score:x | 600 | one:256 400, one:32 200 | 26.0 | 13.0 | 50% | 144% |" in text
+    monkeypatch.setattr(b, "OUT", tmp_path / "rec")
+    monkeypatch.setattr(b, "CELLS", tmp_path / "cells")
+    monkeypatch.setattr(b, "CHUNKS", tmp_path / "chunks.json")
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "rec" / "curve-default.json").write_text(json.dumps(
+        {**curve, "load_before": 0.5, "load_after": 1.0, "time": "2026-12-02 02:00:00",
+         "step_ms": {str(n): 1.0 for n in b.ROWS}, "tok_per_s": {str(n): 10.0 + n for n in b.ROWS}}))
+    (tmp_path / "chunks.json").write_text(json.dumps(chunks))
+    (tmp_path / "cells" / "c-s1.json").write_text(json.dumps(cell))
+    other = {**cell, "machine": {"cpu": "another CPU"}}
+    (tmp_path / "cells" / "c-s2.json").write_text(json.dumps(other))
+    text = b.report()
+    assert "## The limit by batch shape" in text and "| c-s1 | score:x |" in text
+    assert "c-s2" not in text                        # a cell from another machine is not held to this curve

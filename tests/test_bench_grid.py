@@ -158,3 +158,16 @@ def test_a_smoke_run_on_another_model_must_stay_out_of_the_real_grid(grid, tmp_p
     assert "pass both --out and --cells" in capsys.readouterr().err
     assert grid.main(["run", "--set", "model.default.backend=scripted", "--cells", str(tmp_path / "c")]) == 1
     assert "--set changes the cells" in capsys.readouterr().err
+
+
+def test_a_cell_record_keeps_its_phases_and_decode_shapes_when_the_backend_booked_them(grid):
+    """bench/batching.py holds each phase of a grid cell to llama.cpp's best for the shapes it decoded: the record
+    (in git) must carry them; a backend that books no shapes (scripted, remote) adds nothing."""
+    shapes = {"score:score": {"one:32": {"tokens": 20, "seconds": 0.5, "calls": 1}}}
+    phases = {"score:score": {"seconds": 0.6, "decoded_tokens": 20, "completion_tokens": 0}}
+    be = {"seconds": 1.0, "decode_seconds": 0.5, "decoded_tokens": 20, "phases": phases, "decode_shapes": shapes}
+    res = {"usage": {"calls": 1, "prompt_tokens": 5, "completion_tokens": 1, "wall_seconds": 2.0, "backend": be}}
+    cost = grid.cell_record(grid.Cell("dln1", "subj", 42), res, 3.0)["cost"]
+    assert cost["decode_shapes"] == shapes and cost["phases"] == phases
+    be.pop("decode_shapes")
+    assert "decode_shapes" not in grid.cell_record(grid.Cell("dln1", "subj", 42), res, 3.0)["cost"]

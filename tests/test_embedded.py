@@ -253,6 +253,31 @@ def test_work_counters_decoded_unique_and_seconds():
 
 
 @pytest.mark.model
+def test_decode_shapes_book_every_llama_decode_under_its_phase_and_shape():
+    """`decode_shapes` splits each phase's decoded tokens by the shape of the llama_decode that took them: an exact
+    score decodes one sequence per call ("one:n"), a generation of several samples steps over several sequences
+    ("many:n"). Its tokens add up to the phase's decoded tokens, and its seconds to at most the phase's."""
+    with EmbeddedLM("tiny", n_ctx=512, n_seq_max=4) as m:
+        prompt = "The capital of France is a city called"
+        m.score([ScoreRequest(prompt, c, tag="t/score") for c in (" Paris, of course", " Lyon")])
+        m.generate([GenerateRequest(prompt, max_tokens=6, n=3, temperature=0.7, seed=1, tag="t/posterior")])
+        w = m.work()
+    assert set(w.decode_shapes) == set(w.phases) == {"score:score", "generate:posterior"}
+    for phase, shapes in w.decode_shapes.items():
+        assert sum(r["tokens"] for r in shapes.values()) == w.phases[phase]["decoded_tokens"]
+        assert 0 < sum(r["seconds"] for r in shapes.values()) <= w.phases[phase]["seconds"]
+        for key, r in shapes.items():
+            kind, n = key.split(":")
+            assert kind in ("one", "many") and r["calls"] >= 1
+            assert (int(n) // 2) * r["calls"] < r["tokens"] <= int(n) * r["calls"]   # rows rounded up to 2^k
+    assert all(k.startswith("one:") for k in w.decode_shapes["score:score"])
+    assert any(k.startswith("many:") for k in w.decode_shapes["generate:posterior"])
+    js = w.to_json()["decode_shapes"]
+    assert js["score:score"] == {k: {kk: round(v, 3) for kk, v in r.items()}
+                                 for k, r in sorted(w.decode_shapes["score:score"].items())}
+
+
+@pytest.mark.model
 def test_special_token_text_in_user_text_stays_plain(lm):
     """Issue 16 item 4: text that spells a chat special token (dataset text, a system prompt an LLM proposed, an answer
     prefix) is tokenized as plain text; only the chat template's own markup produces special tokens."""

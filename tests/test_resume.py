@@ -227,6 +227,12 @@ def test_sigkill_resume_with_the_embedded_tiny_model_and_cache(tmp_path):
     be = a["usage"]["backend"]
     assert be["decoded_tokens"] > 0 and be["unique_tokens"] is None          # prefix tracking is opt-in
     assert 0 < be["decode_seconds"] <= be["seconds"] <= a["usage"]["wall_seconds"]
+    # every phase's decoded tokens are booked by llama_decode shape too, summed over the processes of a resumed run
+    for usage in (a["usage"], b["usage"]):
+        phases, shapes = usage["backend"]["phases"], usage["backend"]["decode_shapes"]
+        assert phases and set(shapes) == set(phases)
+        for phase, row in phases.items():
+            assert sum(r["tokens"] for r in shapes[phase].values()) == row["decoded_tokens"]
 
 
 def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(reference, tmp_path):

@@ -173,6 +173,11 @@ class BackendWork:
     # per phase ("generate:posterior", "score:score", ...: the call's kind and the purpose part of its first
     # request's tag): {"seconds", "decoded_tokens", "completion_tokens"} — bench/ throughput per phase
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    # per phase, its llama_decode calls by shape: "one:32" = 17-32 rows of a single sequence (prompt evaluation, an
+    # exact score's continuation), "many:16" = 9-16 rows over several sequences (a batched generation step) ->
+    # {"tokens", "seconds", "calls"}. A decode's cost depends on its rows and on whether they share one sequence,
+    # so bench/batching.py compares each phase with llama.cpp's best for the shapes it really decoded.
+    decode_shapes: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def add_phase(self, phase: str, seconds: float, decoded: int, completion: int = 0) -> None:
         row = self.phases.setdefault(phase, {"seconds": 0.0, "decoded_tokens": 0, "completion_tokens": 0})
@@ -180,10 +185,21 @@ class BackendWork:
         row["decoded_tokens"] += decoded
         row["completion_tokens"] += completion
 
+    def add_decode(self, phase: str, rows: int, sequences: int, seconds: float) -> None:
+        """Book one llama_decode of `rows` rows over `sequences` sequences under its shape (rows rounded up to a
+        power of two)."""
+        key = f"{'one' if sequences == 1 else 'many'}:{1 << max(0, rows - 1).bit_length()}"
+        row = self.decode_shapes.setdefault(phase, {}).setdefault(key, {"tokens": 0, "seconds": 0.0, "calls": 0})
+        row["tokens"] += rows
+        row["seconds"] += seconds
+        row["calls"] += 1
+
     def to_json(self) -> dict[str, object]:
         return {"decoded_tokens": self.decoded_tokens, "unique_tokens": self.unique_tokens,
                 "seconds": round(self.seconds, 3), "decode_seconds": round(self.decode_seconds, 3),
-                "phases": {k: {kk: round(v, 3) for kk, v in row.items()} for k, row in sorted(self.phases.items())}}
+                "phases": {k: {kk: round(v, 3) for kk, v in row.items()} for k, row in sorted(self.phases.items())},
+                "decode_shapes": {p: {k: {kk: round(v, 3) for kk, v in r.items()} for k, r in sorted(t.items())}
+                                  for p, t in sorted(self.decode_shapes.items())}}
 
 
 @runtime_checkable

@@ -116,6 +116,7 @@ class EmbeddedModel:
             track_prefixes = os.environ.get("DLC_TRACK_PREFIXES") == "1"
         self._trie = PrefixTrie() if track_prefixes else None
         self._work = BackendWork(unique_tokens=0 if track_prefixes else None)
+        self._phase = ""                     # the phase of the call in progress (`_timed`), for decode shapes
         self.n_ctx = int(n_ctx)                    # per sequence: the longest prompt + continuation/generation
         self.n_seq_max = max(2, int(n_seq_max))    # sequence 0 holds the prompt; 1.. hold continuations/samples
         self.n_batch = int(n_batch)
@@ -364,8 +365,11 @@ class EmbeddedModel:
                 b.logits[i] = (start + i) in wanted
             t0 = time.perf_counter()
             rc = L.llama_decode(self._ctx, b)
-            self._work.decode_seconds += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            self._work.decode_seconds += dt
             self._work.decoded_tokens += len(chunk)
+            if self._phase:
+                self._work.add_decode(self._phase, len(chunk), len({seq for _, _, seq in chunk}), dt)
             if rc != 0:
                 self._reset_memory()
                 raise DlcLMError(f"llama_decode failed with status {rc} ({len(chunk)} tokens)", code="E642",
@@ -437,13 +441,15 @@ class EmbeddedModel:
         t0 = time.perf_counter()
         d0 = self._work.decoded_tokens
         completion: list[int] = []
+        phase = f"{kind}:{(tag or '-').rsplit('/', 1)[-1]}" if kind else ""
+        self._phase = phase                  # _decode books its calls' shapes under it (calls hold self._lock)
         try:
             yield completion
         finally:
+            self._phase = ""
             dt = time.perf_counter() - t0
             self._work.seconds += dt
             if kind:
-                phase = f"{kind}:{(tag or '-').rsplit('/', 1)[-1]}"
                 self._work.add_phase(phase, dt, self._work.decoded_tokens - d0, sum(completion))
 
     def work(self) -> BackendWork:
@@ -451,7 +457,8 @@ class EmbeddedModel:
         with self._lock:
             unique = len(self._trie) if self._trie is not None else None
             return BackendWork(self._work.decoded_tokens, unique, self._work.seconds, self._work.decode_seconds,
-                               {k: dict(v) for k, v in self._work.phases.items()})
+                               {k: dict(v) for k, v in self._work.phases.items()},
+                               {p: {k: dict(r) for k, r in t.items()} for p, t in self._work.decode_shapes.items()})
 
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:
