@@ -2,6 +2,7 @@
 
     python bench/batching.py curve [--models tiny,small,default]   # llama.cpp step cost vs rows decoded together
     python bench/batching.py cell --before DIR [--data-dir D]      # a DLN-2 cell: code in DIR (before) vs this tree
+    python bench/batching.py cell --before - --only after --label shapes   # this tree's run alone, as cell-shapes
     python bench/batching.py report                           # bench/BATCHING.md from bench/batching_records/*.json
 
 `curve`: the model loaded as dlc loads it (EmbeddedLM, 2 threads), one ~100-token prompt in sequence 0, copied into
@@ -209,12 +210,12 @@ def shape_rates(curve: dict[str, Any], chunks: dict[str, Any] | None) -> dict[st
 
 
 def shape_table(cells: dict[str, dict[str, Any]], curve: dict[str, Any], chunks: dict[str, Any] | None) -> list[str]:
-    """Each phase of the grid cells that recorded their llama_decode shapes, against llama.cpp's best for exactly
+    """Each phase of the runs that recorded their llama_decode shapes ({name: {"phases", "decode_shapes"}}), against llama.cpp's best for exactly
     those shapes (`shape_rates`): the issue's "≥ 70% of the best measured throughput for its batch shape". Limit =
     Σ over shapes of the phase's tokens / the best rate for that shape; share = limit / the phase's backend seconds
     (dlc's own work in the call included); the decode share divides by the seconds inside llama_decode only."""
     rates = shape_rates(curve, chunks)
-    out = ["", "## The limit by batch shape (grid cells)", "",
+    out = ["", "## The limit by batch shape", "",
            "Every llama_decode of the cell booked under its phase and shape (one sequence or several, rows rounded "
            "up to a power of two), each shape against llama.cpp's best measured rate for it on the same machine "
            f"({curve.get('cpu', 'CPU not recorded')}, {curve['threads']} threads; `curve` and `chunks-default`). "
@@ -222,10 +223,9 @@ def shape_table(cells: dict[str, dict[str, Any]], curve: dict[str, Any], chunks:
                                                               if k.startswith("one:") and int(k[4:]) in (1, 16, 32, 64, 256))
            + "; several sequences: " + ", ".join(f"{k[5:]} rows {v:.1f}" for k, v in rates.items()
                                                  if k.startswith("many:") and int(k[5:]) in (1, 4, 16, 32)) + ".", "",
-           "| cell | phase | decoded tokens | shapes (tokens) | seconds | limit s | share | share of decode time |",
+           "| run | phase | decoded tokens | shapes (tokens) | seconds | limit s | share | share of decode time |",
            "|---|---|---|---|---|---|---|---|"]
-    for cid, rec in sorted(cells.items()):
-        c = rec.get("cost") or {}
+    for cid, c in cells.items():
         for phase, shapes in sorted(c["decode_shapes"].items(),
                                     key=lambda kv: -float((c.get("phases") or {}).get(kv[0], {}).get("seconds", 0))):
             sec = float((c.get("phases") or {}).get(phase, {}).get("seconds") or 0.0)
@@ -347,9 +347,13 @@ def report() -> str:
         lines += limit_table(a["backend"]["phases"], lim, longs[0] if longs else None)
         if b and (b.get("backend") or {}).get("decoded_tokens"):
             lines += bound(b, [lim, *longs])
-    cells = {p.stem: json.loads(p.read_text()) for p in sorted(CELLS.glob("*.json"))}
-    cells = {k: r for k, r in cells.items() if (r.get("cost") or {}).get("decode_shapes")
-             and lim and (r.get("machine") or {}).get("cpu") == lim.get("cpu")}
+    # runs that booked their decode shapes, on the curve's machine: this file's cells, then the grid's
+    cells = {f"batching {k}": r["backend"] for k, r in recs.items()
+             if (r.get("backend") or {}).get("decode_shapes") and lim and r.get("cpu") == lim.get("cpu")}
+    for p in sorted(CELLS.glob("*.json")):
+        r = json.loads(p.read_text())
+        if (r.get("cost") or {}).get("decode_shapes") and lim and (r.get("machine") or {}).get("cpu") == lim.get("cpu"):
+            cells[f"grid {p.stem}"] = r["cost"]
     if lim and cells:
         lines += shape_table(cells, lim, json.loads(CHUNKS.read_text()) if CHUNKS.is_file() else None)
     return "\n".join(lines) + "\n"
@@ -367,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--data-dir", default=os.environ.get("DLC_DATA_DIR", ""))
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--only", choices=("before", "after"))
+    e.add_argument("--label", default="", help="save this tree's run as cell-LABEL (default: after), e.g. a rerun "
+                   "that records decode shapes without replacing the measured after cell")
     sub.add_parser("report")
     a = ap.parse_args(argv)
     if a.cmd == "curve":
@@ -375,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif a.cmd == "cell":
         for label, code in (("after", REPO), ("before", Path(a.before))):
             if a.only in (None, label):
-                _save(f"cell-{label}", cell(code, label, a.data_dir, a.threads))
+                name = (a.label or label) if label == "after" else label
+                _save(f"cell-{name}", cell(code, name, a.data_dir, a.threads))
     else:
         (BENCH / "BATCHING.md").write_text(report(), encoding="utf-8")
         print(f"wrote {BENCH / 'BATCHING.md'}")

@@ -87,7 +87,7 @@ def test_the_limit_by_shape_uses_the_best_rate_measured_up_to_each_shape(tmp_pat
                                                    "one:256": {"tokens": 400, "seconds": 5.0, "calls": 2}}}}}
     # 200 / 40 + 400 / 50 = 13 s of limit: over 10 s of phase -> 130%... so make the phase slower
     cell["cost"]["phases"]["score:x"]["seconds"] = 26.0
-    text = "\n".join(b.shape_table({"c-s1": cell}, curve, chunks))
+    text = "\n".join(b.shape_table({"c-s1": cell["cost"]}, curve, chunks))
     assert "| c-s1 | score:x | 600 | one:256 400, one:32 200 | 26.0 | 13.0 | 50% | 144% |" in text
     monkeypatch.setattr(b, "OUT", tmp_path / "rec")
     monkeypatch.setattr(b, "CELLS", tmp_path / "cells")
@@ -102,5 +102,10 @@ def test_the_limit_by_shape_uses_the_best_rate_measured_up_to_each_shape(tmp_pat
     other = {**cell, "machine": {"cpu": "another CPU"}}
     (tmp_path / "cells" / "c-s2.json").write_text(json.dumps(other))
     text = b.report()
-    assert "## The limit by batch shape" in text and "| c-s1 | score:x |" in text
+    assert "## The limit by batch shape" in text and "| grid c-s1 | score:x |" in text
     assert "c-s2" not in text                        # a cell from another machine is not held to this curve
+    # a batching cell that booked its shapes (`cell --label`) is in the table too
+    (tmp_path / "rec" / "cell-shapes.json").write_text(json.dumps(
+        {"label": "shapes", "cpu": "AMD EPYC, AVX2", "time": "2026-12-02 03:00:00", "threads": 2,
+         "backend": cell["cost"]}))
+    assert "| batching cell-shapes | score:x | 600 |" in b.report()
