@@ -192,20 +192,19 @@ def limit_table(phases: dict[str, Any], curve: dict[str, Any], long: dict[str, A
 
 
 def shape_rates(curve: dict[str, Any], chunks: dict[str, Any] | None) -> dict[str, float]:
-    """llama.cpp's best measured tok/s for each llama_decode shape (`BackendWork.decode_shapes` keys): "many:n" = a
-    generation step of up to n rows over several sequences (the `curve`), "one:n" = up to n rows of one sequence
-    (prompt evaluation: `chunks`' exact single-sequence rates, the curve's one-chunk prompt eval; below 16 rows,
-    where no single-sequence rate was measured, the n-row step of the curve). Each is the best rate measured at any
-    size up to the bucket's top, so a phase's limit is on the generous side."""
-    many = {int(n): float(r) for n, r in curve["tok_per_s"].items()}
-    one = dict(many)
-    for n, r in ((chunks or {}).get("tok_per_s", {}).get("exact", {})).items():
-        one[int(n)] = max(one.get(int(n), 0.0), float(r))
-    one[256] = max(one.get(256, 0.0), float(curve["prompt_eval_tok_per_s"]))
+    """llama.cpp's best measured tok/s for each llama_decode shape (`BackendWork.decode_shapes` keys: "one:n" /
+    "many:n" = up to n rows of one sequence / of several). Measured: generation steps of n rows over n sequences
+    (the `curve`), prompt evaluation of one sequence in chunks of n rows (`chunks`' exact rates) and in one chunk
+    (the curve's prompt eval). A shape of up to n rows is held to the best of all of them at any size up to n, of
+    either kind — a step over several sequences that carries new rows' prompts runs at prompt-eval rates — so each
+    phase's limit is on the generous side (its share, if anything, understated)."""
+    measured = [(int(n), float(r)) for n, r in curve["tok_per_s"].items()]
+    measured += [(int(n), float(r)) for n, r in ((chunks or {}).get("tok_per_s", {}).get("exact", {})).items()]
+    measured.append((256, float(curve["prompt_eval_tok_per_s"])))
     out = {}
     for n in (2 ** k for k in range(11)):
-        out[f"many:{n}"] = max(r for m, r in many.items() if m <= n)
-        out[f"one:{n}"] = max(r for m, r in one.items() if m <= n)
+        best = max(r for m, r in measured if m <= n)
+        out[f"one:{n}"] = out[f"many:{n}"] = best
     return out
 
 
@@ -219,10 +218,8 @@ def shape_table(cells: dict[str, dict[str, Any]], curve: dict[str, Any], chunks:
            "Every llama_decode of the cell booked under its phase and shape (one sequence or several, rows rounded "
            "up to a power of two), each shape against llama.cpp's best measured rate for it on the same machine "
            f"({curve.get('cpu', 'CPU not recorded')}, {curve['threads']} threads; `curve` and `chunks-default`). "
-           "Single-sequence best rates (tok/s): " + ", ".join(f"{k[4:]} rows {v:.1f}" for k, v in rates.items()
-                                                              if k.startswith("one:") and int(k[4:]) in (1, 16, 32, 64, 256))
-           + "; several sequences: " + ", ".join(f"{k[5:]} rows {v:.1f}" for k, v in rates.items()
-                                                 if k.startswith("many:") and int(k[5:]) in (1, 4, 16, 32)) + ".", "",
+           "Best rate for up to n rows (tok/s): " + ", ".join(f"{k[4:]} {v:.1f}" for k, v in rates.items()
+                                                               if k.startswith("one:")) + ".", "",
            "| run | phase | decoded tokens | shapes (tokens) | seconds | limit s | share | share of decode time |",
            "|---|---|---|---|---|---|---|---|"]
     for cid, c in cells.items():

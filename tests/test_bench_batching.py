@@ -78,9 +78,10 @@ def test_the_limit_by_shape_uses_the_best_rate_measured_up_to_each_shape(tmp_pat
              "prompt_eval_tok_per_s": 50.0, "tok_per_s": {"1": 10.0, "4": 16.0, "8": 14.0, "16": 20.0, "32": 25.0}}
     chunks = {"tok_per_s": {"exact": {"16": 30.0, "32": 40.0, "64": 45.0, "128": 44.0}}}
     rates = b.shape_rates(curve, chunks)
-    assert rates["many:1"] == 10.0 and rates["many:8"] == 16.0 and rates["many:64"] == 25.0   # never below a smaller
+    assert rates["many:1"] == 10.0 and rates["many:8"] == 16.0                 # never below a smaller shape's best
+    assert rates["one:16"] == rates["many:16"] == 30.0 and rates["many:64"] == 45.0       # of either kind
     assert rates["one:2"] == 10.0 and rates["one:32"] == 40.0 and rates["one:128"] == 45.0
-    assert rates["one:256"] == rates["one:512"] == 50.0                                        # the one-chunk rate
+    assert rates["one:256"] == rates["many:512"] == 50.0                                  # the one-chunk rate
     cell = {"machine": {"cpu": "AMD EPYC, AVX2"},
             "cost": {"phases": {"score:x": {"seconds": 10.0, "decoded_tokens": 600, "completion_tokens": 0}},
                      "decode_shapes": {"score:x": {"one:32": {"tokens": 200, "seconds": 4.0, "calls": 8},
