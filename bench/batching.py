@@ -209,10 +209,11 @@ def shape_rates(curve: dict[str, Any], chunks: dict[str, Any] | None) -> dict[st
 
 
 def shape_table(cells: dict[str, dict[str, Any]], curve: dict[str, Any], chunks: dict[str, Any] | None) -> list[str]:
-    """Each phase of the runs that recorded their llama_decode shapes ({name: {"phases", "decode_shapes"}}), against llama.cpp's best for exactly
-    those shapes (`shape_rates`): the issue's "≥ 70% of the best measured throughput for its batch shape". Limit =
-    Σ over shapes of the phase's tokens / the best rate for that shape; share = limit / the phase's backend seconds
-    (dlc's own work in the call included); the decode share divides by the seconds inside llama_decode only."""
+    """Each phase of the runs that recorded their llama_decode shapes ({name: {"phases", "decode_shapes"}}),
+    against llama.cpp's best for exactly those shapes (`shape_rates`): the issue's "≥ 70% of the best measured
+    throughput for its batch shape". Limit = Σ over shapes of the phase's tokens / the best rate for that shape;
+    share = limit / the phase's backend seconds (dlc's own work in the call included); the decode share divides by
+    the seconds inside llama_decode only."""
     rates = shape_rates(curve, chunks)
     out = ["", "## The limit by batch shape", "",
            "Every llama_decode of the cell booked under its phase and shape (one sequence or several, rows rounded "

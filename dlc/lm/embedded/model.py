@@ -442,11 +442,12 @@ class EmbeddedModel:
         d0 = self._work.decoded_tokens
         completion: list[int] = []
         phase = f"{kind}:{(tag or '-').rsplit('/', 1)[-1]}" if kind else ""
-        self._phase = phase                  # _decode books its calls' shapes under it (calls hold self._lock)
+        outer = self._phase                  # a call timed inside another stays in the outer call's phase
+        self._phase = phase or outer         # _decode books its calls' shapes under it (calls hold self._lock)
         try:
             yield completion
         finally:
-            self._phase = ""
+            self._phase = outer
             dt = time.perf_counter() - t0
             self._work.seconds += dt
             if kind:
