@@ -83,35 +83,33 @@ def usage_totals(lms: Mapping[str, LM], base: Mapping[str, Any] | None = None) -
             "decode_seconds": round(float(base_work.get("decode_seconds", 0.0))
                                     + sum(w.decode_seconds for w in works), 3),
             "phases": _sum_phases([base_work.get("phases") or {}, *(w.phases for w in works)]),
-            "decode_shapes": _sum_shapes([base_work.get("decode_shapes") or {},
-                                          *(getattr(w, "decode_shapes", {}) for w in works)]),
+            "decode_shapes": _sum_shapes([base_work.get("decode_shapes") or {}, *(w.decode_shapes for w in works)]),
         }
     return tot
 
 
-def _sum_phases(tables: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
-    """Per-phase backend work summed over processes/models (seconds rounded to ms)."""
+def _sum_rows(tables: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> dict[str, dict[str, float]]:
+    """{name: {field: number}} tables summed name by name (seconds rounded to ms, the rest integers)."""
     out: dict[str, dict[str, float]] = {}
     for table in tables:
-        for phase, row in table.items():
-            acc = out.setdefault(phase, {"seconds": 0.0, "decoded_tokens": 0, "completion_tokens": 0})
-            for k in acc:
+        for name, row in table.items():
+            acc = out.setdefault(name, dict.fromkeys(fields, 0))
+            for k in fields:
                 acc[k] += row.get(k, 0) if isinstance(row, Mapping) else 0
-    return {k: {kk: (round(v, 3) if kk == "seconds" else int(v)) for kk, v in row.items()}
+    return {k: {kk: (round(float(v), 3) if kk == "seconds" else int(v)) for kk, v in row.items()}
             for k, row in sorted(out.items())}
+
+
+def _sum_phases(tables: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per-phase backend work summed over processes/models."""
+    return _sum_rows(tables, ("seconds", "decoded_tokens", "completion_tokens"))
 
 
 def _sum_shapes(tables: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """Per-phase llama_decode shapes (`BackendWork.decode_shapes`) summed over processes/models."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for table in tables:
-        for phase, shapes in table.items():
-            for key, row in (shapes.items() if isinstance(shapes, Mapping) else ()):
-                acc = out.setdefault(phase, {}).setdefault(key, {"tokens": 0, "seconds": 0.0, "calls": 0})
-                for k in acc:
-                    acc[k] += row.get(k, 0) if isinstance(row, Mapping) else 0
-    return {p: {k: {kk: (round(v, 3) if kk == "seconds" else int(v)) for kk, v in r.items()}
-                for k, r in sorted(t.items())} for p, t in sorted(out.items())}
+    phases = sorted({p for t in tables for p, shapes in t.items() if isinstance(shapes, Mapping)})
+    return {p: _sum_rows([t[p] for t in tables if isinstance(t.get(p), Mapping)], ("tokens", "seconds", "calls"))
+            for p in phases}
 
 
 def backend_info(graph: Graph, lms: Mapping[str, LM]) -> dict[str, Any]:
