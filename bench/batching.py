@@ -2,7 +2,7 @@
 
     python bench/batching.py curve [--models tiny,small,default]   # llama.cpp step cost vs rows decoded together
     python bench/batching.py cell --before DIR [--data-dir D]      # a DLN-2 cell: code in DIR (before) vs this tree
-    python bench/batching.py cell --before - --only after --label shapes   # this tree's run alone, as cell-shapes
+    python bench/batching.py cell --only after --label shapes      # this tree's run alone, saved as cell-shapes
     python bench/batching.py report                           # bench/BATCHING.md from bench/batching_records/*.json
 
 `curve`: the model loaded as dlc loads it (EmbeddedLM, 2 threads), one ~100-token prompt in sequence 0, copied into
@@ -191,21 +191,22 @@ def limit_table(phases: dict[str, Any], curve: dict[str, Any], long: dict[str, A
     return out
 
 
-def shape_rates(curve: dict[str, Any], chunks: dict[str, Any] | None) -> dict[str, float]:
-    """llama.cpp's best measured tok/s for each llama_decode shape (`BackendWork.decode_shapes` keys: "one:n" /
-    "many:n" = up to n rows of one sequence / of several). Measured: generation steps of n rows over n sequences
-    (the `curve`), prompt evaluation of one sequence in chunks of n rows (`chunks`' exact rates) and in one chunk
-    (the curve's prompt eval). A shape of up to n rows is held to the best of all of them at any size up to n, of
-    either kind — a step over several sequences that carries new rows' prompts runs at prompt-eval rates — so each
-    phase's limit is on the generous side (its share, if anything, understated)."""
-    measured = [(int(n), float(r)) for n, r in curve["tok_per_s"].items()]
-    measured += [(int(n), float(r)) for n, r in ((chunks or {}).get("tok_per_s", {}).get("exact", {})).items()]
-    measured.append((256, float(curve["prompt_eval_tok_per_s"])))
-    out = {}
-    for n in (2 ** k for k in range(11)):
-        best = max(r for m, r in measured if m <= n)
-        out[f"one:{n}"] = out[f"many:{n}"] = best
-    return out
+def measured_rates(curve: dict[str, Any], chunks: dict[str, Any] | None) -> list[tuple[int, float]]:
+    """(rows, tok/s) of every llama_decode shape measured on the machine: generation steps of n rows over n
+    sequences (the `curve`), prompt evaluation of one sequence in chunks of n rows (`chunks`' exact rates) and in one
+    256-token chunk (the curve's prompt eval)."""
+    out = [(int(n), float(r)) for n, r in curve["tok_per_s"].items()]
+    out += [(int(n), float(r)) for n, r in ((chunks or {}).get("tok_per_s", {}).get("exact", {})).items()]
+    return out + [(256, float(curve["prompt_eval_tok_per_s"]))]
+
+
+def best_rate(measured: Sequence[tuple[int, float]], shape: str) -> float:
+    """llama.cpp's best tok/s for a `BackendWork.decode_shapes` key ("one:n" / "many:n" = up to n rows of one
+    sequence / of several): the best measured at any size up to n, of either kind — a step over several sequences
+    that carries new rows' prompts runs at prompt-eval rates — so a phase's limit is on the generous side (its
+    share, if anything, understated)."""
+    n = int(shape.split(":")[1])
+    return max((r for m, r in measured if m <= n), default=min(r for _, r in measured))
 
 
 def shape_table(cells: dict[str, dict[str, Any]], curve: dict[str, Any], chunks: dict[str, Any] | None) -> list[str]:
@@ -214,13 +215,13 @@ def shape_table(cells: dict[str, dict[str, Any]], curve: dict[str, Any], chunks:
     throughput for its batch shape". Limit = Σ over shapes of the phase's tokens / the best rate for that shape;
     share = limit / the phase's backend seconds (dlc's own work in the call included); the decode share divides by
     the seconds inside llama_decode only."""
-    rates = shape_rates(curve, chunks)
+    measured = measured_rates(curve, chunks)
     out = ["", "## The limit by batch shape", "",
            "Every llama_decode of the cell booked under its phase and shape (one sequence or several, rows rounded "
            "up to a power of two), each shape against llama.cpp's best measured rate for it on the same machine "
            f"({curve.get('cpu', 'CPU not recorded')}, {curve['threads']} threads; `curve` and `chunks-default`). "
-           "Best rate for up to n rows (tok/s): " + ", ".join(f"{k[4:]} {v:.1f}" for k, v in rates.items()
-                                                               if k.startswith("one:")) + ".", "",
+           "Best rate for up to n rows (tok/s): " + ", ".join(f"{2 ** k} {best_rate(measured, f'one:{2 ** k}'):.1f}"
+                                                               for k in range(10)) + ".", "",
            "| run | phase | decoded tokens | shapes (tokens) | seconds | limit s | share | share of decode time |",
            "|---|---|---|---|---|---|---|---|"]
     for cid, c in cells.items():
@@ -229,7 +230,7 @@ def shape_table(cells: dict[str, dict[str, Any]], curve: dict[str, Any], chunks:
             sec = float((c.get("phases") or {}).get(phase, {}).get("seconds") or 0.0)
             dec = sum(float(r["seconds"]) for r in shapes.values())
             tokens = sum(int(r["tokens"]) for r in shapes.values())
-            ideal = sum(int(r["tokens"]) / rates[k] for k, r in shapes.items() if k in rates)
+            ideal = sum(int(r["tokens"]) / best_rate(measured, k) for k, r in shapes.items())
             top = sorted(shapes.items(), key=lambda kv: -int(kv[1]["tokens"]))[:3]
             mix = ", ".join(f"{k} {int(r['tokens']):,}" for k, r in top) + (" …" if len(shapes) > 3 else "")
             out.append(f"| {cid} | {phase} | {tokens:,} | {mix} | {sec:.1f} | {ideal:.1f} | "
@@ -365,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--context", type=int, default=0, help="prompt tokens the rows share (default ~106)")
     e = sub.add_parser("cell")
-    e.add_argument("--before", required=True)
+    e.add_argument("--before", help="a git worktree of the code to compare with (not needed with --only after)")
     e.add_argument("--data-dir", default=os.environ.get("DLC_DATA_DIR", ""))
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--only", choices=("before", "after"))
@@ -377,7 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for m in a.models.split(","):
             _save(f"curve-{m}" + (f"-ctx{a.context}" if a.context else ""), curve(m, a.threads, a.context))
     elif a.cmd == "cell":
-        for label, code in (("after", REPO), ("before", Path(a.before))):
+        if a.only != "after" and not a.before:
+            ap.error("cell needs --before DIR (a git worktree of the code to compare with) unless --only after")
+        for label, code in (("after", REPO), ("before", Path(a.before or "."))):
             if a.only in (None, label):
                 name = (a.label or label) if label == "after" else label
                 _save(f"cell-{name}", cell(code, name, a.data_dir, a.threads))

@@ -113,6 +113,11 @@ RULES: list[tuple[str, Callable[[Sequence[Sequence[float]]], tuple[int, list[int
 ]
 
 
+def agrees(update: dict[str, Any], chosen: int) -> bool:
+    """Whether picking candidate `chosen` keeps the prompt exhaustive scoring kept (a duplicate text counts)."""
+    return chosen == update["chosen_index"] or update["candidates"][chosen] == update["chosen"]
+
+
 def frontier(ups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Agreement with the exhaustive pick and scoring cost of every rule in RULES over the same updates: whether
     any way of scoring on part of the batch reaches the issue's 90% at half the tokens."""
@@ -122,7 +127,7 @@ def frontier(ups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for u in ups:
             r = u["example_rewards"]
             chosen, scored = rule(r)
-            agree += chosen == u["chosen_index"] or u["candidates"][chosen] == u["chosen"]
+            agree += agrees(u, chosen)
             spent, total = spent + sum(scored), total + len(r) * len(r[0])
         out.append({"rule": name, "agree": agree / max(1, len(ups)), "cost": spent / max(1, total)})
     return out
@@ -179,7 +184,7 @@ def replay(paths: Sequence[Path]) -> dict[str, Any]:
             r = u["example_rewards"]
             chosen, scored = simulate(r)
             exhaustive = u["chosen_index"]
-            same = chosen == exhaustive or u["candidates"][chosen] == u["chosen"]
+            same = agrees(u, chosen)
             rows.append({"source": u["source"], "node": u["node"], "iteration": u["iteration"], "N": len(r),
                          "B": len(r[0]), "same": same, "changed": exhaustive != 0,
                          "cost": sum(scored) / (len(r) * len(r[0])),

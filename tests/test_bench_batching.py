@@ -70,24 +70,27 @@ def test_the_report_includes_the_bound_when_both_cells_were_measured(tmp_path, m
     assert "need 92 s" in text and "**5.22×**" in text
 
 
-def test_the_limit_by_shape_uses_the_best_rate_measured_up_to_each_shape(tmp_path, monkeypatch):
+def test_the_limit_by_shape_uses_the_best_rate_measured_up_to_each_shape(tmp_path, monkeypatch, capsys):
     """A phase's limit by shape: its tokens of each llama_decode shape at llama.cpp's best rate for that shape
     (the best measured at any size up to the shape's rows), over the phase's seconds."""
     b = _bench_batching()
     curve = {"model": "default", "threads": 2, "prompt_tokens": 106, "cpu": "AMD EPYC, AVX2",
              "prompt_eval_tok_per_s": 50.0, "tok_per_s": {"1": 10.0, "4": 16.0, "8": 14.0, "16": 20.0, "32": 25.0}}
     chunks = {"tok_per_s": {"exact": {"16": 30.0, "32": 40.0, "64": 45.0, "128": 44.0}}}
-    rates = b.shape_rates(curve, chunks)
-    assert rates["many:1"] == 10.0 and rates["many:8"] == 16.0                 # never below a smaller shape's best
-    assert rates["one:16"] == rates["many:16"] == 30.0 and rates["many:64"] == 45.0       # of either kind
-    assert rates["one:2"] == 10.0 and rates["one:32"] == 40.0 and rates["one:128"] == 45.0
-    assert rates["one:256"] == rates["many:512"] == 50.0                                  # the one-chunk rate
+    measured = b.measured_rates(curve, chunks)
+
+    def rate(shape: str) -> float:
+        return b.best_rate(measured, shape)
+
+    assert rate("many:1") == 10.0 and rate("many:8") == 16.0                   # never below a smaller shape's best
+    assert rate("one:16") == rate("many:16") == 30.0 and rate("many:64") == 45.0          # of either kind
+    assert rate("one:2") == 10.0 and rate("one:32") == 40.0 and rate("one:128") == 45.0
+    assert rate("one:256") == rate("many:512") == rate("one:4096") == 50.0     # the one-chunk rate, however large
     cell = {"machine": {"cpu": "AMD EPYC, AVX2"},
-            "cost": {"phases": {"score:x": {"seconds": 10.0, "decoded_tokens": 600, "completion_tokens": 0}},
+            "cost": {"phases": {"score:x": {"seconds": 26.0, "decoded_tokens": 600, "completion_tokens": 0}},
                      "decode_shapes": {"score:x": {"one:32": {"tokens": 200, "seconds": 4.0, "calls": 8},
                                                    "one:256": {"tokens": 400, "seconds": 5.0, "calls": 2}}}}}
-    # 200 / 40 + 400 / 50 = 13 s of limit: over 10 s of phase -> 130%... so make the phase slower
-    cell["cost"]["phases"]["score:x"]["seconds"] = 26.0
+    # 200 / 40 + 400 / 50 = 13 s of limit over the phase's 26 s (50%) and its 9 s inside llama_decode (144%)
     text = "\n".join(b.shape_table({"c-s1": cell["cost"]}, curve, chunks))
     assert "| c-s1 | score:x | 600 | one:256 400, one:32 200 | 26.0 | 13.0 | 50% | 144% |" in text
     monkeypatch.setattr(b, "OUT", tmp_path / "rec")
@@ -110,3 +113,7 @@ def test_the_limit_by_shape_uses_the_best_rate_measured_up_to_each_shape(tmp_pat
         {"label": "shapes", "cpu": "AMD EPYC, AVX2", "time": "2026-12-02 03:00:00", "threads": 2,
          "backend": cell["cost"]}))
     assert "| batching cell-shapes | score:x | 600 |" in b.report()
+    # comparing cells needs the before code; running this tree's alone does not
+    with pytest.raises(SystemExit):
+        b.main(["cell"])
+    assert "--before" in capsys.readouterr().err
