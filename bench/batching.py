@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 BENCH = Path(__file__).resolve().parent
@@ -191,50 +192,110 @@ def limit_table(phases: dict[str, Any], curve: dict[str, Any], long: dict[str, A
     return out
 
 
-def measured_rates(curve: dict[str, Any], chunks: dict[str, Any] | None) -> list[tuple[int, float]]:
-    """(rows, tok/s) of every llama_decode shape measured on the machine: generation steps of n rows over n
-    sequences (the `curve`), prompt evaluation of one sequence in chunks of n rows (`chunks`' exact rates) and in one
-    256-token chunk (the curve's prompt eval)."""
-    out = [(int(n), float(r)) for n, r in curve["tok_per_s"].items()]
-    out += [(int(n), float(r)) for n, r in ((chunks or {}).get("tok_per_s", {}).get("exact", {})).items()]
-    return out + [(256, float(curve["prompt_eval_tok_per_s"]))]
+@dataclass(frozen=True)
+class Rate:
+    """One measured llama_decode shape: `rows` per decode at `tok_per_s`; a generation "step" (one new row in each
+    of `rows` sequences, every row's logits read) or "prompt" evaluation (rows of one sequence; `logits` whether
+    every row's were read); `context` = the KV tokens already there (a step's shared prompt, a chunk's prefix)."""
+    rows: int
+    tok_per_s: float
+    kind: str
+    logits: bool
+    context: int
 
 
-def best_rate(measured: Sequence[tuple[int, float]], shape: str) -> float:
+def measured_rates(curves: Sequence[dict[str, Any]], chunks: dict[str, Any] | None) -> list[Rate]:
+    """Every llama_decode shape measured on the machine: generation steps of n rows over n sequences (each `curve`,
+    at its prompt length), prompt evaluation of one sequence in chunks of n rows (`chunks`' exact rates, without and
+    with every row's logits) and in one 256-token chunk (each curve's prompt eval)."""
+    out: list[Rate] = []
+    for c in curves:
+        out += [Rate(int(n), float(r), "step", True, int(c.get("prompt_tokens", 0))) for n, r in c["tok_per_s"].items()]
+        out.append(Rate(256, float(c["prompt_eval_tok_per_s"]), "prompt", False, 0))
+    rates = (chunks or {}).get("tok_per_s", {})
+    for mode, logits in (("exact", False), ("exact_logits", True)):
+        out += [Rate(int(n), float(r), "prompt", logits, int((chunks or {}).get("prefix_tokens", 0)))
+                for n, r in rates.get(mode, {}).items()]
+    return out
+
+
+def best_rate(measured: Sequence[Rate], shape: str, logits: bool | None = None, context: float | None = None) -> float:
     """llama.cpp's best tok/s for a `BackendWork.decode_shapes` key ("one:n" / "many:n" = up to n rows of one
-    sequence / of several): the best measured at any size up to n, of either kind — a step over several sequences
-    that carries new rows' prompts runs at prompt-eval rates — so a phase's limit is on the generous side (its
-    share, if anything, understated)."""
+    sequence / of several): the best measured at any size up to n.
+
+    `logits` None (a record from before rows with logits were booked): the best of any kind, at any context — a
+    step over several sequences that carries new rows' prompts runs at prompt-eval rates — so the limit is on the
+    generous side (a share, if anything, understated). Otherwise the rate of rows that want logits or not: rows
+    without logits are held to the best of anything (prompt evaluation skips the vocabulary projection, so it is
+    the fastest); rows with logits in a "many" shape, to generation steps; in a "one" shape, to prompt evaluation
+    with every row's logits or steps. Steps are taken from the curve measured at the longest shared prompt not
+    longer than `context` (the rows' mean position; the shortest curve when none is), since a step's attention
+    grows with the KV it reads."""
     n = int(shape.split(":")[1])
-    return max((r for m, r in measured if m <= n), default=min(r for _, r in measured))
+    fits = [m for m in measured if m.rows <= n]
+    if logits is not None:
+        steps = sorted({m.context for m in measured if m.kind == "step"})
+        if steps:
+            at = max((c for c in steps if context is not None and c <= context), default=steps[0])
+            fits = [m for m in fits if m.kind != "step" or m.context == at]
+        if logits:
+            fits = [m for m in fits if m.kind == "step" or (m.logits and shape.startswith("one:"))]
+    return max((m.tok_per_s for m in fits), default=min(m.tok_per_s for m in measured))
 
 
-def shape_table(cells: dict[str, dict[str, Any]], curve: dict[str, Any], chunks: dict[str, Any] | None) -> list[str]:
+def shape_limit(measured: Sequence[Rate], shape: str, r: dict[str, Any]) -> float:
+    """Seconds llama.cpp's best would need for one shape's booked tokens (`BackendWork.decode_shapes` row): rows
+    with and without logits apart, at their mean context, when the row booked them; else all at the shape's best."""
+    tokens = int(r["tokens"])
+    if "logits" not in r or not tokens:
+        return tokens / best_rate(measured, shape)
+    with_logits = min(tokens, int(r["logits"]))
+    ctx = float(r.get("context", 0)) / tokens
+    return ((tokens - with_logits) / best_rate(measured, shape, False, ctx)
+            + with_logits / best_rate(measured, shape, True, ctx))
+
+
+def shape_table(cells: dict[str, dict[str, Any]], curves: Sequence[dict[str, Any]],
+                chunks: dict[str, Any] | None) -> list[str]:
     """Each phase of the runs that recorded their llama_decode shapes ({name: {"phases", "decode_shapes"}}),
-    against llama.cpp's best for exactly those shapes (`shape_rates`): the issue's "≥ 70% of the best measured
+    against llama.cpp's best for exactly those shapes (`shape_limit`): the issue's "≥ 70% of the best measured
     throughput for its batch shape". Limit = Σ over shapes of the phase's tokens / the best rate for that shape;
     share = limit / the phase's backend seconds (dlc's own work in the call included); the decode share divides by
-    the seconds inside llama_decode only."""
-    measured = measured_rates(curve, chunks)
+    the seconds inside llama_decode only. Rows that book logits and context get a second share with the
+    shape-blind rule (`best_rate` without them), to show what the finer limit changes."""
+    measured = measured_rates(curves, chunks)
+    curve = curves[0]
+    lg = ", ".join(f"{c['prompt_tokens']}" for c in curves)
     out = ["", "## The limit by batch shape", "",
            "Every llama_decode of the cell booked under its phase and shape (one sequence or several, rows rounded "
            "up to a power of two), each shape against llama.cpp's best measured rate for it on the same machine "
-           f"({curve.get('cpu', 'CPU not recorded')}, {curve['threads']} threads; `curve` and `chunks-default`). "
-           "Best rate for up to n rows (tok/s): " + ", ".join(f"{2 ** k} {best_rate(measured, f'one:{2 ** k}'):.1f}"
-                                                               for k in range(10)) + ".", "",
-           "| run | phase | decoded tokens | shapes (tokens) | seconds | limit s | share | share of decode time |",
-           "|---|---|---|---|---|---|---|---|"]
+           f"({curve.get('cpu', 'CPU not recorded')}, {curve['threads']} threads; `curve` at shared prompts of "
+           f"{lg} tokens, `chunks-default`). Best rate of any kind for up to n rows (tok/s): "
+           + ", ".join(f"{2 ** k} {best_rate(measured, f'one:{2 ** k}'):.1f}" for k in range(10)) + ".",
+           "", "Runs that booked which rows wanted logits and the rows' positions (`logits`, `context` in "
+           "`decode_shapes`, since this change) are held to the finer limit of `best_rate`: rows with logits to "
+           "generation steps (several sequences, at the curve of the nearest shorter context) or to prompt "
+           "evaluation with every row's logits (one sequence); *blind* is the same phase held to the best of any "
+           "kind.", "",
+           "| run | phase | decoded tokens | shapes (tokens) | rows with logits | mean context | seconds | limit s | "
+           "share | share of decode time | blind share |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for cid, c in cells.items():
         for phase, shapes in sorted(c["decode_shapes"].items(),
                                     key=lambda kv: -float((c.get("phases") or {}).get(kv[0], {}).get("seconds", 0))):
             sec = float((c.get("phases") or {}).get(phase, {}).get("seconds") or 0.0)
             dec = sum(float(r["seconds"]) for r in shapes.values())
             tokens = sum(int(r["tokens"]) for r in shapes.values())
-            ideal = sum(int(r["tokens"]) / best_rate(measured, k) for k, r in shapes.items())
+            ideal = sum(shape_limit(measured, k, r) for k, r in shapes.items())
+            booked = all("logits" in r for r in shapes.values())
+            blind = sum(int(r["tokens"]) / best_rate(measured, k) for k, r in shapes.items())
             top = sorted(shapes.items(), key=lambda kv: -int(kv[1]["tokens"]))[:3]
             mix = ", ".join(f"{k} {int(r['tokens']):,}" for k, r in top) + (" …" if len(shapes) > 3 else "")
-            out.append(f"| {cid} | {phase} | {tokens:,} | {mix} | {sec:.1f} | {ideal:.1f} | "
-                       f"{100 * ideal / max(sec, 1e-9):.0f}% | {100 * ideal / max(dec, 1e-9):.0f}% |")
+            logit_rows = f"{sum(int(r['logits']) for r in shapes.values()):,}" if booked else ""
+            ctx = f"{sum(float(r['context']) for r in shapes.values()) / max(tokens, 1):.0f}" if booked else ""
+            out.append(f"| {cid} | {phase} | {tokens:,} | {mix} | {logit_rows} | {ctx} | {sec:.1f} | {ideal:.1f} | "
+                       f"{100 * ideal / max(sec, 1e-9):.0f}% | {100 * ideal / max(dec, 1e-9):.0f}% | "
+                       + (f"{100 * blind / max(sec, 1e-9):.0f}% |" if booked else "|"))
     return out
 
 
@@ -354,7 +415,9 @@ def report() -> str:
         if (r.get("cost") or {}).get("decode_shapes") and lim and (r.get("machine") or {}).get("cpu") == lim.get("cpu"):
             cells[f"grid {p.stem}"] = r["cost"]
     if lim and cells:
-        lines += shape_table(cells, lim, json.loads(CHUNKS.read_text()) if CHUNKS.is_file() else None)
+        curves = [lim] + sorted((r for k, r in recs.items() if k.startswith("curve-default-ctx")
+                                 and r.get("cpu") == lim.get("cpu")), key=lambda r: r["prompt_tokens"])
+        lines += shape_table(cells, curves, json.loads(CHUNKS.read_text()) if CHUNKS.is_file() else None)
     return "\n".join(lines) + "\n"
 
 

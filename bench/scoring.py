@@ -130,35 +130,46 @@ def measure(run: Path, data_dir: str, lms: dict[bool, Any], order: tuple[bool, b
             "ref_vs_merged_max": round(max(mdiff), 4)}
 
 
-def chunks(model: str, threads: int) -> dict[str, Any]:
-    """Prompt evaluation vs rows per llama_decode: a fresh 256-token text decoded in chunks of n rows (one sequence,
+CHUNK_TEXT = 512        # tokens of the text `chunks` decodes
+
+
+def chunks(model: str, threads: int, logits: bool = False) -> dict[str, Any]:
+    """Prompt evaluation vs rows per llama_decode: a fresh 512-token text decoded in chunks of n rows (one sequence,
     after a 100-token prefix in another), exact context (one KV stream per sequence) and merged (unified): where a
-    scoring call's short suffixes lose against llama.cpp's best prompt-eval rate."""
+    scoring call's short suffixes lose against llama.cpp's best prompt-eval rate. With `logits`, a third row: exact
+    context with every row's logits read as a score reads them (`_decode` with a target per row: the log-prob of the
+    next token), the shape of scoring a whole hidden text (log p(h | x, pi), paper Eq. 3): llama.cpp projects every
+    such row onto the vocabulary, which prompt evaluation skips."""
     from dlc.lm.base import ChatPrompt
     from dlc.lm.embedded import EmbeddedLM
 
     before = _machine()
     out: dict[str, Any] = {"model": model, "threads": threads, "time": before["time"], "cpu": before["cpu"],
-                           "load_before": before["load_avg_1m"], "tok_per_s": {}}
-    for exact in (True, False):
-        lm = EmbeddedLM(model, n_ctx=1024, n_seq_max=17, n_threads=threads, exact=exact)
+                           "load_before": before["load_avg_1m"], "text_tokens": CHUNK_TEXT,
+                           "tok_per_s": {}}
+    for mode in ("exact", "merged") + (("exact_logits",) if logits else ()):
+        lm = EmbeddedLM(model, n_ctx=1024, n_seq_max=17, n_threads=threads, exact=mode != "merged")
         text = "Think step by step about the following question and explain your reasoning in detail. "
         prefix = lm._prompt_tokens(ChatPrompt(text * 4))[:100]
         lm._load_prefix(prefix)
-        body = (lm.tokenize(text * 40, special=False, add_bos=False))[:256]
+        out["prefix_tokens"] = len(prefix)
+        body = (lm.tokenize(text * 80, special=False, add_bos=False))[:CHUNK_TEXT + 1]
         rates = {}
-        for n in (16, 32, 64, 128, 256):
+        for n in (16, 32, 64, 128, 256, 512):
             best = float("inf")
             for _ in range(2):
                 lm._clear_seqs([1])
+                lm._L.llama_memory_seq_cp(lm._mem, 0, 1, -1, -1)      # the text continues the prefix
                 t0 = time.perf_counter()
-                for start in range(0, 256, n):
-                    lm._decode([(t, start + i, 1) for i, t in enumerate(body[start:start + n])], {})
+                for start in range(0, CHUNK_TEXT, n):
+                    part = body[start:min(start + n, CHUNK_TEXT)]
+                    lm._decode([(t, len(prefix) + start + i, 1) for i, t in enumerate(part)],
+                               {i: body[start + i + 1] for i in range(len(part))} if mode == "exact_logits" else {})
                 best = min(best, time.perf_counter() - t0)
-            rates[str(n)] = round(256 / best, 1)
+            rates[str(n)] = round(CHUNK_TEXT / best, 1)
         lm._clear_seqs([1])
         lm.close()
-        out["tok_per_s"]["exact" if exact else "merged"] = rates
+        out["tok_per_s"][mode] = rates
     out["load_after"] = _machine()["load_avg_1m"]
     return out
 
@@ -217,11 +228,12 @@ def report(records: list[dict[str, Any]], chunk_recs: list[dict[str, Any]] = (),
     for c in chunk_recs:
         sizes = list(c["tok_per_s"]["exact"])
         lines += ["", f"**Prompt evaluation vs rows per decode** ({c['model']} model, {c['threads']} threads, load "
-                  f"{c['load_before']}/{c['load_after']}; a 256-token text decoded in chunks of n rows, best of 2), "
+                  f"{c['load_before']}/{c['load_after']}; a {c.get('text_tokens', 256)}-token text decoded in chunks "
+                  "of n rows after a 100-token prefix, best of 2; exact_logits = every row's logits read), "
                   "tokens/s:", "", "| context | " + " | ".join(f"{n} rows" for n in sizes) + " |",
                   "|---|" + "---|" * len(sizes)]
         for mode, rates in c["tok_per_s"].items():
-            lines.append(f"| {mode} | " + " | ".join(f"{rates[n]:.1f}" for n in sizes) + " |")
+            lines.append(f"| {mode} | " + " | ".join(f"{rates[n]:.1f}" if n in rates else "" for n in sizes) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -236,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("chunks")
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--model", default="default")
+    c.add_argument("--logits", action="store_true", help="also measure with every row's logits read")
     sub.add_parser("report")
     a = ap.parse_args(argv)
     if a.cmd == "chunks":
-        rec = chunks(a.model, a.threads)
+        rec = chunks(a.model, a.threads, a.logits)
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / f"chunks-{a.model}.json").write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
         print(rec)

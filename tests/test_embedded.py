@@ -262,6 +262,9 @@ def test_decode_shapes_book_every_llama_decode_under_its_phase_and_shape():
         m.score([ScoreRequest(prompt, c, tag="t/score") for c in (" Paris, of course", " Lyon")])
         m.generate([GenerateRequest(prompt, max_tokens=6, n=3, temperature=0.7, seed=1, tag="t/posterior")])
         w = m.work()
+        p = m._prompt_tokens(prompt)
+        conts = [c for c in (m.tokenize(t, special=False, add_bos=False) for t in (" Paris, of course", " Lyon"))
+                 if len(c) > 1]
     assert set(w.decode_shapes) == set(w.phases) == {"score:score", "generate:posterior"}
     for phase, shapes in w.decode_shapes.items():
         assert sum(r["tokens"] for r in shapes.values()) == w.phases[phase]["decoded_tokens"]
@@ -272,6 +275,16 @@ def test_decode_shapes_book_every_llama_decode_under_its_phase_and_shape():
             assert (int(n) // 2) * r["calls"] < r["tokens"] <= int(n) * r["calls"]   # rows rounded up to 2^k
     assert all(k.startswith("one:") for k in w.decode_shapes["score:score"])
     assert any(k.startswith("many:") for k in w.decode_shapes["generate:posterior"])
+    # the rows that wanted logits and the positions they sat at: the prompt from position 0 with its last row's
+    # logits, then each multi-token continuation in its own sequence from the prompt's last position, every row
+    # giving the next token's log-prob
+    score = w.decode_shapes["score:score"]
+    assert sum(r["logits"] for r in score.values()) == 1 + sum(len(c) for c in conts)
+    assert sum(r["context"] for r in score.values()) == sum(range(len(p))) + sum(
+        sum(range(len(p) - 1, len(p) - 1 + len(c))) for c in conts)
+    gen = w.decode_shapes["generate:posterior"]
+    assert 0 < sum(r["logits"] for r in gen.values()) <= w.phases["generate:posterior"]["decoded_tokens"]
+    assert all(r["context"] >= (len(p) - 1) * r["tokens"] for k, r in gen.items() if k.startswith("many:"))
     js = w.to_json()["decode_shapes"]
     assert js["score:score"] == {k: {kk: round(v, 3) for kk, v in r.items()}
                                  for k, r in sorted(w.decode_shapes["score:score"].items())}

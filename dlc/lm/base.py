@@ -175,8 +175,11 @@ class BackendWork:
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
     # per phase, its llama_decode calls by shape: "one:32" = 17-32 rows of a single sequence (prompt evaluation, an
     # exact score's continuation), "many:16" = 9-16 rows over several sequences (a batched generation step) ->
-    # {"tokens", "seconds", "calls"}. A decode's cost depends on its rows and on whether they share one sequence,
-    # so bench/batching.py compares each phase with llama.cpp's best for the shapes it really decoded.
+    # {"tokens", "seconds", "calls", "logits", "context"}: "logits" = rows whose logits were read (llama.cpp
+    # projects only those onto the vocabulary), "context" = the rows' KV positions summed (context / tokens = the
+    # mean number of tokens a row attends to). A decode's cost depends on its rows, on whether they share one
+    # sequence, on how many want logits and on how long the context is, so bench/batching.py compares each phase
+    # with llama.cpp's best for the shapes it really decoded.
     decode_shapes: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def add_phase(self, phase: str, seconds: float, decoded: int, completion: int = 0) -> None:
@@ -185,14 +188,18 @@ class BackendWork:
         row["decoded_tokens"] += decoded
         row["completion_tokens"] += completion
 
-    def add_decode(self, phase: str, rows: int, sequences: int, seconds: float) -> None:
+    def add_decode(self, phase: str, rows: int, sequences: int, seconds: float, logits: int = 0,
+                   context: int = 0) -> None:
         """Book one llama_decode of `rows` rows over `sequences` sequences under its shape (rows rounded up to a
-        power of two)."""
+        power of two), with how many of its rows wanted logits and the sum of its rows' positions."""
         key = f"{'one' if sequences == 1 else 'many'}:{1 << max(0, rows - 1).bit_length()}"
-        row = self.decode_shapes.setdefault(phase, {}).setdefault(key, {"tokens": 0, "seconds": 0.0, "calls": 0})
+        row = self.decode_shapes.setdefault(phase, {}).setdefault(
+            key, {"tokens": 0, "seconds": 0.0, "calls": 0, "logits": 0, "context": 0})
         row["tokens"] += rows
         row["seconds"] += seconds
         row["calls"] += 1
+        row["logits"] += logits
+        row["context"] += context
 
     def to_json(self) -> dict[str, object]:
         return {"decoded_tokens": self.decoded_tokens, "unique_tokens": self.unique_tokens,

@@ -369,7 +369,9 @@ class EmbeddedModel:
             self._work.decode_seconds += dt
             self._work.decoded_tokens += len(chunk)
             if self._phase:
-                self._work.add_decode(self._phase, len(chunk), len({seq for _, _, seq in chunk}), dt)
+                self._work.add_decode(self._phase, len(chunk), len({seq for _, _, seq in chunk}), dt,
+                                      sum(1 for i in range(len(chunk)) if start + i in wanted),
+                                      sum(pos for _, pos, _ in chunk))
             if rc != 0:
                 self._reset_memory()
                 raise DlcLMError(f"llama_decode failed with status {rc} ({len(chunk)} tokens)", code="E642",
