@@ -27,7 +27,8 @@ up to 0.48 nats (bench/SCORING.md), so it is opt-in.
 Generation samples in numpy with a `random.Random` seeded from dlc.rng.derive_seed(seed, "sample", i), so sample i of
 a request is reproducible and independent of how many samples were asked for before it.
 
-Layout: `model` (loading, tokens, rendering, the shared decoding primitives, accounting), `chat_template`,
+Layout: `model` (loading, tokens, rendering, the shared decoding primitives, accounting), `logprobs` (the
+arithmetic on a logits row), `chat_template`,
 `scoring` (score, score_reference, echo, echo_logprobs) and `generation` (generate, generate_logprobs: log-probs and
 top-k read while sampling); `EmbeddedLM` is the three together.
 """

@@ -26,7 +26,8 @@ import numpy as np
 
 from dlc.errors import DlcLMError
 from dlc.lm.base import GenerateRequest, GenerateResult
-from dlc.lm.embedded.model import EmbeddedModel, TokenLogprob, _logsumexp, _top_logprobs
+from dlc.lm.embedded.logprobs import _logsumexp, _top_logprobs
+from dlc.lm.embedded.model import EmbeddedModel, TokenLogprob
 from dlc.rng import derive_seed
 
 

@@ -10,7 +10,8 @@ import numpy as np
 
 from dlc.errors import DlcLMError
 from dlc.lm.base import ScoreRequest, ScoreResult
-from dlc.lm.embedded.model import EmbeddedModel, TokenLogprob, _lcp, _logsumexp
+from dlc.lm.embedded.logprobs import _lcp, _logsumexp
+from dlc.lm.embedded.model import EmbeddedModel, TokenLogprob
 
 
 class EmbeddedScoring(EmbeddedModel):
