@@ -34,7 +34,7 @@ OUT = BENCH / "batching_records"           # records (JSON, in git)
 TRACES = BENCH / "out" / "batching"         # the cells' traces (large; bench/racing.py replays them)
 ROWS = (1, 2, 4, 8, 16, 32)
 CELLS = BENCH / "cells"                     # grid cell records: those with decode shapes get the limit by shape
-CHUNKS = BENCH / "scoring_records" / "chunks-default.json"   # prompt evaluation vs rows (bench/scoring.py chunks)
+SCORING = BENCH / "scoring_records"        # chunks-default*.json: prompt evaluation vs rows (bench/scoring.py chunks)
 
 
 def _cpu() -> str:
@@ -196,7 +196,7 @@ def limit_table(phases: dict[str, Any], curve: dict[str, Any], long: dict[str, A
 class Rate:
     """One measured llama_decode shape: `rows` per decode at `tok_per_s`; a generation "step" (one new row in each
     of `rows` sequences, every row's logits read) or "prompt" evaluation (rows of one sequence; `logits` whether
-    every row's were read); `context` = the KV tokens already there (a step's shared prompt, a chunk's prefix)."""
+    every row's were read); `context` = the rows' mean position (the KV each row attends to)."""
     rows: int
     tok_per_s: float
     kind: str
@@ -204,18 +204,20 @@ class Rate:
     context: int
 
 
-def measured_rates(curves: Sequence[dict[str, Any]], chunks: dict[str, Any] | None) -> list[Rate]:
+def measured_rates(curves: Sequence[dict[str, Any]], chunks: Sequence[dict[str, Any]]) -> list[Rate]:
     """Every llama_decode shape measured on the machine: generation steps of n rows over n sequences (each `curve`,
-    at its prompt length), prompt evaluation of one sequence in chunks of n rows (`chunks`' exact rates, without and
-    with every row's logits) and in one 256-token chunk (each curve's prompt eval)."""
+    at its prompt length), prompt evaluation of one sequence in chunks of n rows (each `chunks` record's exact rates,
+    without and with every row's logits, after its prefix) and in one 256-token chunk from position 0 (each curve's
+    prompt eval)."""
     out: list[Rate] = []
     for c in curves:
         out += [Rate(int(n), float(r), "step", True, int(c.get("prompt_tokens", 0))) for n, r in c["tok_per_s"].items()]
-        out.append(Rate(256, float(c["prompt_eval_tok_per_s"]), "prompt", False, 0))
-    rates = (chunks or {}).get("tok_per_s", {})
-    for mode, logits in (("exact", False), ("exact_logits", True)):
-        out += [Rate(int(n), float(r), "prompt", logits, int((chunks or {}).get("prefix_tokens", 0)))
-                for n, r in rates.get(mode, {}).items()]
+        out.append(Rate(256, float(c["prompt_eval_tok_per_s"]), "prompt", False, 128))
+    for ch in chunks:
+        # the first records decoded a 256-token text from position 0; later ones continue a prefix
+        ctx = int(ch.get("prefix_tokens", 0)) + int(ch.get("text_tokens", 256)) // 2
+        for mode, logits in (("exact", False), ("exact_logits", True)):
+            out += [Rate(int(n), float(r), "prompt", logits, ctx) for n, r in ch["tok_per_s"].get(mode, {}).items()]
     return out
 
 
@@ -228,18 +230,22 @@ def best_rate(measured: Sequence[Rate], shape: str, logits: bool | None = None, 
     generous side (a share, if anything, understated). Otherwise the rate of rows that want logits or not: rows
     without logits are held to the best of anything (prompt evaluation skips the vocabulary projection, so it is
     the fastest); rows with logits in a "many" shape, to generation steps; in a "one" shape, to prompt evaluation
-    with every row's logits or steps. Steps are taken from the curve measured at the longest shared prompt not
-    longer than `context` (the rows' mean position; the shortest curve when none is), since a step's attention
-    grows with the KV it reads."""
+    with every row's logits or steps. And each measured shape (kind, logits, rows) counts at the context nearest to
+    the rows' mean `context` from below (the shortest measured when none is below): attention grows with the KV a
+    row reads, so a row after 800 tokens is held to what llama.cpp does after 640, not after 100."""
     n = int(shape.split(":")[1])
     fits = [m for m in measured if m.rows <= n]
     if logits is not None:
-        steps = sorted({m.context for m in measured if m.kind == "step"})
-        if steps:
-            at = max((c for c in steps if context is not None and c <= context), default=steps[0])
-            fits = [m for m in fits if m.kind != "step" or m.context == at]
         if logits:
             fits = [m for m in fits if m.kind == "step" or (m.logits and shape.startswith("one:"))]
+        groups: dict[tuple[str, bool, int], list[Rate]] = {}
+        for m in fits:
+            groups.setdefault((m.kind, m.logits, m.rows), []).append(m)
+        fits = []
+        for g in groups.values():
+            below = [m for m in g if context is not None and m.context <= context]
+            at = max(m.context for m in below) if below else min(m.context for m in g)
+            fits += [m for m in g if m.context == at]
     return max((m.tok_per_s for m in fits), default=min(m.tok_per_s for m in measured))
 
 
@@ -256,7 +262,7 @@ def shape_limit(measured: Sequence[Rate], shape: str, r: dict[str, Any]) -> floa
 
 
 def shape_table(cells: dict[str, dict[str, Any]], curves: Sequence[dict[str, Any]],
-                chunks: dict[str, Any] | None) -> list[str]:
+                chunks: Sequence[dict[str, Any]]) -> list[str]:
     """Each phase of the runs that recorded their llama_decode shapes ({name: {"phases", "decode_shapes"}}),
     against llama.cpp's best for exactly those shapes (`shape_limit`): the issue's "≥ 70% of the best measured
     throughput for its batch shape". Limit = Σ over shapes of the phase's tokens / the best rate for that shape;
@@ -270,13 +276,15 @@ def shape_table(cells: dict[str, dict[str, Any]], curves: Sequence[dict[str, Any
            "Every llama_decode of the cell booked under its phase and shape (one sequence or several, rows rounded "
            "up to a power of two), each shape against llama.cpp's best measured rate for it on the same machine "
            f"({curve.get('cpu', 'CPU not recorded')}, {curve['threads']} threads; `curve` at shared prompts of "
-           f"{lg} tokens, `chunks-default`). Best rate of any kind for up to n rows (tok/s): "
+           f"{lg} tokens; `chunks` after prefixes of "
+           f"{', '.join(str(c.get('prefix_tokens', 0)) for c in chunks) or 'none'} tokens). Best rate of any kind "
+           "for up to n rows (tok/s): "
            + ", ".join(f"{2 ** k} {best_rate(measured, f'one:{2 ** k}'):.1f}" for k in range(10)) + ".",
            "", "Runs that booked which rows wanted logits and the rows' positions (`logits`, `context` in "
            "`decode_shapes`, since this change) are held to the finer limit of `best_rate`: rows with logits to "
-           "generation steps (several sequences, at the curve of the nearest shorter context) or to prompt "
-           "evaluation with every row's logits (one sequence); *blind* is the same phase held to the best of any "
-           "kind.", "",
+           "generation steps (several sequences) or to prompt evaluation with every row's logits (one sequence), "
+           "and every rate is taken at the measured context nearest below the rows' mean position; *blind* is the "
+           "same phase held to the best of any kind at any context.", "",
            "| run | phase | decoded tokens | shapes (tokens) | rows with logits | mean context | seconds | limit s | "
            "share | share of decode time | blind share |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -417,7 +425,8 @@ def report() -> str:
     if lim and cells:
         curves = [lim] + sorted((r for k, r in recs.items() if k.startswith("curve-default-ctx")
                                  and r.get("cpu") == lim.get("cpu")), key=lambda r: r["prompt_tokens"])
-        lines += shape_table(cells, curves, json.loads(CHUNKS.read_text()) if CHUNKS.is_file() else None)
+        chunks = [json.loads(p.read_text()) for p in sorted(SCORING.glob("chunks-default*.json"))]
+        lines += shape_table(cells, curves, [c for c in chunks if c.get("cpu") == lim.get("cpu")])
     return "\n".join(lines) + "\n"
 
 

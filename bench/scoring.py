@@ -133,10 +133,12 @@ def measure(run: Path, data_dir: str, lms: dict[bool, Any], order: tuple[bool, b
 CHUNK_TEXT = 512        # tokens of the text `chunks` decodes
 
 
-def chunks(model: str, threads: int, logits: bool = False) -> dict[str, Any]:
+def chunks(model: str, threads: int, logits: bool = False, prefix_tokens: int = 100) -> dict[str, Any]:
     """Prompt evaluation vs rows per llama_decode: a fresh 512-token text decoded in chunks of n rows (one sequence,
-    after a 100-token prefix in another), exact context (one KV stream per sequence) and merged (unified): where a
-    scoring call's short suffixes lose against llama.cpp's best prompt-eval rate. With `logits`, a third row: exact
+    continuing a 100-token prefix), exact context (one KV stream per sequence) and merged (unified): where a
+    scoring call's short suffixes lose against llama.cpp's best prompt-eval rate; `prefix_tokens` longer than 100:
+    the same after a longer prefix (attention over more KV, as a suffix after a long shared prompt). With `logits`, a
+    third row: exact
     context with every row's logits read as a score reads them (`_decode` with a target per row: the log-prob of the
     next token), the shape of scoring a whole hidden text (log p(h | x, pi), paper Eq. 3): llama.cpp projects every
     such row onto the vocabulary, which prompt evaluation skips."""
@@ -148,9 +150,10 @@ def chunks(model: str, threads: int, logits: bool = False) -> dict[str, Any]:
                            "load_before": before["load_avg_1m"], "text_tokens": CHUNK_TEXT,
                            "tok_per_s": {}}
     for mode in ("exact", "merged") + (("exact_logits",) if logits else ()):
-        lm = EmbeddedLM(model, n_ctx=1024, n_seq_max=17, n_threads=threads, exact=mode != "merged")
+        lm = EmbeddedLM(model, n_ctx=max(1024, prefix_tokens + CHUNK_TEXT + 8), n_seq_max=17, n_threads=threads,
+                        exact=mode != "merged")
         text = "Think step by step about the following question and explain your reasoning in detail. "
-        prefix = lm._prompt_tokens(ChatPrompt(text * 4))[:100]
+        prefix = lm._prompt_tokens(ChatPrompt(text * (4 + prefix_tokens // 16)))[:prefix_tokens]
         lm._load_prefix(prefix)
         out["prefix_tokens"] = len(prefix)
         body = (lm.tokenize(text * 80, special=False, add_bos=False))[:CHUNK_TEXT + 1]
@@ -229,7 +232,8 @@ def report(records: list[dict[str, Any]], chunk_recs: list[dict[str, Any]] = (),
         sizes = list(c["tok_per_s"]["exact"])
         lines += ["", f"**Prompt evaluation vs rows per decode** ({c['model']} model, {c['threads']} threads, load "
                   f"{c['load_before']}/{c['load_after']}; a {c.get('text_tokens', 256)}-token text decoded in chunks "
-                  "of n rows after a 100-token prefix, best of 2; exact_logits = every row's logits read), "
+                  f"of n rows after a {c.get('prefix_tokens', 100)}-token prefix, best of 2; exact_logits = every "
+                  "row's logits read), "
                   "tokens/s:", "", "| context | " + " | ".join(f"{n} rows" for n in sizes) + " |",
                   "|---|" + "---|" * len(sizes)]
         for mode, rates in c["tok_per_s"].items():
@@ -249,12 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--model", default="default")
     c.add_argument("--logits", action="store_true", help="also measure with every row's logits read")
+    c.add_argument("--prefix", type=int, default=100, help="tokens of the prefix the text continues (default 100)")
     sub.add_parser("report")
     a = ap.parse_args(argv)
     if a.cmd == "chunks":
-        rec = chunks(a.model, a.threads, a.logits)
+        rec = chunks(a.model, a.threads, a.logits, a.prefix)
         OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / f"chunks-{a.model}.json").write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
+        name = f"chunks-{a.model}" + (f"-prefix{a.prefix}" if a.prefix != 100 else "")
+        (OUT / f"{name}.json").write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
         print(rec)
         return 0
     if a.cmd == "report":

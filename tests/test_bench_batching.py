@@ -77,7 +77,7 @@ def test_the_limit_by_shape_uses_the_best_rate_measured_up_to_each_shape(tmp_pat
     curve = {"model": "default", "threads": 2, "prompt_tokens": 106, "cpu": "AMD EPYC, AVX2",
              "prompt_eval_tok_per_s": 50.0, "tok_per_s": {"1": 10.0, "4": 16.0, "8": 14.0, "16": 20.0, "32": 25.0}}
     chunks = {"tok_per_s": {"exact": {"16": 30.0, "32": 40.0, "64": 45.0, "128": 44.0}}}
-    measured = b.measured_rates([curve], chunks)
+    measured = b.measured_rates([curve], [chunks])
 
     def rate(shape: str) -> float:
         return b.best_rate(measured, shape)
@@ -91,17 +91,18 @@ def test_the_limit_by_shape_uses_the_best_rate_measured_up_to_each_shape(tmp_pat
                      "decode_shapes": {"score:x": {"one:32": {"tokens": 200, "seconds": 4.0, "calls": 8},
                                                    "one:256": {"tokens": 400, "seconds": 5.0, "calls": 2}}}}}
     # 200 / 40 + 400 / 50 = 13 s of limit over the phase's 26 s (50%) and its 9 s inside llama_decode (144%)
-    text = "\n".join(b.shape_table({"c-s1": cell["cost"]}, [curve], chunks))
+    text = "\n".join(b.shape_table({"c-s1": cell["cost"]}, [curve], [chunks]))
     assert "| c-s1 | score:x | 600 | one:256 400, one:32 200 |  |  | 26.0 | 13.0 | 50% | 144% | |" in text
     monkeypatch.setattr(b, "OUT", tmp_path / "rec")
     monkeypatch.setattr(b, "CELLS", tmp_path / "cells")
-    monkeypatch.setattr(b, "CHUNKS", tmp_path / "chunks.json")
+    monkeypatch.setattr(b, "SCORING", tmp_path / "scoring")
+    (tmp_path / "scoring").mkdir()
     (tmp_path / "rec").mkdir()
     (tmp_path / "cells").mkdir()
     (tmp_path / "rec" / "curve-default.json").write_text(json.dumps(
         {**curve, "load_before": 0.5, "load_after": 1.0, "time": "2026-12-02 02:00:00",
          "step_ms": {str(n): 1.0 for n in b.ROWS}, "tok_per_s": {str(n): 10.0 + n for n in b.ROWS}}))
-    (tmp_path / "chunks.json").write_text(json.dumps(chunks))
+    (tmp_path / "scoring" / "chunks-default.json").write_text(json.dumps({**chunks, "cpu": "AMD EPYC, AVX2"}))
     (tmp_path / "cells" / "c-s1.json").write_text(json.dumps(cell))
     other = {**cell, "machine": {"cpu": "another CPU"}}
     (tmp_path / "cells" / "c-s2.json").write_text(json.dumps(other))
@@ -129,14 +130,24 @@ def test_rows_with_logits_and_long_contexts_get_the_limit_of_their_own_shape():
     long = {**short, "prompt_tokens": 600, "prompt_eval_tok_per_s": 45.0, "tok_per_s": {"1": 9.0, "16": 20.0}}
     chunks = {"prefix_tokens": 100, "tok_per_s": {"exact": {"16": 30.0, "256": 48.0},
                                                   "exact_logits": {"16": 26.0, "256": 40.0}}}
-    m = b.measured_rates([short, long], chunks)
+    later = {"prefix_tokens": 500, "text_tokens": 512, "tok_per_s": {"exact": {"256": 38.0}}}
+    m = b.measured_rates([short, long], [chunks, later])
+    # contexts: steps at their prompts (100, 600), the one-chunk prompt evals at 128 (positions 0-255), chunks at
+    # prefix + half the text (100 + 128 = 228, 500 + 256 = 756)
+    assert sorted({(r.kind, r.context) for r in m}) == [("prompt", 128), ("prompt", 228), ("prompt", 756),
+                                                        ("step", 100), ("step", 600)]
     assert b.best_rate(m, "many:16") == 30.0                        # blind: the best of any kind and context
     assert b.best_rate(m, "many:16", True, 800.0) == 20.0           # steps after the 600-token prompt
     assert b.best_rate(m, "many:16", True, 300.0) == 25.0           # 600 > 300: the 100-token curve
     assert b.best_rate(m, "many:16", False, 800.0) == 30.0          # rows without logits: prompt evaluation
     assert b.best_rate(m, "one:256", True, 300.0) == 40.0           # one sequence, every row's logits
     assert b.best_rate(m, "one:16", True, 800.0) == 26.0            # that beats the long-context step (20)
-    assert b.best_rate(m, "one:512", False, 300.0) == 50.0          # the one-chunk prompt eval
+    assert b.best_rate(m, "one:512", False, 100.0) == 50.0          # nothing below: the shortest, the one-chunk's
+    assert b.best_rate(m, "one:512", False, 300.0) == 48.0          # 256 rows after the 100-token prefix
+    # after 800: 38 for 256 rows after the 500-token prefix; but 256 rows with logits were measured only after the
+    # 100-token one (40), and every measured shape counts at its nearest context: missing coverage stays generous
+    assert b.best_rate(m, "one:512", False, 800.0) == 40.0
+    assert b.best_rate(m, "one:512") == 50.0
     # 16 rows with logits of which 12 at 20 tok/s and 4 without at 30: 0.6 + 0.1333 s
     row = {"tokens": 16, "seconds": 1.0, "calls": 1, "logits": 12, "context": 16 * 700}
     assert b.shape_limit(m, "many:16", row) == pytest.approx(12 / 20 + 4 / 30)
@@ -144,6 +155,6 @@ def test_rows_with_logits_and_long_contexts_get_the_limit_of_their_own_shape():
     assert b.shape_limit(m, "many:16", {"tokens": 16, "seconds": 1.0, "calls": 1}) == pytest.approx(16 / 30)
     cost = {"phases": {"generate:p": {"seconds": 2.0, "decoded_tokens": 16, "completion_tokens": 12}},
             "decode_shapes": {"generate:p": {"many:16": row}}}
-    text = "\n".join(b.shape_table({"c": cost}, [short, long], chunks))
+    text = "\n".join(b.shape_table({"c": cost}, [short, long], [chunks]))
     # limit 0.733 s of 2.0 s (37%) and of 1.0 s of decoding (73%); blind 16 / 30 = 0.533 s (27%)
     assert "| c | generate:p | 16 | many:16 16 | 12 | 700 | 2.0 | 0.7 | 37% | 73% | 27% |" in text
