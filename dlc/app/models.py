@@ -108,8 +108,8 @@ def _sum_phases(tables: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str
 def _sum_shapes(tables: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """Per-phase llama_decode shapes (`BackendWork.decode_shapes`) summed over processes/models."""
     phases = sorted({p for t in tables for p, shapes in t.items() if isinstance(shapes, Mapping)})
-    return {p: _sum_rows([t[p] for t in tables if isinstance(t.get(p), Mapping)], ("tokens", "seconds", "calls", "logits", "context"))
-            for p in phases}
+    fields = ("tokens", "seconds", "calls", "logits", "context")
+    return {p: _sum_rows([t[p] for t in tables if isinstance(t.get(p), Mapping)], fields) for p in phases}
 
 
 def backend_info(graph: Graph, lms: Mapping[str, LM]) -> dict[str, Any]:
