@@ -113,7 +113,7 @@ layer h(x) {
   template = step_by_step
   prompt = ""
   max_tokens = 64
-  backward { posterior = { prior_answer: 0.5, prior: 0.5 } }
+  backward { posterior = { prior_answer: 0.5, prior: 0.5 }  posterior_max_tokens = 512 }
 }
 
 OUTPUT
@@ -133,7 +133,10 @@ def cell(code_dir: Path, label: str, data_dir: str, threads: int) -> dict[str, A
     work = Path(tempfile.mkdtemp(prefix=f"dlc-batching-{label}-"))
     net = work / "dln2.dln"
     output = _output_layer("navigate", "x, h", "residual", calibration=None)     # dlc's defaults, as measured
-    net.write_text(NET.replace("OUTPUT", output), encoding="utf-8")
+    text = NET.replace("OUTPUT", output)
+    if "posterior_max_tokens" not in (code_dir / "dlc" / "ir.py").read_text(encoding="utf-8"):
+        text = text.replace("  posterior_max_tokens = 512", "")   # older code: samples were capped at 512 anyway
+    net.write_text(text, encoding="utf-8")
     run = work / "run"
     env = dict(os.environ, DLC_THREADS=str(threads))
     before = _machine()

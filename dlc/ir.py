@@ -114,8 +114,11 @@ class Backward:
 
     prompt_template: TemplateRef = setting(key="prompt", kind="raw", custom=True)
     posterior: tuple[PosteriorComponent, ...] = setting(kind="raw", custom=True)
-    max_tokens: int = setting(512, lo=1, hi=32768)   # proposals (prompts and hidden texts) are capped
+    max_tokens: int = setting(512, lo=1, hi=32768)   # prompt proposals are capped
     stop: tuple[str, ...] = setting(("[END]",))    # prompt_proposal.j2 asks to end the new instruction with [END]
+    # posterior samples h~ are texts of this layer: 0 caps them at the layer's own max_tokens, the longest h its
+    # forward pass can give, so the child is trained on hidden texts shaped like the ones it reads at test time
+    posterior_max_tokens: int = setting(0, lo=0, hi=32768)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -102,6 +102,26 @@ def test_dln2_weights_hand_computed():
     assert lp[0].seed == Rng(c.seed).seed_for("iter", 0, "node", "h", "posterior", 0, 0)
 
 
+def test_posterior_samples_are_capped_at_the_layer_s_own_max_tokens():
+    """A posterior sample h~ stands for a hidden text of its layer: by default it gets the layer's `max_tokens` (128
+    in graphs/dln2.dln, as its forward texts do), not the backward proposals' 512; `backward.posterior_max_tokens`
+    sets it apart. Prompt proposals keep `backward.max_tokens`."""
+    g = graph("dln2")
+    ex = examples(2)
+    c = cfg(g, num_h_samples=2)
+    for cap, want in ((0, 128), (300, 300)):
+        lay = g.layers["h"]
+        gg = dataclasses.replace(g, layers=dict(g.layers, h=dataclasses.replace(
+            lay, backward=dataclasses.replace(lay.backward, posterior_max_tokens=cap))))
+        lm = reasoning_lm()
+        tr = forward(gg, gg.prompts(), {"default": lm}, ex)
+        infer_hidden(gg, gg.prompts(), {"default": lm}, tr, c, Rng(c.seed), 0)
+        fwd = [x for x in lm.calls if x.tag == "h/forward"]
+        post = [x for x in lm.calls if x.tag == "h/posterior"]
+        assert fwd and {x.max_tokens for x in fwd} == {128} and gg.layers["h"].backward.max_tokens == 512
+        assert len(post) == 4 and {x.max_tokens for x in post} == {want}
+
+
 def test_dln2_mixture_choice_is_seeded_and_weights_follow_eq3():
     g = graph("dln2")
     lm = reasoning_lm()

@@ -215,6 +215,10 @@ def test_plan_counts_match_a_real_step():
     assert per["propose_generate"] == n("y/propose") + n("h/propose") == 4
     assert per["forward_score"] >= n("y/forward") and per["candidate_score"] >= n("y/score") + n("h/score")
     assert p["validations"] == 1 and p["trained_layers"] == ["h", "y"]
+    # the completion bound holds every generation to its cap: a posterior sample to the hidden layer's max_tokens
+    caps = {c.tag: c.max_tokens for c in lm.calls if c.kind == "generate"}
+    assert caps["h/posterior"] == caps["h/forward"] == tr.graph.layers["h"].generation.max_tokens
+    assert sum(c.max_tokens for c in lm.calls if c.kind == "generate") <= p["max_completion_tokens_per_iteration"]
 
 
 def test_budget_stops_cleanly():

@@ -31,7 +31,7 @@ from dlc.engine.forward import (ScoreOpts, Trace, as_backward_prompt, generate_b
                         target_logp_requests)
 from dlc.engine.budget import clip_limit, clip_text, generate_fitting
 from dlc.errors import DlcError
-from dlc.ir import FitConfig, Graph
+from dlc.ir import FitConfig, Graph, Layer
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
 from dlc.engine.metrics import match_label
 from dlc.rng import Rng
@@ -68,6 +68,15 @@ class Posterior:
                 "logp_children": self.logp_children, "logp_prior": self.logp_prior, "logq": self.logq,
                 "logp_mi": self.logp_mi, "templates": self.templates, "resampled": self.resampled,
                 **({"clipped": self.clipped} if self.clipped else {})}
+
+
+def posterior_max_tokens(layer: Layer) -> int:
+    """The cap of a posterior sample h~ ~ q(h | x, y) (paper Eq. 4-5): `backward.posterior_max_tokens`, or by default
+    the layer's own `max_tokens`. h~ stands for a hidden text of this layer, so it is held to the length the forward
+    pass can produce: the child's prompts are scored and chosen on h~ (the ELBO, Eq. 5) and then read forward texts
+    at test time; a longer h~ would train them on complete reasoning the forward pass cuts off (the reference
+    implementation's `strip_options_for_hidden` bug is the same kind of train/test mismatch)."""
+    return max(1, layer.backward.posterior_max_tokens or layer.generation.max_tokens)
 
 
 def score_opts(config: FitConfig, offsets: Mapping[str, Sequence[float]] | None = None) -> ScoreOpts:
@@ -146,7 +155,7 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
             p = as_backward_prompt(layer, text)
             q_prompts[(i, k)] = p
             return GenerateRequest(
-                prompt=p, max_tokens=max(1, layer.backward.max_tokens), temperature=config.bwd_temp,
+                prompt=p, max_tokens=posterior_max_tokens(layer), temperature=config.bwd_temp,
                 stop=layer.backward.stop, n=1, tag=f"{node}/posterior",
                 seed=rng.seed_for("iter", iteration, "node", node, "posterior", i, k))
 

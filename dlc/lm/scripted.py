@@ -37,7 +37,7 @@ def _h(*parts: object) -> int:
 
 @dataclass(frozen=True)
 class Call:
-    """One logged request: kind ("generate" | "score"), tag, prompt text and continuation/seed."""
+    """One logged request: kind ("generate" | "score"), tag, prompt text and continuation/seed/temperature/cap."""
 
     kind: str
     tag: str
@@ -45,6 +45,7 @@ class Call:
     continuation: str = ""
     seed: int = 0
     temperature: float = 0.0
+    max_tokens: int = 0
 
 
 @dataclass
@@ -70,7 +71,8 @@ class ScriptedLM:
         out = []
         for r in requests:
             text = prompt_text(r.prompt)
-            self.calls.append(Call("generate", r.tag, text, seed=r.seed, temperature=r.temperature))
+            self.calls.append(Call("generate", r.tag, text, seed=r.seed, temperature=r.temperature,
+                                   max_tokens=r.max_tokens))
             texts = []
             for i in range(r.n):
                 t = self.generate_fn(text, r, i) if self.generate_fn else None
