@@ -3,6 +3,7 @@
     python bench/batching.py curve [--models tiny,small,default]   # llama.cpp step cost vs rows decoded together
     python bench/batching.py cell --before DIR [--data-dir D]      # a DLN-2 cell: code in DIR (before) vs this tree
     python bench/batching.py cell --only after --label shapes      # this tree's run alone, saved as cell-shapes
+    python bench/batching.py cell --only after --label cap --posterior-max-tokens 0   # samples at the layer's cap
     python bench/batching.py report                           # bench/BATCHING.md from bench/batching_records/*.json
 
 `curve`: the model loaded as dlc loads it (EmbeddedLM, 2 threads), one ~100-token prompt in sequence 0, copied into
@@ -126,7 +127,7 @@ fit  { iters = 1  batch_size = 8  num_p_samples = 4  num_h_samples = 3  val_freq
 """
 
 
-def cell(code_dir: Path, label: str, data_dir: str, threads: int) -> dict[str, Any]:
+def cell(code_dir: Path, label: str, data_dir: str, threads: int, posterior_max_tokens: int = 512) -> dict[str, Any]:
     sys.path.insert(0, str(BENCH))
     from grid import _output_layer
 
@@ -134,8 +135,12 @@ def cell(code_dir: Path, label: str, data_dir: str, threads: int) -> dict[str, A
     net = work / "dln2.dln"
     output = _output_layer("navigate", "x, h", "residual", calibration=None)     # dlc's defaults, as measured
     text = NET.replace("OUTPUT", output)
-    if "posterior_max_tokens" not in (code_dir / "dlc" / "ir.py").read_text(encoding="utf-8"):
+    if "posterior_max_tokens" in (code_dir / "dlc" / "ir.py").read_text(encoding="utf-8"):
+        text = text.replace("posterior_max_tokens = 512", f"posterior_max_tokens = {posterior_max_tokens}")
+    elif posterior_max_tokens == 512:
         text = text.replace("  posterior_max_tokens = 512", "")   # older code: samples were capped at 512 anyway
+    else:
+        raise SystemExit(f"error: the code in {code_dir} has no posterior_max_tokens (its samples ran to 512)")
     net.write_text(text, encoding="utf-8")
     run = work / "run"
     env = dict(os.environ, DLC_THREADS=str(threads))
@@ -445,6 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--data-dir", default=os.environ.get("DLC_DATA_DIR", ""))
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--only", choices=("before", "after"))
+    e.add_argument("--posterior-max-tokens", type=int, default=512,
+                   help="the hidden layer's posterior sample cap (default 512, as every recorded cell ran; 0: dlc's "
+                        "default, the layer's max_tokens = 64)")
     e.add_argument("--label", default="", help="save this tree's run as cell-LABEL (default: after), e.g. a rerun "
                    "that records decode shapes without replacing the measured after cell")
     sub.add_parser("report")
@@ -458,7 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, code in (("after", REPO), ("before", Path(a.before or "."))):
             if a.only in (None, label):
                 name = (a.label or label) if label == "after" else label
-                _save(f"cell-{name}", cell(code, name, a.data_dir, a.threads))
+                _save(f"cell-{name}", {**cell(code, name, a.data_dir, a.threads, a.posterior_max_tokens),
+                                       "posterior_max_tokens": a.posterior_max_tokens})
     else:
         (BENCH / "BATCHING.md").write_text(report(), encoding="utf-8")
         print(f"wrote {BENCH / 'BATCHING.md'}")
