@@ -113,7 +113,7 @@ def test_show_output_into_a_directory(run: Path, capsys) -> None:
 
 def test_a_file_where_a_directory_belongs(compiled: Path, capsys) -> None:
     (compiled / "afile").write_text("")
-    assert main(["fit", "net.dln", "--run-dir", "afile", "--no-progress"]) == 1
+    assert main(["fit", "net.dln", *SETS, "--run-dir", "afile", "--no-progress"]) == 1
     assert _err(capsys).startswith("error[E130]: --run-dir afile is a file")
     assert main(["runs", "afile"]) == 1
     assert _err(capsys).startswith("error[E104]: afile is a file")
@@ -139,7 +139,7 @@ def test_a_cache_of_another_layout_is_refused_before_the_run_directory(compiled:
             con.execute(q)
         con.commit()
         con.close()
-        assert main(["fit", "net.dln", "--cache-dir", name, "--no-progress"]) == 1
+        assert main(["fit", "net.dln", *SETS, "--cache-dir", name, "--no-progress"]) == 1
         err = _err(capsys)
         assert "error[E531]" in err and ("lacks column" in err or "schema version '7'" in err), err
         assert _runs(compiled) == []
