@@ -12,7 +12,7 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from grid import (BENCH, CELLS, DEEP_TASKS, DLN2_TASKS, FIT, HIDDEN_MAX_TOKENS, LABEL, METHODS, NINE,  # noqa: E402
-                  PAPER_GPT3, SEEDS, SHORT, SIZES, Cell, grid, net_text)
+                  PAPER_GPT3, POSTERIOR_MAX_TOKENS, SEEDS, SHORT, SIZES, Cell, grid, net_text)
 
 
 def _load_all(cells_dir: Path) -> list[dict[str, Any]]:
@@ -257,7 +257,9 @@ def report(cells_dir: Path = CELLS, results: Path = BENCH / "RESULTS.md", plots_
               "Compare their times loosely.",
               *[f"- `{m}`: `fit {{ {FIT[m]} }}`" for m in METHODS],
               f"- Hidden layers: `max_tokens = {HIDDEN_MAX_TOKENS}`; DLN-2 posterior mixture prior_answer 0.5 / prior "
-              "0.5 (deep3: prior_answer / edit).",
+              f"0.5 (deep3: prior_answer / edit); posterior samples up to {POSTERIOR_MAX_TOKENS} tokens (`backward "
+              f"{{ posterior_max_tokens = {POSTERIOR_MAX_TOKENS} }}`: the cap when the grid began, kept for every "
+              "seed; dlc's default is now the layer's own max_tokens).",
               f"- Seeds {', '.join(map(str, SEEDS))}; 0-shot is deterministic (greedy, seed-free splits): one cell "
               "per task.",
               "- Numbers are test accuracy in %: over 3 seeds mean ± 95% t-interval half-width; over 2 seeds mean "
