@@ -428,7 +428,10 @@ def report() -> str:
              if (r.get("backend") or {}).get("decode_shapes") and lim and r.get("cpu") == lim.get("cpu")}
     for p in sorted(CELLS.glob("*.json")):
         r = json.loads(p.read_text())
-        if (r.get("cost") or {}).get("decode_shapes") and lim and (r.get("machine") or {}).get("cpu") == lim.get("cpu"):
+        machine = r.get("machine") or {}
+        # a cell whose record notes what ran beside it was not timed on an idle machine: not a limit measurement
+        if (r.get("cost") or {}).get("decode_shapes") and lim and machine.get("cpu") == lim.get("cpu") \
+                and not machine.get("note"):
             cells[f"grid {p.stem}"] = r["cost"]
     if lim and cells:
         curves = [lim] + sorted((r for k, r in recs.items() if k.startswith("curve-default-ctx")

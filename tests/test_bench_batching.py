@@ -109,6 +109,9 @@ def test_the_limit_by_shape_uses_the_best_rate_measured_up_to_each_shape(tmp_pat
     text = b.report()
     assert "## The limit by batch shape" in text and "| grid c-s1 | score:x |" in text
     assert "c-s2" not in text                        # a cell from another machine is not held to this curve
+    noted = {**cell, "machine": {"cpu": "AMD EPYC, AVX2", "note": "pytest ran beside it"}}
+    (tmp_path / "cells" / "c-s3.json").write_text(json.dumps(noted))
+    assert "c-s3" not in b.report()                  # nor one that did not run alone
     # a batching cell that booked its shapes (`cell --label`) is in the table too
     (tmp_path / "rec" / "cell-shapes.json").write_text(json.dumps(
         {"label": "shapes", "cpu": "AMD EPYC, AVX2", "time": "2026-12-02 03:00:00", "threads": 2,
