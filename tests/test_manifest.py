@@ -1,6 +1,7 @@
 """The compiled artifact: exact JSON round trip, atomic writes, schema errors, the graph hash and find_last."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import pytest
 from dlc import ir
 from dlc.artifacts import manifest
 from dlc.artifacts.identity import config_identity, graph_identity
+from dlc.artifacts.canonical import canonical_sha256
 from dlc.lang.compiler import compile_file, compile_source
 from dlc.lang.rewrite import rewrite_prompts
 from dlc.errors import DlcArtifactError, DlcUsageError
@@ -28,6 +30,28 @@ def test_round_trip_exact(path: Path, tmp_path: Path) -> None:
     out = manifest.write(g, tmp_path / "sub" / "m.json")
     assert manifest.read(out) == g
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_artifact_from_before_the_posterior_cap_keeps_the_cap_it_ran_with() -> None:
+    """Artifacts and run directories written before `backward.posterior_max_tokens` existed drew their posterior
+    samples up to `backward.max_tokens`: they still load, with that cap, so a resumed run changes nothing."""
+    g = compile_file(next(p for p in GRAPHS if p.stem == "dln2"))
+    d = json.loads(json.dumps(manifest.to_json(g)))
+    for node in ("h", "y"):
+        del d["nodes"][node]["backward"]["posterior_max_tokens"]
+    old = manifest.from_json(d)
+    assert old.layers["h"].backward.posterior_max_tokens == old.layers["h"].backward.max_tokens == 512
+    assert g.layers["h"].backward.posterior_max_tokens == 0         # compiled today: the layer's own cap
+    # its identity is the one recorded when it was written (the key absent), and that of the same cap set today
+    legacy = {k: v for k, v in d.items() if k not in ("generated_at", "dlc_version", "source", "models", "fit", "data")}
+    for node in legacy["nodes"].values():
+        node.pop("span", None)
+    for t in legacy["templates"].values():
+        t.pop("path", None)
+    assert graph_identity(old) == canonical_sha256(legacy)
+    pinned = dataclasses.replace(g, layers={n: dataclasses.replace(lay, backward=dataclasses.replace(
+        lay.backward, posterior_max_tokens=lay.backward.max_tokens)) for n, lay in g.layers.items()})
+    assert graph_identity(pinned) == graph_identity(old) != graph_identity(g)
 
 
 def test_document_contents() -> None:

@@ -123,6 +123,11 @@ def _from_json(d: dict[str, Any]) -> ir.Graph:
     for name in net["order"]:
         n = dict(d["nodes"][name], name=name)
         n["offsets"] = [[str(k), float(v)] for k, v in (n.get("offsets") or {}).items()]
+        back = n.get("backward")
+        if isinstance(back, dict) and "posterior_max_tokens" not in back:
+            # (added after v1 began) an artifact from before drew its posterior samples up to backward.max_tokens:
+            # it keeps that cap, so a run resumed or re-fitted from it runs the algorithm it started with
+            n["backward"] = dict(back, posterior_max_tokens=back.get("max_tokens", 0))
         layers[name] = _decode(ir.Layer, n, tpl, optional=("calibration", "offsets"))   # (added after v1 began)
     return ir.Graph(
         name=net["name"], inputs=tuple(net["inputs"]), layers=layers, order=tuple(net["order"]),
