@@ -159,6 +159,17 @@ def cost_table(records: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    """A plot's legend and layout, written as a 100-dpi PNG and closed."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plots(records: Sequence[dict[str, Any]], plots_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -188,12 +199,7 @@ def plots(records: Sequence[dict[str, Any]], plots_dir: Path) -> list[Path]:
         ax.set_ylabel("test accuracy (%)")
         ax.set_ylim(0, 100)
         ax.set_title("Qwen2.5-Coder-1.5B (embedded), mean ± 95% CI over the seeds run (clipped to 0-100)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = plots_dir / "accuracy.png"
-        fig.savefig(p, dpi=100)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, ax, plots_dir / "accuracy.png"))
     zero = {r["task"]: r["test_accuracy"] for r in records if r["method"] == "0shot"}
 
     def start(r: dict[str, Any]) -> float | None:     # each optimizer against its own unoptimised program
@@ -212,12 +218,7 @@ def plots(records: Sequence[dict[str, Any]], plots_dir: Path) -> list[Path]:
         ax.set_xlabel("minutes (training + evaluation, 2-core CPU, after the shared cache)")
         ax.set_ylabel("test accuracy gain over its own 0-shot (points)")
         ax.set_title("one point per cell (40 test examples: ±15 points per run)", fontsize=9)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = plots_dir / "cost.png"
-        fig.savefig(p, dpi=100)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, ax, plots_dir / "cost.png"))
     return written
 
 
