@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from dlc.engine.hidden import infer_hidden
+from dlc.engine.hidden import infer_hidden, posterior_stop
 from dlc.lang.compiler import compile_file, compile_source
 from dlc.engine.forward import forward, layer_context
 from dlc.ir import Example, PosteriorComponent
@@ -120,6 +120,27 @@ def test_posterior_samples_are_capped_at_the_layer_s_own_max_tokens():
         post = [x for x in lm.calls if x.tag == "h/posterior"]
         assert fwd and {x.max_tokens for x in fwd} == {128} and gg.layers["h"].backward.max_tokens == 512
         assert len(post) == 4 and {x.max_tokens for x in post} == {want}
+
+
+def test_posterior_samples_end_at_the_layer_s_own_stop_too():
+    """A forward text of a hidden layer ends at the layer's `stop`; a posterior sample standing for one does too
+    (besides the backward stop "[END]"), so the child is not scored on text the forward pass never produces."""
+    g = graph("dln2")
+    lay = g.layers["h"]
+    gg = dataclasses.replace(g, layers=dict(g.layers, h=dataclasses.replace(
+        lay, generation=dataclasses.replace(lay.generation, stop=("\nSo",)))))
+
+    def gen(prompt: str, req, i: int) -> str:
+        return "good reasoning\nSo the answer is known" if "correct final answer" in prompt else "bad reasoning"
+    lm = ScriptedLM(generate_fn=gen, score_fn=reasoning_lm().score_fn)
+    c = cfg(gg, num_h_samples=2)
+    tr = forward(gg, gg.prompts(), {"default": lm}, examples(2))
+    post = infer_hidden(gg, gg.prompts(), {"default": lm}, tr, c, Rng(c.seed), 0)["h"]
+    assert any("prior_answer" == t for ts in post.templates for t in ts)
+    for ts, ss in zip(post.templates, post.samples):
+        for t, s in zip(ts, ss):
+            assert s.strip() == ("good reasoning" if t == "prior_answer" else "bad reasoning")
+    assert posterior_stop(gg.layers["h"]) == ("[END]", "\nSo") and posterior_stop(g.layers["h"]) == ("[END]",)
 
 
 def test_dln2_mixture_choice_is_seeded_and_weights_follow_eq3():

@@ -79,6 +79,12 @@ def posterior_max_tokens(layer: Layer) -> int:
     return max(1, layer.backward.posterior_max_tokens or layer.generation.max_tokens)
 
 
+def posterior_stop(layer: Layer) -> tuple[str, ...]:
+    """Where a posterior sample h~ ends: the backward stop strings and the layer's own `stop`, for the reason of
+    `posterior_max_tokens` (a forward text of the layer ends at its `stop`, so a sample standing for one does too)."""
+    return tuple(dict.fromkeys((*layer.backward.stop, *layer.generation.stop)))
+
+
 def score_opts(config: FitConfig, offsets: Mapping[str, Sequence[float]] | None = None) -> ScoreOpts:
     """The scoring options of a config, with the trainer's current calibration offsets (if any)."""
     opts = ScoreOpts(output_logp=config.output_logp, hidden_logp=config.hidden_logp,
@@ -156,7 +162,7 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
             q_prompts[(i, k)] = p
             return GenerateRequest(
                 prompt=p, max_tokens=posterior_max_tokens(layer), temperature=config.bwd_temp,
-                stop=layer.backward.stop, n=1, tag=f"{node}/posterior",
+                stop=posterior_stop(layer), n=1, tag=f"{node}/posterior",
                 seed=rng.seed_for("iter", iteration, "node", node, "posterior", i, k))
 
         for i in range(B):
