@@ -302,4 +302,4 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
     return posteriors
 
 
-__all__ = ["Posterior", "infer_hidden", "node_targets", "score_opts"]
+__all__ = ["Posterior", "infer_hidden", "node_targets", "posterior_max_tokens", "posterior_stop", "score_opts"]
