@@ -119,6 +119,9 @@ class Backward:
     # posterior samples h~ are texts of this layer: 0 caps them at the layer's own max_tokens, the longest h its
     # forward pass can give, so the child is trained on hidden texts shaped like the ones it reads at test time
     posterior_max_tokens: int = setting(0, lo=0, hi=32768)
+    # a posterior sample ends at `stop` above and, with this, at the layer's own generation stop strings too (a
+    # forward text of the layer ends at those, so a sample standing for one does too)
+    posterior_layer_stop: bool = setting(True)
 
 
 @dataclass(frozen=True, kw_only=True)

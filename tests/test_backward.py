@@ -141,6 +141,11 @@ def test_posterior_samples_end_at_the_layer_s_own_stop_too():
         for t, s in zip(ts, ss):
             assert s.strip() == ("good reasoning" if t == "prior_answer" else "bad reasoning")
     assert posterior_stop(gg.layers["h"]) == ("[END]", "\nSo") and posterior_stop(g.layers["h"]) == ("[END]",)
+    # `backward.posterior_layer_stop = false` (what artifacts from before the switch load with): backward.stop only
+    off = dataclasses.replace(gg, layers=dict(gg.layers, h=dataclasses.replace(
+        gg.layers["h"], backward=dataclasses.replace(gg.layers["h"].backward, posterior_layer_stop=False))))
+    post = infer_hidden(off, off.prompts(), {"default": lm}, tr, c, Rng(c.seed), 0)["h"]
+    assert any("\nSo the answer is known" in s for ss in post.samples for s in ss)
 
 
 def test_dln2_mixture_choice_is_seeded_and_weights_follow_eq3():

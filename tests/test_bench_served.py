@@ -11,6 +11,7 @@ import pytest
 from conftest import bench_module
 
 served = bench_module("served")
+pytestmark = pytest.mark.model
 
 
 def test_the_server_starts_answers_and_stops(tmp_path: Path) -> None:

@@ -11,8 +11,7 @@ import pytest
 
 from dlc import ir
 from dlc.artifacts import manifest
-from dlc.artifacts.identity import config_identity, graph_identity
-from dlc.artifacts.canonical import canonical_sha256
+from dlc.artifacts.identity import config_identity, graph_identities, graph_identity
 from dlc.lang.compiler import compile_file, compile_source
 from dlc.lang.rewrite import rewrite_prompts
 from dlc.errors import DlcArtifactError, DlcUsageError
@@ -32,26 +31,74 @@ def test_round_trip_exact(path: Path, tmp_path: Path) -> None:
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_an_artifact_from_before_the_posterior_cap_keeps_the_cap_it_ran_with() -> None:
-    """Artifacts and run directories written before `backward.posterior_max_tokens` existed drew their posterior
-    samples up to `backward.max_tokens`: they still load, with that cap, so a resumed run changes nothing."""
+# graph hashes recorded by earlier dlc for the shipped networks: before the posterior-sample keys (82d9084) and
+# while `posterior_max_tokens` was hashed as written on every layer (4a0a5e9..2d30105). A run directory carries its
+# hash, and `--resume`, `dlc sweep` and `dlc eval/run/serve` compare it: if one of these changes, runs written by
+# that dlc no longer resume or verify. (A deliberate change of graphs/dln*.dln or a built-in template changes them
+# too: then record the new values with the old code.)
+BEFORE_POSTERIOR_KEYS = {"dln1": "59ef4160f4fef3510321c72a1b860067e60f434294777e65397b64ce158babd2",
+                         "dln2": "67efa6a8b62455e38797f3d4f663f6e3eaced9d8cf5b3030c9b5fc2a8973c7d6"}
+WINDOW = {"dln1": "358d914118490a4d67b0fa3966bb8cafac0415b016b38abb68cc68a993435dcf",
+          "dln2": "43e00f5a22ae3e1b9fe7b4976aec4b2cb8c4f38617eb267151f0c34ef6043a53",
+          "dln2, h pinned to 512": "f2a97ce100444c2d17f75fa583c46d0564efcd34287bea17bd2835292271bad6"}
+
+
+def _with_backward(g: ir.Graph, node: str, **kw: object) -> ir.Graph:
+    lay = g.layers[node]
+    return dataclasses.replace(g, layers=dict(g.layers, **{node: dataclasses.replace(
+        lay, backward=dataclasses.replace(lay.backward, **kw))}))
+
+
+def test_networks_that_sample_as_before_keep_the_hash_earlier_dlc_recorded() -> None:
+    """A network without hidden layers, and a DLN-2 whose hidden layer pins the old 512-token cap, mean what they
+    meant before the posterior keys existed: they hash as then, so their old runs resume by naming the network."""
+    dln1 = compile_file(next(p for p in GRAPHS if p.stem == "dln1"))
+    dln2 = compile_file(next(p for p in GRAPHS if p.stem == "dln2"))
+    pinned = _with_backward(dln2, "h", posterior_max_tokens=512)
+    assert graph_identity(dln1) == BEFORE_POSTERIOR_KEYS["dln1"]
+    assert graph_identity(pinned) == BEFORE_POSTERIOR_KEYS["dln2"]
+    # today's DLN-2 samples at the layer's 128 tokens: another algorithm, another hash
+    assert graph_identity(dln2) not in BEFORE_POSTERIOR_KEYS.values()
+    # and the hashes written between 4a0a5e9 and the hashing by effect are still recognised
+    assert graph_identities(dln1) == (BEFORE_POSTERIOR_KEYS["dln1"], WINDOW["dln1"])
+    assert graph_identities(dln2)[1:] == (WINDOW["dln2"],)
+    assert WINDOW["dln2, h pinned to 512"] in graph_identities(pinned)
+    # the cap is hashed by what it does: 0 on a 128-token layer is 128
+    assert graph_identity(_with_backward(dln2, "h", posterior_max_tokens=128)) == graph_identity(dln2)
+
+
+def test_an_artifact_from_before_the_posterior_keys_keeps_what_it_ran_with() -> None:
+    """Artifacts and run directories written before `backward.posterior_max_tokens` / `posterior_layer_stop`
+    existed drew their samples up to `backward.max_tokens` and ended them at `backward.stop`: they still load with
+    exactly that, so a resumed run changes nothing, and their recorded hash still verifies."""
     g = compile_file(next(p for p in GRAPHS if p.stem == "dln2"))
     d = json.loads(json.dumps(manifest.to_json(g)))
     for node in ("h", "y"):
         del d["nodes"][node]["backward"]["posterior_max_tokens"]
+        del d["nodes"][node]["backward"]["posterior_layer_stop"]
     old = manifest.from_json(d)
     assert old.layers["h"].backward.posterior_max_tokens == old.layers["h"].backward.max_tokens == 512
+    assert old.layers["h"].backward.posterior_layer_stop is False
     assert g.layers["h"].backward.posterior_max_tokens == 0         # compiled today: the layer's own cap
-    # its identity is the one recorded when it was written (the key absent), and that of the same cap set today
-    legacy = {k: v for k, v in d.items() if k not in ("generated_at", "dlc_version", "source", "models", "fit", "data")}
-    for node in legacy["nodes"].values():
-        node.pop("span", None)
-    for t in legacy["templates"].values():
-        t.pop("path", None)
-    assert graph_identity(old) == canonical_sha256(legacy)
-    pinned = dataclasses.replace(g, layers={n: dataclasses.replace(lay, backward=dataclasses.replace(
-        lay.backward, posterior_max_tokens=lay.backward.max_tokens)) for n, lay in g.layers.items()})
-    assert graph_identity(pinned) == graph_identity(old) != graph_identity(g)
+    assert g.layers["h"].backward.posterior_layer_stop is True
+    assert graph_identity(old) == BEFORE_POSTERIOR_KEYS["dln2"]
+
+
+def test_the_layer_stop_switch_is_in_the_hash_only_where_it_adds_a_stop() -> None:
+    """`posterior_layer_stop` changes what a sample is only on a sampled layer with a stop string of its own: there
+    it changes the hash (an old run of that network is not resumed under the new meaning, and no hash of the
+    earlier dlc is claimed); elsewhere it is left out."""
+    g = compile_file(next(p for p in GRAPHS if p.stem == "dln2"))
+    assert graph_identity(_with_backward(g, "h", posterior_layer_stop=False)) == graph_identity(g)
+    assert graph_identity(_with_backward(g, "y", posterior_max_tokens=7, posterior_layer_stop=False)) \
+        == graph_identity(g)                                         # y is never sampled
+    lay = g.layers["h"]
+    stopped = dataclasses.replace(g, layers=dict(g.layers, h=dataclasses.replace(
+        lay, generation=dataclasses.replace(lay.generation, stop=("\n\n",)))))
+    old_way = _with_backward(stopped, "h", posterior_layer_stop=False)
+    assert graph_identity(stopped) != graph_identity(old_way)
+    assert graph_identities(stopped) == (graph_identity(stopped),)
+    assert len(graph_identities(old_way)) == 2
 
 
 def test_document_contents() -> None:

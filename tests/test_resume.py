@@ -233,7 +233,7 @@ def test_sigkill_resume_with_the_embedded_tiny_model_and_cache(tmp_path):
         assert phases and set(shapes) == set(phases)
         for phase, row in phases.items():
             assert sum(r["tokens"] for r in shapes[phase].values()) == row["decoded_tokens"]
-            # every decode reads at least one row's logits, never more than it has rows
+            # a phase reads some rows' logits (a long prompt's earlier chunks read none), never more than it decoded
             assert 0 < sum(r["logits"] for r in shapes[phase].values()) <= row["decoded_tokens"]
             assert all(r["context"] >= 0 for r in shapes[phase].values())
 

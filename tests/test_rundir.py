@@ -119,6 +119,11 @@ def test_check_resumable(tmp_path):
     with pytest.raises(DlcArtifactError) as e:
         check_resumable(run, graph_sha256="g" * 64, config_sha256="x" * 64)
     assert e.value.code == "E504"
+    # the hashes a network has had (identity.graph_identities): the run's among them is the same network
+    assert check_resumable(run, graph_sha256=("n" * 64, "g" * 64), config_sha256="c" * 64).net == "n"
+    with pytest.raises(DlcArtifactError) as e:
+        check_resumable(run, graph_sha256=("n" * 64, "o" * 64), config_sha256="c" * 64)
+    assert e.value.code == "E503" and f"now {'n' * 12})" in e.value.message
     # a checkpoint from another graph in this directory is corruption
     run.write_checkpoint(Checkpoint(iteration=1, state={}, usage={}, trace_records=1, graph_sha256="z" * 64,
                                     config_sha256="c" * 64))

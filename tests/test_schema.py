@@ -22,7 +22,8 @@ def test_block_keys() -> None:
     assert list(schema.keys("layer")) == [
         "template", "prompt", "fixed", "output", "max_tokens", "temperature", "top_p", "stop", "model",
         "backward_model", "format", "system", "answer_prefix", "calibration", "offsets"]
-    assert list(schema.keys("backward")) == ["prompt", "posterior", "max_tokens", "stop", "posterior_max_tokens"]
+    assert list(schema.keys("backward")) == ["prompt", "posterior", "max_tokens", "stop", "posterior_max_tokens",
+                                             "posterior_layer_stop"]
     assert list(schema.keys("model")) == [f.name for f in fields(ir.ModelConfig)][1:]
     assert list(schema.keys("data")) == [f.name for f in fields(ir.DataConfig)]
     assert list(schema.keys("output")) == ["target", "metric"]

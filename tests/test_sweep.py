@@ -5,6 +5,7 @@ from their checkpoint); a trial that fails at run time does not stop the others 
 one-line errors (E108); without the ray package it runs in-process (and a cluster address is E144)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -209,6 +210,22 @@ def test_a_fit_interrupted_by_hand_is_one_of_the_sweeps_trials(capsys, tmp_path)
     assert rc == 0, out + err
     assert "finished (resumed) fit.seed=13" in out and interrupted.name in out
     assert (interrupted / "result.json").is_file() and len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_a_run_recorded_under_an_earlier_hash_of_the_network_is_the_trial_s(tmp_path):
+    """A run directory written by an earlier dlc carries the hash that dlc gave the network (one of
+    identity.graph_identities today): the sweep still finds it, and a run of another network it does not."""
+    from dlc.app.sweep import INTERRUPTED, Trial, find_run
+    from dlc.artifacts.records import CONFIG_SCHEMA
+    from dlc.artifacts.rundir import CONFIG, RunDir
+
+    run = RunDir.create("n", explicit=tmp_path / "runs" / "r")
+    run.write_json(CONFIG, {"schema": CONFIG_SCHEMA, "net": "n", "graph_sha256": "o" * 64, "config_sha256": "c" * 64,
+                            "fit": {}, "seed": 1, "overrides": {"fit.seed": "13"}, "data_dir": None})
+    trial = Trial(0, (("fit.seed", "13"),), {"fit.seed": "13"}, "n", "g" * 64, "c" * 64, False)
+    assert find_run(tmp_path / "runs", trial, None) is None
+    assert find_run(tmp_path / "runs", dataclasses.replace(trial, graph_aliases=("o" * 64,)), None) \
+        == (INTERRUPTED, run.path)
 
 
 def test_grid_values_and_errors(capsys):

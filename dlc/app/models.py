@@ -88,16 +88,22 @@ def usage_totals(lms: Mapping[str, LM], base: Mapping[str, Any] | None = None) -
     return tot
 
 
-def _sum_rows(tables: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> dict[str, dict[str, float]]:
-    """{name: {field: number}} tables summed name by name (seconds rounded to ms, the rest integers)."""
+def _sum_rows(tables: Sequence[Mapping[str, Any]], fields: Sequence[str],
+              optional: Sequence[str] = ()) -> dict[str, dict[str, float]]:
+    """{name: {field: number}} tables summed name by name (seconds rounded to ms, the rest integers). An `optional`
+    field that one of a name's rows lacks (booked by an earlier dlc, then resumed) is left out of that name's sum:
+    a partial total would read as the whole."""
     out: dict[str, dict[str, float]] = {}
+    lacking: dict[str, set[str]] = {}
     for table in tables:
         for name, row in table.items():
             acc = out.setdefault(name, dict.fromkeys(fields, 0))
+            row = row if isinstance(row, Mapping) else {}
+            lacking.setdefault(name, set()).update(k for k in optional if k not in row)
             for k in fields:
-                acc[k] += row.get(k, 0) if isinstance(row, Mapping) else 0
-    return {k: {kk: (round(float(v), 3) if kk == "seconds" else int(v)) for kk, v in row.items()}
-            for k, row in sorted(out.items())}
+                acc[k] += row.get(k, 0)
+    return {k: {kk: (round(float(v), 3) if kk == "seconds" else int(v)) for kk, v in row.items()
+                if kk not in lacking[k]} for k, row in sorted(out.items())}
 
 
 def _sum_phases(tables: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
@@ -109,7 +115,8 @@ def _sum_shapes(tables: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict
     """Per-phase llama_decode shapes (`BackendWork.decode_shapes`) summed over processes/models."""
     phases = sorted({p for t in tables for p, shapes in t.items() if isinstance(shapes, Mapping)})
     fields = ("tokens", "seconds", "calls", "logits", "context")
-    return {p: _sum_rows([t[p] for t in tables if isinstance(t.get(p), Mapping)], fields) for p in phases}
+    return {p: _sum_rows([t[p] for t in tables if isinstance(t.get(p), Mapping)], fields, ("logits", "context"))
+            for p in phases}
 
 
 def backend_info(graph: Graph, lms: Mapping[str, LM]) -> dict[str, Any]:

@@ -93,6 +93,7 @@ class Trial:
     config_sha256: str
     embedded: bool                        # one of its models runs in-process (llama.cpp): it needs CPUs
     env_names: tuple[str, ...] = ()       # variables its models read (base_url_env, api_key_env)
+    graph_aliases: tuple[str, ...] = ()   # the hashes older dlc recorded for the same network (graph_identities)
 
     def label(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.values)
@@ -103,7 +104,7 @@ def plan_trials(target: str, sets: Mapping[str, str], grid: Sequence[tuple[str, 
     """Compile every combination now, so a value that does not compile stops the sweep before anything runs
     (the error follows a line naming the combination)."""
     from dlc.app.targets import load_network
-    from dlc.artifacts.identity import config_identity, graph_identity
+    from dlc.artifacts.identity import config_identity, graph_identities
 
     trials = []
     for i, combo in enumerate(itertools.product(*(vals for _, vals in grid))):
@@ -116,8 +117,9 @@ def plan_trials(target: str, sets: Mapping[str, str], grid: Sequence[tuple[str, 
             raise
         g = net.graph
         names = sorted({n for m in g.models.values() for n in (m.base_url_env, m.api_key_env) if n})
-        trials.append(Trial(i, values, overrides, net.name, graph_identity(g), config_identity(g),
-                            any(m.backend == "embedded" for m in g.models.values()), tuple(names)))
+        hashes = graph_identities(g)
+        trials.append(Trial(i, values, overrides, net.name, hashes[0], config_identity(g),
+                            any(m.backend == "embedded" for m in g.models.values()), tuple(names), hashes[1:]))
     return trials
 
 
@@ -152,8 +154,8 @@ def find_run(runs_root: str | os.PathLike[str], trial: Trial, data_dir: str | No
             cfg = run.config()
         except DlcError:
             continue
-        if (cfg.graph_sha256, cfg.config_sha256, cfg.data_dir) != (trial.graph_sha256, trial.config_sha256,
-                                                                   data_dir):
+        if cfg.graph_sha256 not in (trial.graph_sha256, *trial.graph_aliases) or \
+                (cfg.config_sha256, cfg.data_dir) != (trial.config_sha256, data_dir):
             continue
         if dict(cfg.overrides or {}) != dict(trial.overrides):
             continue

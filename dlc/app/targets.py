@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from dlc.artifacts import manifest
-from dlc.artifacts.identity import graph_identity, resolved_config
+from dlc.artifacts.identity import graph_identities, resolved_config
 from dlc.artifacts.rundir import CONFIG, GRAPH, SOURCE, RunDir
 from dlc.errors import DlcArtifactError, DlcError, DlcUsageError
 from dlc.ir import Graph
@@ -216,7 +216,7 @@ def graph_of_run(run: RunDir, *, prompts: str = "learned") -> Graph:
         graph = manifest.from_json(run.graph_json())
     except DlcError as e:
         raise DlcArtifactError(f"corrupted run directory: {run.path / GRAPH}: {e.message}", code="E502") from None
-    if graph_identity(graph) != cfg.graph_sha256:
+    if cfg.graph_sha256 not in graph_identities(graph):
         raise DlcArtifactError(f"corrupted run directory: {run.path / GRAPH} does not match the hash in {CONFIG}",
                                code="E502", hint="the artifact was edited; start a new run with `dlc fit`")
     if prompts == "learned":

@@ -21,7 +21,7 @@ from dlc.app.models import close_lms, open_lms, usage_totals, backend_info
 from dlc.app.prechecks import check_before_run, check_capabilities
 from dlc.app.targets import Network, graph_of_run, load_network
 from dlc.artifacts import manifest
-from dlc.artifacts.identity import config_identity, data_identity, graph_identity, resolved_config
+from dlc.artifacts.identity import config_identity, data_identity, graph_identities, graph_identity, resolved_config
 from dlc.artifacts.records import (Baseline, Checkpoint, ClassReport, FitResult, IterationRecord, RunConfig,
                                    SplitPredictions, total_tokens)
 from dlc.artifacts.rundir import BACKEND, GRAPH, RESULT, SOURCE, RunDir, check_new_run_dir, check_resumable
@@ -130,7 +130,7 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
             given = Network(g, base_cfg.net or g.name, src, base_cfg.source_path)
         if given is not None:
             # what the user named must be the run's network and config (compare before anything is written)
-            check_resumable(run, graph_sha256=graph_identity(given.graph),
+            check_resumable(run, graph_sha256=graph_identities(given.graph),
                             config_sha256=config_identity(given.graph))
         cfg = check_resumable(run, graph_sha256=None, config_sha256=None)
         graph = graph_of_run(run, prompts="initial")

@@ -11,7 +11,33 @@ from dlc.ir import Example, Graph
 
 def graph_identity(graph: Graph) -> str:
     """sha256 of the network itself (layers, templates, prompts, inputs, output, metric), excluding the fit/data/
-    model blocks (hashed separately by `config_identity`, so a resume can say *which* one changed) and provenance."""
+    model blocks (hashed separately by `config_identity`, so a resume can say *which* one changed) and provenance.
+    The posterior-sample settings are hashed by what they do (`_posterior_effect`), so a network whose samples run as
+    they did before those settings existed keeps the hash it had then."""
+    doc = _network_doc(graph)
+    for name, node in doc.get("nodes", {}).items():
+        _posterior_effect(graph, name, node)
+    return canonical_sha256(doc)
+
+
+def graph_identities(graph: Graph) -> tuple[str, ...]:
+    """Every hash a run of this network may have recorded: `graph_identity` first, then the one dlc wrote between
+    4a0a5e9 and the hashing by effect (key `posterior_max_tokens` kept unless equal to `backward.max_tokens`, on every
+    layer), when the network means what it meant then. A recorded hash is checked against all of them."""
+    doc = _network_doc(graph)
+    for name, node in doc.get("nodes", {}).items():
+        back, gen = node.get("backward"), node.get("generation")
+        if not isinstance(back, dict) or not isinstance(gen, dict):
+            continue
+        if back.pop("posterior_layer_stop", False) and _sampled(graph, name) and \
+                not set(gen.get("stop") or ()) <= set(back.get("stop") or ()):
+            return (graph_identity(graph),)     # its samples end at the layer's stop: they did not then
+        if back.get("posterior_max_tokens") == back.get("max_tokens"):
+            back.pop("posterior_max_tokens")
+    return tuple(dict.fromkeys((graph_identity(graph), canonical_sha256(doc))))
+
+
+def _network_doc(graph: Graph) -> dict[str, Any]:
     from dlc.artifacts import manifest
 
     doc = manifest.to_json(graph)
@@ -19,13 +45,34 @@ def graph_identity(graph: Graph) -> str:
         doc.pop(k, None)
     for node in doc.get("nodes", {}).values():
         node.pop("span", None)          # comments/layout edits do not change the network
-        back = node.get("backward")
-        if isinstance(back, dict) and back.get("posterior_max_tokens") == back.get("max_tokens"):
-            # the cap every artifact had before the key existed: their recorded hashes still verify
-            back.pop("posterior_max_tokens")
     for t in doc.get("templates", {}).values():
         t.pop("path", None)             # a built-in template moves with the installation; its text is what counts
-    return canonical_sha256(doc)
+    return doc
+
+
+def _sampled(graph: Graph, name: str) -> bool:
+    """Whether the fit draws posterior samples of this layer (a hidden layer that a layer reads, Alg. 3)."""
+    return name != graph.output and bool(graph.children(name))
+
+
+def _posterior_effect(graph: Graph, name: str, node: dict[str, Any]) -> None:
+    """Replace the posterior-sample keys of a node's `backward` by what they do, and leave them out where they do
+    what every network did before they existed (samples up to `backward.max_tokens`, ending at `backward.stop`):
+    on a layer that is never sampled they do nothing; the cap counts as the one the engine uses
+    (`engine.hidden.posterior_max_tokens`) and the layer-stop switch only where it adds a stop string."""
+    back, gen = node.get("backward"), node.get("generation")
+    if not isinstance(back, dict) or not isinstance(gen, dict):
+        return
+    cap = back.pop("posterior_max_tokens", None)
+    layer_stop = back.pop("posterior_layer_stop", None)
+    if not _sampled(graph, name):
+        return
+    if cap is not None:
+        cap = max(1, cap or int(gen.get("max_tokens") or 1))
+        if cap != back.get("max_tokens"):
+            back["posterior_max_tokens"] = cap
+    if layer_stop and not set(gen.get("stop") or ()) <= set(back.get("stop") or ()):
+        back["posterior_layer_stop"] = True
 
 
 # Model keys added after runs existed: at their default they are left out of the identity, so the runs started

@@ -127,7 +127,10 @@ def _from_json(d: dict[str, Any]) -> ir.Graph:
         if isinstance(back, dict) and "posterior_max_tokens" not in back:
             # (added after v1 began) an artifact from before drew its posterior samples up to backward.max_tokens:
             # it keeps that cap, so a run resumed or re-fitted from it runs the algorithm it started with
-            n["backward"] = dict(back, posterior_max_tokens=back.get("max_tokens", 0))
+            n["backward"] = back = dict(back, posterior_max_tokens=back.get("max_tokens", 0))
+        if isinstance(back, dict) and "posterior_layer_stop" not in back:
+            # (added after v1 began) likewise, its samples ended at backward.stop only
+            n["backward"] = dict(back, posterior_layer_stop=False)
         layers[name] = _decode(ir.Layer, n, tpl, optional=("calibration", "offsets"))   # (added after v1 began)
     return ir.Graph(
         name=net["name"], inputs=tuple(net["inputs"]), layers=layers, order=tuple(net["order"]),

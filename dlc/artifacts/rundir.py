@@ -32,7 +32,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from dlc.artifacts.canonical import canonical_sha256, json_line, pretty_json  # noqa: F401 (canonical_sha256: API)
 from dlc.artifacts.records import (CHECKPOINT_SCHEMA, CONFIG_SCHEMA, RESULT_SCHEMA, Checkpoint,  # noqa: F401
@@ -393,15 +393,18 @@ def iter_runs(root: str | os.PathLike[str] = "runs") -> Iterator[RunDir]:
             yield RunDir(p)
 
 
-def check_resumable(run: RunDir, *, graph_sha256: str | None, config_sha256: str | None) -> RunConfig:
+def check_resumable(run: RunDir, *, graph_sha256: str | Sequence[str] | None,
+                    config_sha256: str | None) -> RunConfig:
     """Validate a run for `--resume` before anything is written: the config file is intact, the stored artifact
     still hashes to what the run started with, and (when the user named a network/overrides) they are unchanged.
+    `graph_sha256` may list every hash the named network has had (`identity.graph_identities`, newest first).
     Returns the run's config."""
     cfg = run.config()      # E502 when it lacks the hashes
-    if graph_sha256 is not None and graph_sha256 != cfg.graph_sha256:
+    hashes = (graph_sha256,) if isinstance(graph_sha256, str) else tuple(graph_sha256 or ())
+    if hashes and cfg.graph_sha256 not in hashes:
         raise DlcArtifactError(
             f"cannot resume {run.path}: the graph changed since the run started "
-            f"(was {cfg.graph_sha256[:12]}, now {graph_sha256[:12]})", code="E503",
+            f"(was {cfg.graph_sha256[:12]}, now {hashes[0][:12]})", code="E503",
             hint="resume without naming the network to continue the original, or start a new run")
     if config_sha256 is not None and config_sha256 != cfg.config_sha256:
         raise DlcArtifactError(

@@ -80,9 +80,11 @@ def posterior_max_tokens(layer: Layer) -> int:
 
 
 def posterior_stop(layer: Layer) -> tuple[str, ...]:
-    """Where a posterior sample h~ ends: the backward stop strings and the layer's own `stop`, for the reason of
-    `posterior_max_tokens` (a forward text of the layer ends at its `stop`, so a sample standing for one does too)."""
-    return tuple(dict.fromkeys((*layer.backward.stop, *layer.generation.stop)))
+    """Where a posterior sample h~ ends: the backward stop strings and (`backward.posterior_layer_stop`, the default)
+    the layer's own `stop`, for the reason of `posterior_max_tokens` (a forward text of the layer ends at its `stop`,
+    so a sample standing for one does too)."""
+    back = layer.backward
+    return tuple(dict.fromkeys((*back.stop, *(layer.generation.stop if back.posterior_layer_stop else ()))))
 
 
 def score_opts(config: FitConfig, offsets: Mapping[str, Sequence[float]] | None = None) -> ScoreOpts:

@@ -177,7 +177,7 @@ class BackendWork:
     # exact score's continuation), "many:16" = 9-16 rows over several sequences (a batched generation step) ->
     # {"tokens", "seconds", "calls", "logits", "context"}: "logits" = rows whose logits were read (llama.cpp
     # projects only those onto the vocabulary), "context" = the rows' KV positions summed (context / tokens = the
-    # mean number of tokens a row attends to). A decode's cost depends on its rows, on whether they share one
+    # rows' mean position: a row at position p attends to p + 1 entries, itself included). A decode's cost depends on its rows, on whether they share one
     # sequence, on how many want logits and on how long the context is, so bench/batching.py compares each phase
     # with llama.cpp's best for the shapes it really decoded.
     decode_shapes: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
