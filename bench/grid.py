@@ -283,6 +283,9 @@ def run_cells(cells: Sequence[Cell], *, data_dir: str, out: Path = OUT, cells_di
     from dlc.app.sweep import SweepInterrupted, run_inline
 
     threads = threads or os.cpu_count() or 1
+    # the code this process loaded (and fits with, inline or in workers it starts now): a commit made while a
+    # cell runs (hours) must not be recorded as the one it ran on
+    code = _commit()
     recs: dict[str, dict[str, Any] | None] = {c.id: load_cell(c.id, cells_dir) for c in cells}
     todo = [c for c in cells if recs[c.id] is None]
     specs = [_trial_spec(c, i, data_dir=data_dir, out=out, model=model, threads=threads, sets=sets)
@@ -302,6 +305,7 @@ def run_cells(cells: Sequence[Cell], *, data_dir: str, out: Path = OUT, cells_di
         wall = sum(attempts)
         result = json.loads((Path(r["run_dir"]) / "result.json").read_text(encoding="utf-8"))
         rec = cell_record(cell, result, wall)
+        rec["dlc_commit"] = code         # of the process that finished it (a resumed cell may have begun on another)
         rec["threads"] = threads
         rec["attempts"] = len(attempts)
         # wall times only compare on one machine: batched decoding runs at half the rate on the AVX2 machine as on

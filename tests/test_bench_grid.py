@@ -6,6 +6,7 @@ model.default.backend=scripted`) as trials of `dlc sweep`'s engine, exactly as t
 this process: `use_ray=False`; Ray itself is tested in test_sweep.py)."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -47,7 +48,10 @@ def test_cells_run_resume_and_report(grid, tmp_path, monkeypatch):
     out, cells = tmp_path / "out", tmp_path / "cells"
     chosen = grid.select(grid.grid(), "0shot,dln1", "subj", "42")
     assert [c.id for c in chosen] == ["0shot-subj-s42", "dln1-subj-s42"]
+    heads = itertools.count()                           # HEAD moves while the cells run (commits land)
+    monkeypatch.setattr(grid, "_commit", lambda: f"{next(heads):07d}")
     recs = grid.run_cells(chosen, data_dir=str(DATA), out=out, cells_dir=cells, sets=SCRIPTED, use_ray=False)
+    assert [r["dlc_commit"] for r in recs if r] == ["0000000", "0000000"]   # the code the process loaded
     for r in recs:
         assert r is not None and 0.0 <= r["test_accuracy"] <= 1.0
         assert r["cost"]["calls"] > 0 and r["cost"]["requested_tokens"] > 0
