@@ -156,6 +156,21 @@ class Layer:
         d = dict(self.offsets)
         return [float(d.get(n, 0.0)) for n in self.output.label_names]
 
+    def posterior_max_tokens(self) -> int:
+        """The cap of a posterior sample h~ ~ q(h | x, y) (paper Eq. 4-5): `backward.posterior_max_tokens`, or by
+        default the layer's own `max_tokens`. h~ stands for a hidden text of this layer, so it is held to the length
+        the forward pass can produce: the child's prompts are scored and chosen on h~ (the ELBO, Eq. 5) and then read
+        forward texts at test time; a longer h~ would train them on complete reasoning the forward pass cuts off (the
+        reference implementation's `strip_options_for_hidden` bug is the same kind of train/test mismatch)."""
+        return max(1, self.backward.posterior_max_tokens or self.generation.max_tokens)
+
+    def posterior_stop(self) -> tuple[str, ...]:
+        """Where a posterior sample h~ ends: the backward stop strings and (`backward.posterior_layer_stop`, the
+        default) the layer's own `stop`, for the reason of `posterior_max_tokens` (a forward text of the layer ends
+        at its `stop`, so a sample standing for one does too)."""
+        back = self.backward
+        return tuple(dict.fromkeys((*back.stop, *(self.generation.stop if back.posterior_layer_stop else ()))))
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from dlc.engine.hidden import infer_hidden, posterior_stop
+from dlc.engine.hidden import infer_hidden
 from dlc.lang.compiler import compile_file, compile_source
 from dlc.engine.forward import forward, layer_context
 from dlc.ir import Example, PosteriorComponent
@@ -140,7 +140,7 @@ def test_posterior_samples_end_at_the_layer_s_own_stop_too():
     for ts, ss in zip(post.templates, post.samples):
         for t, s in zip(ts, ss):
             assert s.strip() == ("good reasoning" if t == "prior_answer" else "bad reasoning")
-    assert posterior_stop(gg.layers["h"]) == ("[END]", "\nSo") and posterior_stop(g.layers["h"]) == ("[END]",)
+    assert gg.layers["h"].posterior_stop() == ("[END]", "\nSo") and g.layers["h"].posterior_stop() == ("[END]",)
     # `backward.posterior_layer_stop = false` (what artifacts from before the switch load with): backward.stop only
     off = dataclasses.replace(gg, layers=dict(gg.layers, h=dataclasses.replace(
         gg.layers["h"], backward=dataclasses.replace(gg.layers["h"].backward, posterior_layer_stop=False))))

@@ -24,17 +24,18 @@ def graph_identities(graph: Graph) -> tuple[str, ...]:
     """Every hash a run of this network may have recorded: `graph_identity` first, then the one dlc wrote between
     4a0a5e9 and the hashing by effect (key `posterior_max_tokens` kept unless equal to `backward.max_tokens`, on every
     layer), when the network means what it meant then. A recorded hash is checked against all of them."""
+    current = graph_identity(graph)
+    if any(_sampled(graph, n) and graph.layers[n].posterior_stop() != graph.layers[n].backward.stop
+           for n in graph.layers):
+        return (current,)                  # its samples end at a layer's own stop: they did not then
     doc = _network_doc(graph)
-    for name, node in doc.get("nodes", {}).items():
-        back, gen = node.get("backward"), node.get("generation")
-        if not isinstance(back, dict) or not isinstance(gen, dict):
-            continue
-        if back.pop("posterior_layer_stop", False) and _sampled(graph, name) and \
-                not set(gen.get("stop") or ()) <= set(back.get("stop") or ()):
-            return (graph_identity(graph),)     # its samples end at the layer's stop: they did not then
-        if back.get("posterior_max_tokens") == back.get("max_tokens"):
-            back.pop("posterior_max_tokens")
-    return tuple(dict.fromkeys((graph_identity(graph), canonical_sha256(doc))))
+    for node in doc.get("nodes", {}).values():
+        back = node.get("backward")
+        if isinstance(back, dict):
+            back.pop("posterior_layer_stop", None)
+            if back.get("posterior_max_tokens") == back.get("max_tokens"):
+                back.pop("posterior_max_tokens")
+    return tuple(dict.fromkeys((current, canonical_sha256(doc))))
 
 
 def _network_doc(graph: Graph) -> dict[str, Any]:
@@ -56,22 +57,20 @@ def _sampled(graph: Graph, name: str) -> bool:
 
 
 def _posterior_effect(graph: Graph, name: str, node: dict[str, Any]) -> None:
-    """Replace the posterior-sample keys of a node's `backward` by what they do, and leave them out where they do
-    what every network did before they existed (samples up to `backward.max_tokens`, ending at `backward.stop`):
-    on a layer that is never sampled they do nothing; the cap counts as the one the engine uses
-    (`engine.hidden.posterior_max_tokens`) and the layer-stop switch only where it adds a stop string."""
-    back, gen = node.get("backward"), node.get("generation")
-    if not isinstance(back, dict) or not isinstance(gen, dict):
+    """Replace the posterior-sample keys of a node's `backward` by what they do (`Layer.posterior_max_tokens`,
+    `Layer.posterior_stop`), and leave them out where they do what every network did before they existed (samples
+    up to `backward.max_tokens`, ending at `backward.stop`), or nothing at all (a layer that is never sampled)."""
+    back = node.get("backward")
+    if not isinstance(back, dict):
         return
-    cap = back.pop("posterior_max_tokens", None)
-    layer_stop = back.pop("posterior_layer_stop", None)
+    back.pop("posterior_max_tokens", None)
+    back.pop("posterior_layer_stop", None)
     if not _sampled(graph, name):
         return
-    if cap is not None:
-        cap = max(1, cap or int(gen.get("max_tokens") or 1))
-        if cap != back.get("max_tokens"):
-            back["posterior_max_tokens"] = cap
-    if layer_stop and not set(gen.get("stop") or ()) <= set(back.get("stop") or ()):
+    layer = graph.layers[name]
+    if layer.posterior_max_tokens() != layer.backward.max_tokens:
+        back["posterior_max_tokens"] = layer.posterior_max_tokens()
+    if layer.posterior_stop() != layer.backward.stop:
         back["posterior_layer_stop"] = True
 
 

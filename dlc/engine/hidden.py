@@ -70,23 +70,6 @@ class Posterior:
                 **({"clipped": self.clipped} if self.clipped else {})}
 
 
-def posterior_max_tokens(layer: Layer) -> int:
-    """The cap of a posterior sample h~ ~ q(h | x, y) (paper Eq. 4-5): `backward.posterior_max_tokens`, or by default
-    the layer's own `max_tokens`. h~ stands for a hidden text of this layer, so it is held to the length the forward
-    pass can produce: the child's prompts are scored and chosen on h~ (the ELBO, Eq. 5) and then read forward texts
-    at test time; a longer h~ would train them on complete reasoning the forward pass cuts off (the reference
-    implementation's `strip_options_for_hidden` bug is the same kind of train/test mismatch)."""
-    return max(1, layer.backward.posterior_max_tokens or layer.generation.max_tokens)
-
-
-def posterior_stop(layer: Layer) -> tuple[str, ...]:
-    """Where a posterior sample h~ ends: the backward stop strings and (`backward.posterior_layer_stop`, the default)
-    the layer's own `stop`, for the reason of `posterior_max_tokens` (a forward text of the layer ends at its `stop`,
-    so a sample standing for one does too)."""
-    back = layer.backward
-    return tuple(dict.fromkeys((*back.stop, *(layer.generation.stop if back.posterior_layer_stop else ()))))
-
-
 def score_opts(config: FitConfig, offsets: Mapping[str, Sequence[float]] | None = None) -> ScoreOpts:
     """The scoring options of a config, with the trainer's current calibration offsets (if any)."""
     opts = ScoreOpts(output_logp=config.output_logp, hidden_logp=config.hidden_logp,
@@ -163,8 +146,8 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
             p = as_backward_prompt(layer, text)
             q_prompts[(i, k)] = p
             return GenerateRequest(
-                prompt=p, max_tokens=posterior_max_tokens(layer), temperature=config.bwd_temp,
-                stop=posterior_stop(layer), n=1, tag=f"{node}/posterior",
+                prompt=p, max_tokens=layer.posterior_max_tokens(), temperature=config.bwd_temp,
+                stop=layer.posterior_stop(), n=1, tag=f"{node}/posterior",
                 seed=rng.seed_for("iter", iteration, "node", node, "posterior", i, k))
 
         for i in range(B):
@@ -304,4 +287,4 @@ def infer_hidden(graph: Graph, prompts: Mapping[str, str], lms: Mapping[str, LM]
     return posteriors
 
 
-__all__ = ["Posterior", "infer_hidden", "node_targets", "posterior_max_tokens", "posterior_stop", "score_opts"]
+__all__ = ["Posterior", "infer_hidden", "node_targets", "score_opts"]

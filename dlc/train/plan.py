@@ -6,7 +6,6 @@ from collections import Counter
 from typing import Any
 
 from dlc.engine.calibration import calibrated
-from dlc.engine.hidden import posterior_max_tokens
 from dlc.engine.labels import verbalizers
 from dlc.train.config import check_config
 from dlc.ir import FitConfig, Graph
@@ -47,7 +46,7 @@ def plan(graph: Graph, config: FitConfig, n_train: int, n_dev: int) -> dict[str,
     for n in hidden:
         lay = graph.layers[n]
         kinds["posterior_generate"] += B * K
-        gen_tokens += B * K * posterior_max_tokens(lay)
+        gen_tokens += B * K * lay.posterior_max_tokens()
         for c in graph.children(n):
             kinds["posterior_weight_score"] += B * K * n_score(c) * (2 if config.mi_regularization else 1)
         if config.include_prior:
