@@ -261,3 +261,56 @@ def test_a_fifo_as_the_network_is_refused_not_waited_on(tmp_path: Path, monkeypa
     os.mkfifo(tmp_path / "net.dln")
     assert main(["compile", "net.dln"]) == 1
     assert _err(capsys).startswith("error[E104]: net.dln is not a regular file")
+
+
+# ------------------------------------------------------------------------------------------------ JSON past the parser
+
+LONG_INT = "1" * 5000                 # Python refuses integer strings over 4300 digits (a ValueError, not a decode error)
+DEEP = "[" * 100_000 + "]" * 100_000  # RecursionError in the parser
+
+
+def test_data_files_with_a_number_too_long_or_nesting_too_deep(tmp_path: Path, capsys) -> None:
+    """Were tracebacks: the readers caught only JSONDecodeError."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"input": "a", "label": "yes"}\n{"input": "b", "label": ' + LONG_INT + "}\n", encoding="utf-8")
+    assert main(["data", "show", str(rows)]) == 1
+    err = _err(capsys)
+    assert err.startswith(f"error[E815]: {rows}:2: not a JSON object (a number too long to read"), err
+    doc = tmp_path / "rows.json"
+    for text in ('[{"input": "a", "label": ' + LONG_INT + "}]", DEEP):
+        doc.write_text(text, encoding="utf-8")
+        assert main(["data", "show", str(doc)]) == 1
+        err = _err(capsys)
+        assert err.startswith(f"error[E815]: {doc} is not valid JSON ("), err
+    # a .json file saved with a byte-order mark reads like the .jsonl and .csv files that have one
+    doc.write_text('\ufeff[{"input": "a", "label": "yes"}]', encoding="utf-8")
+    assert main(["data", "show", str(doc)]) == 0, _err(capsys)
+
+
+def test_run_files_and_artifacts_with_a_number_too_long(run: Path, capsys) -> None:
+    """A checkpoint or trace line with a 5000-digit number, an artifact nested past the parser: E502, nothing
+    changed (were tracebacks in show, report and --resume)."""
+    ck = run / "checkpoint.json"
+    ck.write_text(ck.read_text(encoding="utf-8").replace('"iteration": 1', '"iteration": ' + LONG_INT, 1),
+                  encoding="utf-8")
+    assert LONG_INT in ck.read_text(encoding="utf-8")
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir() if p.is_file()}
+    for cmd in (["show", str(run)], ["report", str(run)], ["fit", "--resume", str(run)]):
+        assert main(cmd) == 1, cmd
+        err = _err(capsys)
+        assert err.startswith("error[E502]: corrupted run directory: ") and "a number too long" in err, err
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir() if p.is_file()}
+    assert after == before
+    art = run.parent / "deep.json"
+    art.write_text(DEEP, encoding="utf-8")
+    assert main(["show", str(art)]) == 1
+    assert _err(capsys).startswith(f"error[E502]: {art} is not valid JSON (lists or objects nested too deeply)")
+
+
+def test_run_stdin_with_a_number_too_long(compiled: Path, capsys, monkeypatch) -> None:
+    import io
+
+    for line in ('{"input": ' + LONG_INT + "}", DEEP):
+        monkeypatch.setattr("sys.stdin", io.StringIO(line + "\n"))
+        assert main(["run", ".dlc/navigate.json"]) == 1
+        assert _err(capsys).startswith("error[E122]: stdin line 1 is not JSON ("), line[:20]

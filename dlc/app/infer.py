@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TextIO
 
+from dlc import jsonread
 from dlc.app.models import close_lms, open_lms
 from dlc.app.targets import load_network
 from dlc.engine import forward as engine
@@ -44,8 +45,8 @@ def run_inference(target: str, stdin: TextIO, stdout: TextIO, *, no_cache: bool 
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
+                row = jsonread.loads(line)
+            except jsonread.BadJSON as e:
                 raise DlcUsageError(f"stdin line {lineno} is not JSON ({e.msg})", code="E122",
                                     hint='one object per line, e.g. {"x": "text"}') from None
             if not isinstance(row, dict):

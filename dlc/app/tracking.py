@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, TextIO
 
+from dlc import jsonread
 from dlc.artifacts.records import FitResult, IterationRecord
 from dlc.artifacts.rundir import CONFIG, RESULT, RunDir, atomic_write_json
 from dlc.errors import DlcUsageError, redact
@@ -300,8 +301,8 @@ def artifacts_of(run_dir: Path) -> list[Path]:
 
 def _read_ids(run_dir: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads((run_dir / TRACKING_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = jsonread.loads((run_dir / TRACKING_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):       # jsonread.BadJSON and UnicodeDecodeError are ValueErrors
         return None
     return data if isinstance(data, dict) else None
 

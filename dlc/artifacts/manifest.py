@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from dlc import __version__, ir
+from dlc import __version__, ir, jsonread
 from dlc.artifacts.canonical import canonical_json
 from dlc.errors import DlcArtifactError, DlcUsageError
 from dlc.fsutil import atomic_write_text
@@ -213,9 +213,9 @@ def read(path: str | Path) -> ir.Graph:
     except (OSError, UnicodeDecodeError) as e:
         raise DlcArtifactError(f"cannot read {p}: {e}", code="E502", hint="recompile with `dlc compile`") from None
     try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DlcArtifactError(f"{p} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})",
+        d = jsonread.loads(text)
+    except jsonread.BadJSON as e:
+        raise DlcArtifactError(f"{p} is not valid JSON ({e.where()}{e.msg})",
                                code="E502", hint="the file is corrupt; recompile with `dlc compile`") from None
     try:
         return from_json(d)

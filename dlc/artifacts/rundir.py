@@ -24,7 +24,6 @@ RunConfig, `write_checkpoint` takes a Checkpoint, ...); graph.json has its own c
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import secrets
@@ -37,6 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 from dlc.artifacts.canonical import canonical_sha256, json_line, pretty_json  # noqa: F401 (canonical_sha256: API)
 from dlc.artifacts.records import (CHECKPOINT_SCHEMA, CONFIG_SCHEMA, RESULT_SCHEMA, Checkpoint,  # noqa: F401
                                    FitResult, IterationRecord, RunConfig)
+from dlc import jsonread
 from dlc.errors import DlcArtifactError, DlcUsageError
 from dlc.fsutil import atomic_write_text, fsync_dir  # noqa: F401 (atomic_write_text: this module's API)
 
@@ -72,9 +72,9 @@ def read_json(path: Path, what: str) -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise DlcArtifactError(f"corrupted run directory: cannot read {path}: {e}", code="E502") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DlcArtifactError(f"corrupted run directory: {path} is not valid JSON (line {e.lineno})", code="E502",
+        return jsonread.loads(text)
+    except jsonread.BadJSON as e:
+        raise DlcArtifactError(f"corrupted run directory: {path} is not valid JSON ({e.where()}{e.msg})", code="E502",
                                hint="the file was edited or truncated; start a new run with `dlc fit`") from None
 
 
@@ -223,8 +223,8 @@ class RunDir:
             if not line.strip():
                 continue
             try:
-                out.append((line, json.loads(line)))
-            except json.JSONDecodeError:
+                out.append((line, jsonread.loads(line)))
+            except jsonread.BadJSON:
                 if i == len(lines) - 1:
                     break  # torn final line (no newline yet): the iteration in flight
                 raise DlcArtifactError(f"corrupted run directory: {p} line {i + 1} is not valid JSON",

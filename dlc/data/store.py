@@ -6,11 +6,11 @@ paths under `<source>/`, e.g. `BIG-Bench-Hard/bbh/navigate.json`, so `--data-dir
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from dlc import jsonread
 from dlc.errors import DlcDataError
 from dlc.textcheck import find_bad_text
 
@@ -83,14 +83,14 @@ def read_json(path: Path) -> Any:
     """A whole-file JSON document; a corrupt file is E815 (not a traceback)."""
     check_data_file(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DlcDataError(f"{path} is not valid JSON ({e})", code="E815",
-                           hint="the file is corrupt or truncated: delete it and run `dlc data fetch` again") from e
-    except RecursionError:
-        raise DlcDataError(f"{path} nests lists or objects too deeply to be data", code="E815",
-                           hint="a data file holds rows of text fields") from None
+        with open(path, encoding="utf-8-sig") as f:
+            doc = jsonread.loads(f.read())
+    except UnicodeDecodeError as e:
+        raise DlcDataError(f"{path} is not UTF-8 text", code="E815", hint="save the file as UTF-8") from e
+    except jsonread.BadJSON as e:
+        raise DlcDataError(f"{path} is not valid JSON ({e.where()}{e.msg})", code="E815",
+                           hint="fix the file; a fetched task file that is damaged is restored by deleting it and "
+                                "running `dlc data fetch` again") from None
     except OSError as e:
         raise DlcDataError(f"cannot read {path}: {e.strerror}", code="E802") from e
     bad = find_bad_text(doc)
@@ -110,13 +110,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
+                    row = jsonread.loads(line)
+                except jsonread.BadJSON as e:
                     raise DlcDataError(f"{path}:{lineno}: not a JSON object ({e.msg})", code="E815",
-                                       hint="every line of a .jsonl file must be one JSON object") from e
-                except RecursionError:
-                    raise DlcDataError(f"{path}:{lineno}: lists or objects nested too deeply to be data",
-                                       code="E815", hint="a data row is an object of text fields") from None
+                                       hint="every line of a .jsonl file must be one JSON object of text fields"
+                                       ) from None
                 bad = find_bad_text(row)
                 if bad is not None:
                     raise DlcDataError(f"{path}:{lineno}: {bad} holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF "

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlc import jsonread
 from dlc.errors import DlcLMError
 from dlc.fsutil import atomic_write_bytes
 
@@ -96,8 +97,9 @@ def sha256_file(path: Path, *, cache_dir: Path | None = None) -> str:
     index = (cache_dir or model_root()) / "hashes.json"
     known: dict[str, str] = {}
     try:
-        known = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        loaded = jsonread.loads(index.read_text(encoding="utf-8"))
+        known = loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):       # jsonread.BadJSON and UnicodeDecodeError are ValueErrors: hash again
         known = {}
     if stamp in known:
         return known[stamp]

@@ -13,7 +13,6 @@ was down at start is probed when it comes back and used only if it can do what w
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import sys
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from dlc import jsonread
 from dlc.errors import DlcLMError, add_secret, add_url_secrets, redact
 from dlc.lm.base import Capabilities
 from dlc.lm.openai_backend.probe import Check, EndpointInfo, MalformedResponse, merge_infos, probe_endpoint
@@ -300,8 +300,8 @@ class Transport:
         else:
             text = await target.client.post(url, cast_to=str, body=body)
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
+            data = jsonread.loads(text)
+        except jsonread.BadJSON as e:
             raise MalformedResponse(f"invalid JSON ({e.msg}): {redact(text)[:60]!r}") from None
         if isinstance(data, dict) and "error" in data and "choices" not in data and "data" not in data:
             raise MalformedResponse(f"an error body with a success status: {redact(str(data['error']))[:200]}")
