@@ -223,7 +223,8 @@ class FitConfig:
     batch_size: int = setting(20, lo=1)  # paper: B = 20
     num_p_samples: int = setting(20, lo=1)  # N prompt candidates per step (N-1 new + current); paper: 20
     num_h_samples: int = setting(5, lo=1)  # K posterior samples per example; paper: 5
-    seed: int = setting(42, lo=0)  # the run seed: every random choice is derived from it (dlc.rng)
+    # the run seed: every random choice is derived from it (dlc.rng); numpy's RandomState (the data cut) takes 32 bits
+    seed: int = setting(42, lo=0, hi=2**32 - 1)
     fwd_temp: float = setting(0.0, lo=0, hi=2)  # training forward temperature (dev/test are always greedy)
     bwd_temp: float = setting(0.7, lo=0, hi=2)  # prompt and hidden proposals
     val_freq: int = setting(2, lo=1)  # validate on dev every k iterations (paper: 2)

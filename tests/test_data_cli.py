@@ -184,3 +184,13 @@ def test_data_show_maps_the_fields_of_a_custom_file(tmp_path, capsys, monkeypatc
         assert "error[E118]" in capsys.readouterr().err
     assert main(["data", "show", "qa.jsonl"]) == 1                      # unmapped: the loader's own error
     assert "error[E805]" in capsys.readouterr().err
+
+
+def test_show_seed_out_of_range_is_a_usage_error(capsys) -> None:
+    """Was a ValueError traceback from numpy's RandomState; now argparse's usage error (exit 2), as a non-integer."""
+    for bad in ("-1", str(2**32)):
+        with pytest.raises(SystemExit) as ei:
+            main(["data", "show", "gen:navigate", "--seed", bad])
+        assert ei.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --seed: {bad} is out of range: a seed is 0 to 4294967295" in err and "Traceback" not in err

@@ -64,3 +64,27 @@ def test_fit_ranges_are_the_same_in_python(key: str) -> None:
     with pytest.raises(DlcSemanticError) as ei:
         check_config(g, replace(ir.FitConfig(), **{key: bad}))
     assert ei.value.code == "E311" and ei.value.message.startswith(f"fit.{key} must be")
+
+
+@pytest.mark.parametrize("block,key", [(b, k) for b in ("layer", "backward", "model", "data", "fit")
+                                       for k, key in schema.keys(b).items()
+                                       if key.range is not None and key.range[1] is not None])
+def test_every_upper_bound_is_checked_by_the_compiler(block: str, key: str) -> None:
+    hi = schema.keys(block)[key].range[1]  # type: ignore[index]
+    kind = schema.keys(block)[key].kind
+    value = str(int(hi) + 1) if kind == "int" else f"{float(hi) + 1}"
+    where = {"layer": "layer.y.", "backward": "layer.y.backward.", "model": "model.default.", "data": "data.",
+             "fit": "fit."}[block]
+    with pytest.raises(CompileFailed) as ei:
+        compile_source(NET, overrides={where + key: value})
+    assert [e.code for e in ei.value.errors] == ["E311"]
+
+
+def test_a_seed_numpy_cannot_take_is_refused_at_compile_time() -> None:
+    """fit.seed reaches numpy's RandomState (the data cut), which takes 0..2**32-1: a bigger seed compiled, then
+    crashed the fit with a ValueError traceback. The message shows the integers whole (was 4.29497e+09)."""
+    compile_source(NET, overrides={"fit.seed": str(2**32 - 1)})
+    with pytest.raises(CompileFailed) as ei:
+        compile_source(NET, overrides={"fit.seed": str(2**32)})
+    assert ei.value.errors[0].code == "E311"
+    assert ei.value.errors[0].message == "'seed' must be at most 4294967295, got 4294967296"

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ps.add_argument("task", help="a built-in task (see `dlc data list`), a dataset file, or hf:name[:config]")
     ps.add_argument("--split", choices=("train", "dev", "test"), default="train")
     ps.add_argument("-n", type=int, default=5, metavar="N", help="how many examples (default 5)")
-    ps.add_argument("--seed", type=int, default=42, help="run seed (generated train sets depend on it)")
+    ps.add_argument("--seed", type=_seed, default=42, help="run seed (generated train sets depend on it)")
     ps.add_argument("--field", action="append", default=[], metavar="INPUT=COLUMN",
                     help="map an input to a column of the file, as the data block's `fields` does (repeatable)")
     ps.add_argument("--target-field", metavar="COLUMN", help="the column holding the target (default: label)")
@@ -104,6 +104,17 @@ def _fields(specs: list[str]) -> tuple[tuple[str, str], ...]:
                                 hint="e.g. dlc data show my.jsonl --field x=question --target-field answer")
         out.append((name.strip(), col.strip()))
     return tuple(out)
+
+
+def _seed(text: str) -> int:
+    """--seed: an integer in fit.seed's range (0 to 2**32 - 1), else argparse's usage error (exit 2)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= seed <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{seed} is out of range: a seed is 0 to {2**32 - 1}, as fit.seed")
+    return seed
 
 
 def run_show(args: argparse.Namespace) -> int:

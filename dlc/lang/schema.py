@@ -111,12 +111,17 @@ def out_of_range(x: float, rng: ir.Range, shown: str | None = None) -> str | Non
     written, for an exclusive lower bound."""
     lo, hi, lo_open = rng
     if lo is not None and lo_open and x <= lo:
-        return f"must be greater than {lo:g}, got {shown if shown is not None else format(x, 'g')}"
+        return f"must be greater than {_num(lo)}, got {shown if shown is not None else _num(x)}"
     if lo is not None and x < lo:
-        return f"must be at least {lo:g}, got {x:g}"
+        return f"must be at least {_num(lo)}, got {_num(x)}"
     if hi is not None and x > hi:
-        return f"must be at most {hi:g}, got {x:g}"
+        return f"must be at most {_num(hi)}, got {_num(x)}"
     return None
+
+
+def _num(x: float) -> str:
+    """A number as a message shows it: an integer whole (4294967295, not 4.29497e+09), a float in %g."""
+    return str(x) if isinstance(x, int) else format(x, "g")
 
 
 __all__ = ["BLOCKS", "Key", "keys", "ranges", "fill", "out_of_range", "value_of", "with_values"]
