@@ -43,6 +43,10 @@ _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@'\"<>]*@")
 # an Authorization header or a bearer token echoed back by a server
 _AUTH_HEADER = re.compile(r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?)(?:(bearer|basic|token)\s+)?[^\s\"',;}]+")
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]{12,}")
+# a credential passed in a URL's query string (`?api_key=...`, `&token=...`, `sig=`): the value is masked
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&][\w.\-]*(?:key|token|secret|passw(?:or)?d|pwd|sig|signature|auth|credential)[\w.\-]*=)"
+    r"[^&#\s'\"<>]+")
 
 
 def add_secret(value: str | None) -> None:
@@ -53,8 +57,8 @@ def add_secret(value: str | None) -> None:
 
 
 def add_url_secrets(url: str) -> None:
-    """Register the password (and a token-like user name) of `scheme://user:password@host/...`, and the Basic
-    authorization value an HTTP client derives from them."""
+    """Register the password (and a token-like user name) of `scheme://user:password@host/...`, the Basic
+    authorization value an HTTP client derives from them, and credential-named query values (`?api_key=...`)."""
     import base64
     from urllib.parse import unquote, urlsplit
 
@@ -69,6 +73,10 @@ def add_url_secrets(url: str) -> None:
             add_secret(unquote(v))
     if user is not None and password:
         add_secret(base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode())
+    for m in _QUERY_SECRET.finditer(url):           # also once an HTTP client has re-encoded the URL elsewhere
+        value = m.group(0)[len(m.group(1)):]
+        add_secret(value)
+        add_secret(unquote(value))
 
 
 def redact(text: str) -> str:
@@ -78,6 +86,7 @@ def redact(text: str) -> str:
     out = _URL_USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
     out = _AUTH_HEADER.sub(lambda m: m.group(1) + (m.group(2) + " " if m.group(2) else "") + MASK, out)
     out = _BEARER.sub(lambda m: m.group(1) + " " + MASK, out)
+    out = _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, out)
     with _SECRETS_LOCK:
         secrets = sorted(_SECRETS, key=len, reverse=True)
     for s in secrets:

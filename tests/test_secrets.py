@@ -98,6 +98,32 @@ def test_redact_masks_url_credentials_auth_headers_and_known_keys():
     assert redact("http://127.0.0.1:8000/v1 and a@b.c") == "http://127.0.0.1:8000/v1 and a@b.c"   # nothing to hide
 
 
+def test_credentials_in_a_url_query_are_masked():
+    """`?api_key=...` (some proxies take the key there): the value is masked wherever it appears, the rest of the
+    URL is kept; parameters that name no credential (api-version) are kept too."""
+    from dlc.errors import add_url_secrets
+
+    url = "https://h.example/v1?api-version=2024-02-01&api_key=Zq9sEcReT77&sig=abc%2Fdef12"
+    assert redact(url) == "https://h.example/v1?api-version=2024-02-01&api_key=***&sig=***"
+    add_url_secrets(url)
+    assert redact("the server said: bad key Zq9sEcReT77 (abc/def12)") == "the server said: bad key *** (***)"
+
+
+def test_a_malformed_base_url_is_e620_before_any_connection_and_masked(monkeypatch):
+    """A port over 65535 or not a number, a broken IPv6 bracket, white space: were OverflowError / InvalidURL
+    tracebacks from inside the HTTP client."""
+    from dlc.lm.openai_backend.transport import Transport
+
+    for url, why in (("http://127.0.0.1:99999/v1", "Port out of range"),
+                     ("http://127.0.0.1:abc/v1", "Port could not be cast to integer"),
+                     ("http://[::1/v1", "Invalid IPv6 URL"), ("http://127.0.0.1 :8/v1", "contains white space"),
+                     (f"http://bob:{PASSWORD}@127.0.0.1:99999/v1?token=T0kenValue9", "Port out of range")):
+        with pytest.raises(DlcError) as ei:
+            Transport("m", [url], probe=False)
+        assert ei.value.code == "E620" and why in ei.value.message, ei.value.message
+        assert not _leaks(_shown(ei.value)) and "T0kenValue9" not in _shown(ei.value)
+
+
 def test_401_echoing_the_authorization_header_is_masked(echo_server):
     url = echo_server(401)
     try:                                   # the probe either fails (E624) or records the refusals in its notes

@@ -98,6 +98,21 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc or url
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be a base URL, or None. Asked before any connection: a port that is not a number or over
+    65535, or a broken IPv6 bracket, otherwise surfaces deep in the HTTP client as an OverflowError or InvalidURL."""
+    try:
+        parts = urlsplit(url)
+        parts.port                  # raises ValueError for 'abc' or 99999
+    except ValueError as e:
+        return f"is not a valid URL ({e})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http(s) URL"
+    if any(c.isspace() for c in url):
+        return "contains white space"
+    return None
+
+
 class Transport:
     """One model served at one or more OpenAI-compatible base URLs (replicas): an asyncio event loop in a private
     thread, the replicas' clients and health, and `_send` (one HTTP request with this backend's retry policy).
@@ -116,9 +131,9 @@ class Transport:
                              hint="set the environment variable named by base_url_env, e.g. "
                                   "OPENAI_BASE_URL=http://127.0.0.1:8000/v1 (several URLs: comma-separated)")
         for u in urls:
-            if urlsplit(u).scheme not in ("http", "https") or not urlsplit(u).netloc:
-                raise DlcLMError(f"base URL '{u}' is not an http(s) URL", code="E620",
-                                 hint="write it like http://127.0.0.1:8000/v1")
+            problem = url_problem(u)
+            if problem is not None:
+                raise DlcLMError(f"base URL '{u}' {problem}", code="E620", hint="write it like http://127.0.0.1:8000/v1")
         if max_concurrency < 1 or timeout <= 0 or max_retries < 0:
             raise DlcLMError("max_concurrency must be >= 1, timeout > 0 and max_retries >= 0", code="E620")
         self.model = model
