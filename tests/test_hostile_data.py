@@ -129,3 +129,28 @@ def test_a_data_file_over_the_size_cap_is_e821_before_it_is_read(tmp_path: Path,
     with pytest.raises(DlcDataError) as e:
         load_splits(ir.DataConfig(path=str(path)), ("x",))
     assert e.value.code == "E821" and "over the cap" in e.value.message
+
+
+# ------------------------------------------------------------------------------------------------ paper task files
+
+@pytest.mark.parametrize("task, text, what", [
+    ("navigate", "{}", "no 'examples'"),
+    ("navigate", '{"examples": 5}', "TypeError"),
+    ("navigate", '{"examples": [{"input": "go", "target_scores": "x"}]}', "TypeError"),
+    ("navigate", '{"examples": [{"input": "go"}]}', "no 'target_scores'"),
+    ("subj", '{"label": "0"}\n', "no 'sentence'"),
+])
+def test_paper_task_files_of_another_shape_are_e816(tmp_path: Path, task: str, text: str, what: str) -> None:
+    """Valid JSON that is not the published layout (damaged, replaced): were KeyError/TypeError tracebacks from
+    inside the loader. Every file of the task gets `text` (the loader reads the first one it needs)."""
+    from dlc.data.loader import load_task
+    from dlc.data.tasks import TASKS
+
+    for rel in TASKS[task].files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text, encoding="utf-8")
+    with pytest.raises(DlcDataError) as e:
+        load_task(task, root=tmp_path)
+    assert e.value.code == "E816", e.value
+    assert e.value.message.startswith(f"the files of task '{task}' are not in the format it is published in (")
+    assert what in e.value.message and f"dlc data fetch {task}" in (e.value.hint or "")

@@ -41,8 +41,20 @@ class Splits:
 
 @lru_cache(maxsize=16)
 def _load_paper(task: str, root: str, mtimes: tuple[float, ...]) -> RawSplits:
-    """Paper tasks are cached per process (keyed on the files' mtimes): hyperbaton parses 50k BIG-bench items."""
-    return _LOADERS[TASKS[task].source](task, Path(root))
+    """Paper tasks are cached per process (keyed on the files' mtimes): hyperbaton parses 50k BIG-bench items.
+
+    The loaders read the published files' layout directly (`ex["target_scores"]`, `row["sentence"]`); a file that
+    is valid JSON of another shape (damaged, replaced, another release) is E816 naming the task and what was
+    missing, never the KeyError or TypeError it raises inside the loader."""
+    try:
+        return _LOADERS[TASKS[task].source](task, Path(root))
+    except (KeyError, IndexError, TypeError, AttributeError, StopIteration) as e:
+        what = f"no {e.args[0]!r} where it was expected" if isinstance(e, KeyError) and e.args else \
+            f"{type(e).__name__}: {str(e)[:120]}" if str(e) else type(e).__name__
+        files = ", ".join(TASKS[task].files)
+        raise DlcDataError(f"the files of task '{task}' are not in the format it is published in ({what})",
+                           code="E816", hint=f"delete them ({files} under {root}) and run "
+                                             f"`dlc data fetch {task}` again") from None
 
 
 def load_task(task: str, *, root: Path | None = None, sizes: tuple[int, int, int] = (-1, -1, -1),
