@@ -460,6 +460,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E821", "a data file over the size cap (256 MiB)"),
         ("E822", "a CSV/TSV row with more or fewer values than the header has columns"),
         ("E823", "a target that is a JSON list or object, not one label"),
+        ("E824", "`dlc data fetch` of a generated task (it has no files)"),
     ),
 )
 

@@ -129,10 +129,28 @@ def test_fetch_offline_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_fetch_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["data", "fetch", "gen:sort", "--data-dir", str(tmp_path)]) == 1
-    assert "no files to fetch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error[E824]: 'gen:sort' is generated") and "no files to fetch" in err  # known: not E803
     assert main(["data", "fetch", "trek", "--data-dir", str(tmp_path)]) == 1
-    assert "did you mean 'trec'?" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error[E803]") and "did you mean 'trec'?" in err
     assert _tree(tmp_path) == []
+
+
+def test_fetch_into_a_data_dir_that_cannot_be_one(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A regular file, or a path under one: were FileExistsError / NotADirectoryError tracebacks; nothing is
+    created (checked before any download: the mirror is a port nobody listens on)."""
+    monkeypatch.setenv("DLC_DATA_MIRROR", "http://127.0.0.1:9")
+    (tmp_path / "afile").write_text("mine")
+    for dest, why in (("afile", "is not a directory"), ("afile/data", "cannot be written (Not a directory)")):
+        assert main(["data", "fetch", "navigate", "--data-dir", str(tmp_path / dest)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error[E801]: data directory {tmp_path / dest} {why}"), err
+        assert "hint: pass --data-dir a writable directory" in err
+    assert main(["data", "show", "navigate", "--data-dir", str(tmp_path / "afile")]) == 1
+    assert "afile (from --data-dir) is not a directory" in capsys.readouterr().err
+    assert _tree(tmp_path) == ["afile"] and (tmp_path / "afile").read_text() == "mine"
 
 
 def test_list(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

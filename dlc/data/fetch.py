@@ -106,7 +106,7 @@ def fetch(task: str, root: Path, *, mirror: str | None = None, force: bool = Fal
         names: tuple[str, ...] = PAPER_TASKS
     elif task in TASKS:
         if TASKS[task].kind == "generated":
-            raise DlcDataError(f"'{task}' is generated on the fly and has no files to fetch", code="E803",
+            raise DlcDataError(f"'{task}' is generated on the fly and has no files to fetch", code="E824",
                                hint="use it directly: data { task = \"" + task + "\" }")
         names = (task,)
     else:
@@ -119,8 +119,15 @@ def fetch(task: str, root: Path, *, mirror: str | None = None, force: bool = Fal
     if not todo:
         return []
     created = next((d for d in reversed((root, *root.parents)) if not d.exists()), None)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".dlc-fetch-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".dlc-fetch-", dir=root))
+    except OSError as e:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        why = "is not a directory" if root.exists() and not root.is_dir() else f"cannot be written ({e.strerror or e})"
+        raise DlcDataError(f"data directory {root} {why}", code="E801",
+                           hint="pass --data-dir a writable directory (or set $DLC_DATA_DIR)") from None
     ok = False
     try:
         for rel in todo:

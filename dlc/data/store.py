@@ -41,7 +41,8 @@ def data_dir(explicit: str | os.PathLike[str] | None = None, *, must_exist: bool
     """
     path, origin = resolve_data_dir(explicit)
     if must_exist and not path.is_dir():
-        raise DlcDataError(f"data directory {path} (from {origin}) does not exist", code="E801",
+        why = "is not a directory" if path.exists() else "does not exist"
+        raise DlcDataError(f"data directory {path} (from {origin}) {why}", code="E801",
                            hint="run `dlc data fetch TASK` to download a task, or pass --data-dir DIR "
                                 f"(or set ${ENV_DATA_DIR})")
     return path
