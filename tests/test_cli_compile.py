@@ -39,6 +39,25 @@ def test_compile_output_option(cwd: Path, capsys: pytest.CaptureFixture[str]) ->
     assert manifest.find_last(cwd) == (cwd / "build" / "net.json").resolve()
 
 
+def test_a_compile_that_cannot_record_last_writes_nothing(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`.dlc` a regular file: the artifact used to be written to -o, then record_last died with FileExistsError
+    (a traceback, exit 3). Now E506 before either is written."""
+    (cwd / ".dlc").write_text("mine")
+    assert main(["compile", str(DLN2), "-o", "out/x.json"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error[E506]: cannot record the compiled network in .dlc/LAST: .dlc/LAST cannot be "
+                          "created: .dlc is not a directory"), err
+    assert "Traceback" not in err and not (cwd / "out").exists() and (cwd / ".dlc").read_text() == "mine"
+
+
+def test_an_output_under_a_file_is_e506_naming_it(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (cwd / "afile").write_text("")
+    assert main(["compile", str(DLN2), "-o", "afile/x.json"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error[E506]: cannot write afile/x.json: cannot be created: afile is not a directory"), err
+    assert "hint: write it to a file in a writable directory (-o PATH)" in err
+
+
 def test_usage_errors(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compile", "nowhere.dln"]) == 1
     assert "error[E104]: no such file: nowhere.dln" in capsys.readouterr().err

@@ -111,6 +111,20 @@ def test_show_output_into_a_directory(run: Path, capsys) -> None:
     assert list((run.parent / "adir").iterdir()) == []
 
 
+def test_show_run_output_of_a_kind_it_cannot_draw(run: Path, capsys) -> None:
+    """`-o report.txt`: was matplotlib's ValueError traceback after the summary was printed; now E109 first. The
+    kinds it can draw are written whole (atomically), in the format their suffix names."""
+    pytest.importorskip("matplotlib")
+    assert main(["show", str(run), "-o", "report.txt"]) == 1
+    err = _err(capsys)
+    assert err.startswith("error[E109]: -o report.txt: a run's learning curve is written as .png, .svg, .pdf"), err
+    assert not (run.parent / "report.txt").exists()
+    for name, head in (("c.svg", b"<?xml"), ("c.pdf", b"%PDF"), ("c.png", b"\x89PNG"), ("c", b"\x89PNG")):
+        assert main(["show", str(run), "-o", name]) == 0, _err(capsys)
+        assert (run.parent / name).read_bytes().startswith(head), name
+    assert not [p for p in run.parent.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_a_file_where_a_directory_belongs(compiled: Path, capsys) -> None:
     (compiled / "afile").write_text("")
     assert main(["fit", "net.dln", *SETS, "--run-dir", "afile", "--no-progress"]) == 1

@@ -255,6 +255,15 @@ def test_a_grid_value_that_does_not_compile_stops_before_anything_runs(capsys, t
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_json_summary_path_that_cannot_be_written_stops_before_anything_runs(capsys, tmp_path):
+    """`--json DIR`: every trial used to run, then the summary write died with IsADirectoryError (a traceback)."""
+    Path("adir").mkdir()
+    for where, why in (("adir", "is a directory"), ("dln1.dln/s.json", "dln1.dln is not a directory")):
+        rc, out, err = dlc(capsys, "sweep", "dln1.dln", "--grid", "fit.seed=1", *SMALL, "--no-ray", "--json", where)
+        assert rc == 1 and err.startswith(f"error[E109]: --json {where} ") and why in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_an_unreachable_cluster_is_one_line_in_seconds(tmp_path):
     """Ray itself waits minutes for a GCS that does not answer; dlc says so in seconds (a fresh process: this
     module's own Ray is already initialized in the test process)."""

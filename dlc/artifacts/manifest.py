@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 from dlc import __version__, ir, jsonread
 from dlc.artifacts.canonical import canonical_json
 from dlc.errors import DlcArtifactError, DlcUsageError
-from dlc.fsutil import atomic_write_text
+from dlc.fsutil import atomic_write_text, output_problem
 
 MANIFEST_DIR = ".dlc"
 LAST_FILE = "LAST"
@@ -195,11 +195,14 @@ def write(graph: ir.Graph, path: str | Path) -> Path:
         raise DlcArtifactError(f"cannot write {p}: the network holds text that is not valid Unicode (a lone UTF-16 "
                                f"surrogate, line {line}: {text[max(0, bad - 30):bad + 1]!a})", code="E506",
                                hint="prompts, labels and settings must be UTF-8 text") from None
+    problem = output_problem(p)
     try:
+        if problem is not None:
+            raise OSError(problem)
         atomic_write_text(p, text)
     except OSError as e:
-        raise DlcArtifactError(f"cannot write {p}: {e.strerror}", code="E506",
-                               hint="check the directory exists and is writable, or pass -o") from None
+        raise DlcArtifactError(f"cannot write {p}: {problem or e.strerror or e}", code="E506",
+                               hint="write it to a file in a writable directory (-o PATH)") from None
     return p
 
 
@@ -229,9 +232,25 @@ def default_path(graph: ir.Graph, cwd: str | Path = ".") -> Path:
     return Path(cwd) / MANIFEST_DIR / f"{graph.name}.json"
 
 
+def check_last(cwd: str | Path = ".") -> None:
+    """E506 when `.dlc/LAST` cannot be written (`.dlc` is a file, say): asked before `dlc compile` writes the
+    artifact, so a compile that cannot finish leaves nothing behind."""
+    last = Path(cwd) / MANIFEST_DIR / LAST_FILE
+    problem = output_problem(last)
+    if problem is not None:
+        raise DlcArtifactError(f"cannot record the compiled network in {last}: {last} {problem}", code="E506",
+                               hint=f"{Path(cwd) / MANIFEST_DIR} must be a writable directory (dlc keeps its "
+                                    "compiled networks there): move what is in the way")
+
+
 def record_last(path: str | Path, cwd: str | Path = ".") -> None:
     """Remember the last compiled manifest so `dlc fit` with no argument finds it."""
-    atomic_write_text(Path(cwd) / MANIFEST_DIR / LAST_FILE, str(Path(path).resolve()) + "\n")
+    last = Path(cwd) / MANIFEST_DIR / LAST_FILE
+    try:
+        atomic_write_text(last, str(Path(path).resolve()) + "\n")
+    except OSError as e:
+        raise DlcArtifactError(f"cannot record the compiled network in {last}: {e.strerror or e}", code="E506",
+                               hint=f"{Path(cwd) / MANIFEST_DIR} must be a writable directory") from None
 
 
 def find_last(cwd: str | Path = ".") -> Path:

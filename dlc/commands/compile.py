@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     graph = compiler.compile_file(args.path, parse_sets(args.sets))
     out = Path(args.output) if args.output else manifest.default_path(graph)
+    manifest.check_last()                 # both outputs can be written, or neither is
     manifest.write(graph, out)
     manifest.record_last(out)
     print(out)

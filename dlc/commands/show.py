@@ -55,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_output(args.output, "-o")          # before anything is computed or drawn
     if is_run_dir(path):
+        from dlc.report.stats import PLOT_SUFFIXES
+
+        if args.output and Path(args.output).suffix.lower() not in ("", *PLOT_SUFFIXES):   # "": png
+            raise DlcUsageError(f"-o {args.output}: a run's learning curve is written as "
+                                + ", ".join(PLOT_SUFFIXES), code="E109",
+                                hint="name the file e.g. curve.png (or curve.svg, curve.pdf)")
         report = importlib.import_module("dlc.report.stats")
         return int(report.show_run(path, args) or 0)
     graph = load_graph(args.path, parse_sets(args.sets))

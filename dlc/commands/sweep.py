@@ -8,6 +8,7 @@ import sys
 
 from dlc import app as api
 from dlc.errors import DlcUsageError
+from dlc.fsutil import check_output, write_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise DlcUsageError(f"--cpus-per-trial {args.cpus_per_trial}: must be more than 0", code="E108")
     if args.no_ray and args.address:
         raise DlcUsageError("--no-ray and --address cannot be combined", code="E108")
+    if args.json and args.json != "-":
+        check_output(args.json, "--json")          # before any trial runs, not after the last one
     sets = api.parse_sets(args.sets)
     grid = sw.parse_grid(args.grid, sets)
     out = sys.stderr if args.json == "-" else sys.stdout
@@ -83,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json == "-":
         print(json.dumps(doc, indent=2, ensure_ascii=False))
     elif args.json:
-        from dlc.artifacts.rundir import atomic_write_json
+        from dlc.artifacts.canonical import pretty_json
 
-        atomic_write_json(args.json, doc)
+        write_output(args.json, pretty_json(doc), "--json")
         print(f"summary written to {args.json}", file=out)
     if parent is not None:
         parent.sweep_finished(doc, interrupted=outcome.interrupted)

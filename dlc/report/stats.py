@@ -6,6 +6,7 @@ interval, which is what `mean_ci` computes (the two-sided 97.5% t quantiles are 
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from dlc.artifacts.records import ClassReport, IterationRecord, total_tokens
+from dlc.fsutil import atomic_write_bytes
 
 if TYPE_CHECKING:
     from dlc.artifacts.rundir import RunDir
@@ -201,10 +203,14 @@ def plot_learning_curve(points: Sequence[CurvePoint], path: str | os.PathLike[st
         fig.suptitle(title)
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    buf = io.BytesIO()                      # drawn whole first: a failed draw leaves no half-written file
+    fig.savefig(buf, dpi=100, format=out.suffix.lstrip(".").lower() or "png")
     plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
     return out
+
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")     # what `dlc show RUN -o FILE` writes the learning curve as
 
 
 def learning_figure(plt: Any, points: Sequence[CurvePoint], *,
