@@ -54,6 +54,13 @@ def test_a_dln_rewritten_with_bytes_that_are_not_utf8_after_compile(compiled: Pa
     _err(capsys)
     assert main(["fit", "net.dln", "--dry-run"]) == 1
     assert "error[E105]" in _err(capsys)
+    # --set on the artifact recompiles its source, which is no longer what it was compiled from (was a
+    # UnicodeDecodeError traceback)
+    for cmd in ("fit", "eval"):
+        assert main([cmd, ".dlc/navigate.json", "--dry-run" if cmd == "fit" else "--split=dev",
+                     "--set", "fit.iters=1"]) == 1
+        assert _err(capsys).startswith("error[E103]: --set needs the .dln source of .dlc/navigate.json, and net.dln "
+                                       "changed since it was compiled")
 
 
 def test_last_pointer_that_is_not_utf8(compiled: Path, capsys) -> None:

@@ -81,8 +81,12 @@ def recompile_artifact(graph: Graph, artifact: Path,
     if src is None:
         raise DlcUsageError(f"--set needs the .dln source of {artifact}, and {graph.source_path or 'it'} "
                             "is not there", code="E103", hint="pass the .dln file instead of the compiled artifact")
-    text = src.read_text(encoding="utf-8")
-    if graph.source_sha256 and hashlib.sha256(text.encode("utf-8")).hexdigest() != graph.source_sha256:
+    try:
+        text: str | None = compiler.read_dln(src)
+    except DlcError:
+        text = None             # not UTF-8 any more, unreadable: not the source it was compiled from
+    if text is None or (graph.source_sha256
+                        and hashlib.sha256(text.encode("utf-8")).hexdigest() != graph.source_sha256):
         raise DlcUsageError(f"--set needs the .dln source of {artifact}, and {src} changed since it was compiled",
                             code="E103", hint=f"run `dlc compile {src}` again, or pass {src} instead")
     # on top of the artifact's own settings: those `dlc compile --set` gave are in it, not in the source
