@@ -169,6 +169,36 @@ def test_read_errors(tmp_path: Path) -> None:
         manifest.from_json([1, 2])  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("block, key, value, says", [
+    ("fit", "iters", "x", "'iters' of FitConfig must be an integer, not \"x\""),
+    ("fit", "seed", True, "'seed' of FitConfig must be an integer, not true"),
+    ("fit", "bwd_temp", "hot", "'bwd_temp' of FitConfig must be a number, not \"hot\""),
+    ("fit", "do_first_eval", 1, "'do_first_eval' of FitConfig must be true or false, not 1"),
+    ("data", "train_size", "big", "'train_size' of DataConfig must be an integer, not \"big\""),
+    ("data", "task", 7, "'task' of DataConfig must be a string, not 7"),
+    ("fit", "validation", "best", "'validation' of FitConfig must be one of \"accuracy\", \"loglik\", not \"best\""),
+])
+def test_a_hand_edited_value_of_the_wrong_type_is_e508(block: str, key: str, value: object, says: str) -> None:
+    """Were TypeErrors deep in a fit (`range("x")`), or accepted: the decoder now checks each scalar's JSON type
+    (and a Literal's values) against the IR field, and names the field."""
+    d = manifest.to_json(compile_source("input x\nlayer y(x)\noutput y\n"))
+    assert key in d[block]
+    d[block][key] = value
+    with pytest.raises(DlcArtifactError) as ei:
+        manifest.from_json(d)
+    assert ei.value.code == "E508" and ei.value.message == f"the manifest is malformed: {says}"
+
+
+def test_scalars_are_checked_not_converted() -> None:
+    """A float field written as an integer stays an integer: the graph hash is over the JSON as written."""
+    g = compile_source("input x\nlayer y(x)\noutput y\nfit { bwd_temp = 1 }\n")
+    d = manifest.to_json(g)
+    d["fit"]["bwd_temp"] = 1
+    back = manifest.from_json(d)
+    assert back.fit.bwd_temp == 1 and type(back.fit.bwd_temp) is int
+    assert manifest.to_json(back) == d
+
+
 def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     g = compile_source("input x\nlayer y(x)\noutput y\n")
     out = manifest.write(g, tmp_path / "m.json")

@@ -154,13 +154,36 @@ def _decode(cls: type, d: dict[str, Any], tpl: dict[str, ir.TemplateRef], *, str
     kw = {}
     for f in fields(cls):
         if f.name in d:
-            kw[f.name] = _value(hints[f.name], d[f.name], tpl)
+            try:
+                kw[f.name] = _value(hints[f.name], d[f.name], tpl)
+            except _WrongType as e:
+                raise ValueError(f"'{f.name}' of {cls.__name__} {e}") from None
         elif not (strict or f.name in optional) or (f.default is MISSING and f.default_factory is MISSING):
             raise KeyError(f.name)
     return cls(**kw)
 
 
+class _WrongType(ValueError):
+    """A scalar of the wrong JSON type (a hand-edited artifact: `"iters": "x"`), named by `_decode`."""
+
+
+_SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 def _value(t: Any, v: Any, tpl: dict[str, ir.TemplateRef]) -> Any:
+    """`v` as a value of type `t`. Scalars are checked, not converted: a float field keeps an integer as written
+    (the graph hash is over the JSON as written, so 1 must not come back as 1.0)."""
+    if t in _SCALARS:
+        ok = isinstance(v, bool) if t is bool else isinstance(v, (int, float)) and not isinstance(v, bool) \
+            if t is float else isinstance(v, t) and not isinstance(v, bool)
+        if not ok:
+            raise _WrongType(f"must be {_SCALARS[t]}, not {json.dumps(v)[:40]}")
+        return v
+    if typing.get_origin(t) is typing.Literal:
+        if v not in typing.get_args(t):
+            raise _WrongType(f"must be one of {', '.join(map(json.dumps, typing.get_args(t)))}, not "
+                             f"{json.dumps(v)[:40]}")
+        return v
     if t is ir.TemplateRef:
         return tpl[v]
     if is_dataclass(t):
