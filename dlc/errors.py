@@ -421,6 +421,7 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E628", "the server lacks a capability the algorithm needs"),
         ("E629", "`dlc serve` cannot listen (port taken)"),
         ("E630", "the environment variable a model's `api_key_env` names is not set"),
+        ("E631", "a generation request asking for fewer than 1 token or sample (refused, never sent)"),
         ("E640", "missing or failing chat template"),
         ("E641", "context too long for the embedded model"),
         ("E642", "llama_decode failed"),

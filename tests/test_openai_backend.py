@@ -141,6 +141,24 @@ def test_unknown_model_and_bad_config(server):
     assert ei.value.code == "E620"
 
 
+def test_requests_dlc_never_sends_have_their_own_codes(server):
+    """max_tokens 0 (a server fills its context) or n 0: refused before sending, E631 (were E626, whose meaning is
+    a request the *server* rejected); a continuation scored with no context before it is E643, as on the
+    embedded backend."""
+    lm = _lm([server])
+    try:
+        for req in (GenerateRequest("Once", max_tokens=0), GenerateRequest("Once", n=0)):
+            with pytest.raises(DlcLMError) as ei:
+                lm.generate([req])
+            assert ei.value.code == "E631", ei.value
+    finally:
+        lm.close()
+    choice = {"text": "ab", "logprobs": {"tokens": ["ab"], "token_logprobs": [None], "text_offset": [0]}}
+    with pytest.raises(DlcLMError) as ei:
+        align_continuation("ab", 0, choice)
+    assert ei.value.code == "E643"
+
+
 def test_missing_prompt_logprobs_is_named(server):
     """An endpoint without echo log-probs (proxy strips them): scoring names what is missing."""
     proxy = FaultProxy(_root(server))

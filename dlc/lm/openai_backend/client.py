@@ -81,10 +81,10 @@ class OpenAILM(Transport):
 
     async def _generate_one(self, req: GenerateRequest) -> GenerateResult:
         if req.max_tokens < 1:
-            raise DlcLMError(f"max_tokens must be >= 1 (got {req.max_tokens})", code="E626",
+            raise DlcLMError(f"max_tokens must be >= 1 (got {req.max_tokens})", code="E631",
                              hint="servers treat 0 or negative as 'fill the context'; dlc never sends it")
         if req.n < 1:
-            raise DlcLMError(f"n must be >= 1 (got {req.n})", code="E626")
+            raise DlcLMError(f"n must be >= 1 (got {req.n})", code="E631", hint="ask for at least one sample")
         caps = self.capabilities
         greedy = req.temperature == 0.0
         n_send = 1 if greedy else req.n            # greedy samples are identical: ask once

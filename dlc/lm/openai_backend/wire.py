@@ -115,7 +115,7 @@ def align_continuation(text: str, ctx_len: int, choice: dict[str, Any]) -> Score
         if v is None:
             if i == 0:
                 raise DlcLMError("cannot score a continuation that starts the text: the first token of an echo has "
-                                 "no log-prob", code="E626", hint="score a continuation after a non-empty context")
+                                 "no log-prob", code="E643", hint="score a continuation after a non-empty context")
             raise MalformedResponse(f"echoed token {i} has no log-prob")
         if not isinstance(v, (int, float)) or math.isnan(v) or v > 1e-6:
             raise MalformedResponse(f"echoed token {i} has an invalid log-prob {v!r}")
