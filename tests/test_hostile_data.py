@@ -98,6 +98,19 @@ def test_a_csv_row_with_too_few_or_too_many_values_is_e822(tmp_path: Path, csv: 
     assert e.value.code == "E822" and f"d.csv:{line}: {n} value(s) for 2 header columns" in e.value.message
 
 
+@pytest.mark.parametrize("suffix, header, twice", [(".csv", "input,label,input", "'input'"),
+                                                   (".tsv", "input\tlabel\tlabel", "'label'")])
+def test_a_header_naming_a_column_twice_is_e815(tmp_path: Path, suffix: str, header: str, twice: str) -> None:
+    """csv.DictReader keeps the last of two same-named columns: the first was dropped without a word."""
+    sep = "\t" if suffix == ".tsv" else ","
+    path = tmp_path / f"d{suffix}"
+    path.write_text(header + "\n" + sep.join(("a", "yes", "b")) + "\n", encoding="utf-8")
+    with pytest.raises(DlcDataError) as e:
+        load_splits(ir.DataConfig(path=str(path)), ("x",))
+    assert e.value.code == "E815" and f"d{suffix}:1: the header names the column(s) {twice} more than once" \
+        in e.value.message
+
+
 def test_a_json_list_target_is_e823_not_read_as_its_item(tmp_path: Path) -> None:
     rows = [{"input": f"t{i}", "label": "pos" if i % 2 else "neg"} for i in range(10)] + [{"input": "x",
                                                                                          "label": ["pos"]}]

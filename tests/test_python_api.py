@@ -46,3 +46,15 @@ def test_import_dlc_loads_no_backend():
            "if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_run_inputs_read_as_a_data_files_fields() -> None:
+    """`dlc run` stdin values that are not strings become the text a data file's field would (the text the network
+    was trained on): null "", true "true", 2.0 "2", a list as JSON. Was Python's str(): "None", "True", "['a']"."""
+    from dlc.app.infer import _example
+    from dlc.lang.compiler import compile_source
+
+    g = compile_source("input x\nlayer y(x)\noutput y\n")
+    for value, shown in ((None, ""), (True, "true"), (2.0, "2"), (["a", 1], '["a", 1]'), ({"k": "v"}, '{"k": "v"}'),
+                         ("as is", "as is")):
+        assert _example(g, {"x": value}, 0, "stdin line 1").inputs["x"] == shown, value

@@ -8,6 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence, TextIO
 from dlc import jsonread
 from dlc.app.models import close_lms, open_lms
 from dlc.app.targets import load_network
+from dlc.data import files
 from dlc.engine import forward as engine
 from dlc.errors import DlcUsageError
 from dlc.textcheck import bad_char
@@ -90,7 +91,9 @@ def _example(graph: Graph, row: Mapping[str, Any], index: int, where: str) -> Ex
         if key is None or key not in row:
             raise DlcUsageError(f"{where} has no field '{name}'", code="E123",
                                 hint=f"the network's inputs are: {', '.join(graph.inputs)}")
-        inputs[name] = str(row[key])
+        # as a data file's field reads (null "", true "true", 2.0 "2", a list as JSON): a network is run on the
+        # text it was trained on, not on Python's str() ("None", "True", "['a']")
+        inputs[name] = files.text(row[key])
         if bad_char(inputs[name]) is not None:     # a "\ud800" escape, or stdin bytes that are not UTF-8
             raise DlcUsageError(f"{where}: field '{key}' is not valid text (a lone UTF-16 surrogate, or bytes that "
                                 "are not UTF-8)", code="E124", hint="send UTF-8 text; escape only whole "

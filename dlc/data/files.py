@@ -89,6 +89,10 @@ def read_table(path: Path) -> list[Record]:
                 if not reader.fieldnames:
                     raise DlcDataError(f"{path} is empty: expected a header row", code="E815",
                                        hint="the first line must name the columns")
+                twice = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
+                if twice:                   # DictReader would keep the last column of a name and drop the others
+                    raise DlcDataError(f"{path}:1: the header names the column(s) {', '.join(map(repr, twice))} "
+                                       "more than once", code="E815", hint="give every column its own name")
                 out: list[Record] = []
                 n_cols = len(reader.fieldnames)
                 for row in reader:
