@@ -167,3 +167,13 @@ def test_paper_task_files_of_another_shape_are_e816(tmp_path: Path, task: str, t
     assert e.value.code == "E816", e.value
     assert e.value.message.startswith(f"the files of task '{task}' are not in the format it is published in (")
     assert what in e.value.message and f"dlc data fetch {task}" in (e.value.hint or "")
+
+
+def test_a_wrong_target_field_is_named_not_the_input(tmp_path: Path) -> None:
+    """With columns sentence,label and target_field 'nope', the single input had two candidate columns and the
+    error was E805 about the input; the cause is the target field (E804)."""
+    path = tmp_path / "d.csv"
+    path.write_text("sentence,label\na,yes\nb,no\n", encoding="utf-8")
+    with pytest.raises(DlcDataError) as e:
+        load_splits(ir.DataConfig(path=str(path), target_field="nope"), ("x",))
+    assert e.value.code == "E804" and "nope" in e.value.message and "data.target_field" in e.value.message

@@ -136,6 +136,14 @@ def test_a_file_where_a_directory_belongs(compiled: Path, capsys) -> None:
     (compiled / "afile").write_text("")
     assert main(["fit", "net.dln", *SETS, "--run-dir", "afile", "--no-progress"]) == 1
     assert _err(capsys).startswith("error[E130]: --run-dir afile is a file")
+    # under a file, or --runs-root a file or under one: E130 with a hint, before any model is opened (the message
+    # used to come after the plan, without a hint)
+    for opt, where, why in (("--run-dir", "afile/run", "cannot be created: "), ("--runs-root", "afile",
+                            "is a file, not a directory"), ("--runs-root", "afile/runs", "cannot be created: ")):
+        assert main(["fit", "net.dln", *SETS, opt, where, "--no-progress"]) == 1
+        out, err = capsys.readouterr()
+        assert err.startswith(f"error[E130]: {opt} {where} {why}") and "\nhint: give " in err, err
+        assert "Traceback" not in err
     assert main(["runs", "afile"]) == 1
     assert _err(capsys).startswith("error[E104]: afile is a file")
     assert (compiled / "afile").read_text() == ""

@@ -24,7 +24,8 @@ from dlc.artifacts import manifest
 from dlc.artifacts.identity import config_identity, data_identity, graph_identities, graph_identity, resolved_config
 from dlc.artifacts.records import (Baseline, Checkpoint, ClassReport, FitResult, IterationRecord, RunConfig,
                                    SplitPredictions, total_tokens)
-from dlc.artifacts.rundir import BACKEND, GRAPH, RESULT, SOURCE, RunDir, check_new_run_dir, check_resumable
+from dlc.artifacts.rundir import (BACKEND, GRAPH, RESULT, SOURCE, RunDir, check_new_run_dir, check_resumable,
+                                  check_runs_root)
 from dlc.data import Splits, load_splits
 from dlc.errors import DlcArtifactError, DlcUsageError, redact
 from dlc.train import trainer as tr
@@ -161,6 +162,8 @@ def fit(target: str | None = None, *, overrides: Mapping[str, str] | None = None
         return FitOutcome(None, None, plan)
     if run_dir is not None:
         check_new_run_dir(Path(run_dir))      # E130 before any model is loaded (RunDir.create decides a race)
+    elif run is None:
+        check_runs_root(Path(runs_root))
 
     if run is not None and run.is_finished():
         res = run.result()

@@ -124,14 +124,14 @@ class RunDir:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise DlcUsageError(f"cannot create a run directory under {parent}: {e.strerror or e}",
-                                code="E130") from None
+                                code="E130", hint="give --runs-root (or --run-dir) a writable place") from None
         _remove_abandoned(parent)
         tmp = parent / f".{names[0]}{_CREATING}{os.getpid()}-{secrets.token_hex(4)}"
         try:
             tmp.mkdir()
         except OSError as e:
             raise DlcUsageError(f"cannot create a run directory under {parent}: {e.strerror or e}",
-                                code="E130") from None
+                                code="E130", hint="give --runs-root (or --run-dir) a writable place") from None
         lock = RunLock(tmp / LOCK)
         try:
             lock.acquire()
@@ -334,8 +334,37 @@ def check_new_run_dir(path: Path) -> None:
         if path.exists() and any(path.iterdir()):
             raise DlcUsageError(f"--run-dir {path} already exists and is not empty", code="E130",
                                 hint="choose a new directory, or continue that run with `dlc fit --resume`")
+        problem = _dir_problem(path)
     except OSError as e:
-        raise DlcUsageError(f"--run-dir {path} cannot be used: {e.strerror or e}", code="E130") from None
+        problem = f"cannot be used: {e.strerror or e}"
+    if problem is not None:
+        raise DlcUsageError(f"--run-dir {path} {problem}", code="E130",
+                            hint="give --run-dir a new directory's path in a writable place")
+
+
+def check_runs_root(root: Path) -> None:
+    """E130 when run directories cannot be made under `root` (--runs-root): asked before any model is loaded, as
+    `check_new_run_dir` is for --run-dir."""
+    try:
+        problem = _dir_problem(root)
+    except OSError as e:
+        problem = f"cannot be used: {e.strerror or e}"
+    if problem is not None:
+        raise DlcUsageError(f"--runs-root {root} {problem}", code="E130",
+                            hint="give --runs-root a writable directory (it is created if missing)")
+
+
+def _dir_problem(path: Path) -> str | None:
+    """Why a directory cannot be made (or written) at `path`, or None: the path itself if it exists, else its
+    nearest existing ancestor, must be a writable directory."""
+    if path.exists():
+        if not path.is_dir():
+            return "is a file, not a directory"
+        return None if os.access(path, os.W_OK | os.X_OK) else "is not writable"
+    base = next((a for a in path.absolute().parents if a.exists()), Path("/"))
+    if not base.is_dir():
+        return f"cannot be created: {base} is not a directory"
+    return None if os.access(base, os.W_OK | os.X_OK) else f"cannot be created: {base} is not writable"
 
 
 def _rename_into_place(tmp: Path, parent: Path, names: list[str], explicit: bool) -> Path:

@@ -161,8 +161,10 @@ def load_splits(cfg: ir.DataConfig, inputs: tuple[str, ...], *, seed: int = 42,
     source = f"task '{name}'" if (task or hf) else f"dataset {cfg.path}"
     available = raw.fields or (tuple(raw.train[0]) if raw.train else ())
     available = tuple(f for f in available if not f.startswith("_"))
-    fields = _input_fields(inputs, cfg, available, source)
+    # the target first: a wrong target field also leaves one input with two candidate fields, and E805 about the
+    # input would send the user after the wrong setting
     _check_field(cfg.target_field, available, "data.target_field", source)
+    fields = _input_fields(inputs, cfg, available, source)
     if not raw.train:
         raise DlcDataError(f"{source} has no training examples", code="E812",
                            hint="check the file, or the split sizes")
