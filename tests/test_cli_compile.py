@@ -66,8 +66,15 @@ def test_usage_errors(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compile", str(DLN2), "--set", "fit.itres=3"]) == 1
     err = capsys.readouterr().err
     assert "error[E102]" in err and "did you mean 'fit.iters'?" in err
-    assert main(["show", str(cwd)]) == 1
-    assert "error[E104]" in capsys.readouterr().err
+    # a directory that is not a run: E501 in every command that takes a run (was E104 here, E502 elsewhere)
+    (cwd / "plain").mkdir()
+    for cmd in (["show", "plain"], ["eval", "plain"], ["report", "plain"], ["fit", "--resume", "plain"]):
+        assert main(cmd) == 1, cmd
+        assert "error[E501]" in capsys.readouterr().err, cmd
+    # one with a run's files but not its config: a damaged run (E502)
+    (cwd / "plain" / "result.json").write_text("{}")
+    assert main(["eval", "plain"]) == 1
+    assert capsys.readouterr().err.startswith("error[E502]: corrupted run directory: plain has no graph.json")
 
 
 @pytest.mark.parametrize("fmt,needle", [("text", "network dln2"), ("dot", 'digraph "dln2"'),

@@ -235,7 +235,7 @@ def test_errors_are_the_run_directory_codes(runs, tmp_path, capsys):
     assert "error[E501]" in capsys.readouterr().err
     (tmp_path / "plain").mkdir()
     assert main(["report", str(tmp_path / "plain")]) == 1
-    assert "error[E502]" in capsys.readouterr().err
+    assert "error[E501]" in capsys.readouterr().err          # a directory that never was a run
     damaged = tmp_path / "damaged"
     shutil.copytree(runs[0], damaged)
     (damaged / "report.html").unlink()

@@ -106,7 +106,11 @@ def test_open_rejects_non_run_dirs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DlcArtifactError) as e:
         RunDir.open(tmp_path / "empty")
-    assert e.value.code == "E502"
+    assert e.value.code == "E501"            # no file of a run: not a run directory
+    (tmp_path / "empty" / "trace.jsonl").write_text("")
+    with pytest.raises(DlcArtifactError) as e:
+        RunDir.open(tmp_path / "empty")
+    assert e.value.code == "E502"            # a run's file without its config: a damaged run
 
 
 def test_check_resumable(tmp_path):

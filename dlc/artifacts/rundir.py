@@ -159,8 +159,12 @@ class RunDir:
             raise DlcArtifactError(f"no run directory at {p}", code="E501",
                                    hint="`dlc runs` lists the runs under ./runs")
         if not (p / CONFIG).exists() or not (p / GRAPH).exists():
-            raise DlcArtifactError(f"{p} is not a dlc run directory (no {CONFIG} / {GRAPH})", code="E502",
-                                   hint="pass a directory made by `dlc fit`, e.g. runs/<net>-<timestamp>")
+            if not any((p / f).exists() for f in (CONFIG, GRAPH, SOURCE, BACKEND, TRACE, CHECKPOINT, RESULT)):
+                # no file of a run at all: a directory that never was one (E501), not a damaged run (E502)
+                raise DlcArtifactError(f"{p} is not a dlc run directory (no {CONFIG} / {GRAPH})", code="E501",
+                                       hint="pass a directory made by `dlc fit`, e.g. runs/<net>-<timestamp>")
+            raise DlcArtifactError(f"corrupted run directory: {p} has no {CONFIG if (p / GRAPH).exists() else GRAPH}",
+                                   code="E502", hint="the run directory is incomplete; start a new run with `dlc fit`")
         return cls(p)
 
     # -- files ----------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dlc.artifacts import manifest
 from dlc.report import viz
 from dlc.commands.compile import add_set_argument
 from dlc.lang.overrides import parse_sets
-from dlc.errors import DlcUsageError
+from dlc.errors import DlcArtifactError, DlcUsageError
 from dlc.fsutil import check_output, write_output
 
 FORMATS = ("text", "dot", "mermaid", "json", "svg", "png")
@@ -45,8 +45,8 @@ def load_graph(path: str, sets: dict[str, str] | None = None) -> ir.Graph:
             return recompile_artifact(graph, p, sets)[0]
         return graph
     if p.is_dir():
-        raise DlcUsageError(f"{p} is a directory but not a run directory (no result.json or checkpoint.json)",
-                            code="E104", hint="pass a .dln file, a compiled .json, or a run directory")
+        raise DlcArtifactError(f"{p} is a directory but not a run directory (no result.json or checkpoint.json)",
+                               code="E501", hint="pass a .dln file, a compiled .json, or a run directory")
     return compiler.compile_file(p, sets)
 
 
