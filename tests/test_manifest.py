@@ -135,6 +135,10 @@ def test_read_errors(tmp_path: Path) -> None:
     with pytest.raises(DlcUsageError) as ei:
         manifest.read(tmp_path / "missing.json")
     assert ei.value.code == "E104"   # a missing file is E104 everywhere (compile, show, fit)
+    (tmp_path / "d.json").mkdir()
+    with pytest.raises(DlcUsageError) as ei:
+        manifest.read(tmp_path / "d.json")
+    assert ei.value.code == "E104" and "is a directory, not a compiled network" in ei.value.message  # was E502
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema_version": ', encoding="utf-8")
     with pytest.raises(DlcArtifactError) as ei:

@@ -231,6 +231,10 @@ def write(graph: ir.Graph, path: str | Path) -> Path:
 
 def read(path: str | Path) -> ir.Graph:
     p = Path(path)
+    if p.is_dir():
+        raise DlcUsageError(f"{p} is a directory, not a compiled network", code="E104",
+                            hint="pass the .json file `dlc compile` wrote (or a run directory to commands that "
+                                 "take one)")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
