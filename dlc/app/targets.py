@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from dlc.artifacts import manifest
 from dlc.artifacts.identity import graph_identities, resolved_config
@@ -14,7 +14,7 @@ from dlc.artifacts.rundir import CONFIG, GRAPH, SOURCE, RunDir
 from dlc.errors import DlcArtifactError, DlcError, DlcUsageError
 from dlc.ir import Graph
 from dlc.lang import compiler
-from dlc.lang.overrides import parse_sets
+from dlc.lang.overrides import parse_sets  # noqa: F401 (re-exported by dlc.app)
 
 
 def parse_seeds(text: str | None) -> tuple[int, ...]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Sequence
 
 from dlc.lang import compiler
 from dlc.artifacts import manifest

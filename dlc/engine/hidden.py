@@ -31,7 +31,7 @@ from dlc.engine.forward import (ScoreOpts, Trace, as_backward_prompt, generate_b
                         target_logp_requests)
 from dlc.engine.budget import clip_limit, clip_text, generate_fitting
 from dlc.errors import DlcError
-from dlc.ir import FitConfig, Graph, Layer
+from dlc.ir import FitConfig, Graph
 from dlc.lm.base import LM, GenerateRequest, ScoreRequest
 from dlc.engine.metrics import match_label
 from dlc.rng import Rng

@@ -13,7 +13,6 @@ miss, counted in `DiskCache.unreadable`: the model is asked again and the row re
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import sys

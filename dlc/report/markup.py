@@ -89,7 +89,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, numeric: Seq
     for i, row in enumerate(rows):
         rc = row_classes[i] if row_classes and i < len(row_classes) and row_classes[i] else ""
         out.append((f'<tr class="{esc(rc)}">' if rc else "<tr>")
-                   + "".join((f'<td class="n">' if j in numeric else "<td>") + cell(v) + "</td>"
+                   + "".join(('<td class="n">' if j in numeric else "<td>") + cell(v) + "</td>"
                              for j, v in enumerate(row)) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)

@@ -49,7 +49,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dlc.errors import DlcError, DlcLMError
+from dlc.errors import DlcError
 from dlc.lm.base import Cancelled, ChatPrompt, GenerateRequest, GenerateResult, ModelText, Prompt
 from dlc.textcheck import find_bad_text
 
