@@ -22,16 +22,20 @@ One process holds the model for many fits, and it is the real server the OpenAI 
                                text the chat template produces, so a client can score chat prompts;
 - `GET  /health`.
 
-The model is not thread-safe: requests are served one at a time under a lock. The two routes that run the model for
-long (completions, chat) are async: their work runs in a worker thread while the handler waits for the client's
+The model is not thread-safe: requests are served one at a time under a lock. The routes that run the model
+(completions, chat, apply-template) are async: their work runs in a worker thread while the handler waits for the client's
 `http.disconnect`; a client that goes away sets the request's cancel event, the embedded model stops before its next
 llama_decode (`EmbeddedModel.cancelled_by`, `dlc.lm.base.Cancelled`), frees the request's KV sequences and the
 lock, and the next request starts at once; a request whose client left while it waited for the lock never starts.
 A client that stays gets exactly what it got before. Log-probs are model log-probs (temperature 1), as vLLM and
 OpenAI report them. A stand-in model without `echo_logprobs` / `generate_logprobs` (tests) gets the old path:
 teacher forcing of prompt + completion and only the chosen token in `top_logprobs`. Errors are OpenAI-shaped JSON
-(`{"error": {"message", "type", "param", "code"}}`): 400 for bad requests (context too long: with the sizes), 404
-for an unknown model.
+(`{"error": {"message", "type", "param", "code"}}`): 400 for bad requests (context too long: with the sizes; JSON
+types are checked strictly; OpenAI parameters dlc does not implement, such as logit_bias, are refused when set), 404
+for an unknown model, 413 for a body over 16 MiB, 500 (`server_error`) for the server's own failures (llama_decode
+failed, a bug), which clients retry or fail over. Limits: prompts x n <= 1024 choices per request, 64 connections
+(uvicorn answers 503 beyond). Requests wait for the model on an asyncio lock, so /health and /v1/models answer at
+once however many requests are queued.
 """
 from __future__ import annotations
 
@@ -50,15 +54,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dlc.errors import DlcError
 from dlc.lm.base import Cancelled, ChatPrompt, GenerateRequest, GenerateResult, ModelText, Prompt
-from dlc.server.requests import (ApiError, ChatBody, CompletionBody, Message, TemplateBody,  # noqa: F401
-                                 _Common, chat_prompt)
+from dlc.server.requests import (MAX_CHOICES, ApiError, ChatBody, CompletionBody, Message,  # noqa: F401
+                                 TemplateBody, _Common, chat_prompt)
 
 if TYPE_CHECKING:
     from dlc.lm.embedded.model import TokenLogprob
 
 EchoToken = tuple[str, int, Union[float, None]]
 T = TypeVar("T")
-LOCK_POLL = 0.05    # seconds: how often a request waiting for the model checks whether its client is still there
 
 
 class Servable(Protocol):
@@ -113,6 +116,58 @@ def _top_list(e: TokenLogprob, k: int) -> list[dict[str, Any]]:
     return out
 
 
+CLIENT_CODES = frozenset({"E640", "E641", "E643"})   # a chat template failing on the request, too long, empty
+MAX_BODY = 16 * 1024 * 1024   # bytes of a request body: far above any prompt the context holds, refused with 413
+
+
+def _union_tag(x: Any) -> bool:
+    """pydantic's name of a union member in an error's location ("str", "list[str]"): not a field of the request."""
+    return isinstance(x, str) and (x in ("str", "int", "float", "bool", "none") or "[" in x or x.startswith("function-"))
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is a 413 (OpenAI-shaped), by its Content-Length before
+    anything is read, or when the bytes read pass the limit (a chunked body has none): the body is read here, at
+    most `max_bytes` of it, and handed on whole, so no body can take unbounded memory."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    def _too_large(self) -> ApiError:
+        return ApiError(413, f"the request body is over {self.max_bytes // (1024 * 1024)} MiB", code="body_too_large")
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await self._too_large().response()(scope, receive, send)
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":        # the client left while sending
+                return await self.app(scope, _replay([message], receive), send)
+            parts.append(message.get("body", b""))
+            size += len(parts[-1])
+            if size > self.max_bytes:
+                return await self._too_large().response()(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        body = {"type": "http.request", "body": b"".join(parts), "more_body": False}
+        await self.app(scope, _replay([body], receive), send)
+
+
+def _replay(first: list[dict[str, Any]], receive: Callable[[], Any]) -> Callable[[], Any]:
+    """An ASGI receive that returns `first`'s messages, then the real ones (http.disconnect, which requests watch)."""
+    pending = list(first)
+
+    async def replayed() -> Any:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
 def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
                max_logprobs: int = MAX_LOGPROBS, logprobs: bool = True,
                logprob_tokens: LogprobTokens = "text") -> FastAPI:
@@ -125,7 +180,11 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
     # with decode(convert_tokens_to_ids(key)): a text key that is no vocabulary string (every one with a leading
     # space) becomes the unknown token, so a class whose verbalizer is " word" is never found in the top-k
     app = FastAPI(title="dlc serve", docs_url=None, redoc_url=None, openapi_url=None)
-    lock = threading.Lock()
+    app.add_middleware(BodyLimit)
+    # the model serves one request at a time. An asyncio lock, awaited on the event loop: a queued request holds no
+    # worker thread while it waits (a threading lock polled in the thread pool let 40 queued requests starve
+    # /health of threads for seconds)
+    lock = asyncio.Lock()
     ctx_size = n_ctx if n_ctx is not None else getattr(lm, "n_ctx", None)
     created = int(time.time())
 
@@ -146,9 +205,14 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         errs = e.errors()
         first = errs[0] if errs else {}
-        loc = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        return ApiError(400, f"invalid request: {loc + ': ' if loc else ''}{first.get('msg', 'invalid')}",
-                        param=loc or None).response()
+        if first.get("type") == "json_invalid":       # its loc is ("body", byte offset), not a field
+            return ApiError(400, f"invalid request: the body is not valid JSON ({first.get('msg', 'invalid')})"
+                            ).response()
+        loc = ".".join(str(x) for x in first.get("loc", ()) if x != "body" and not _union_tag(x))
+        msg = str(first.get("msg", "invalid"))
+        if loc == "" and " is not valid text" in msg:  # the lone-surrogate check names the field in its message
+            loc = msg.split("Value error, ", 1)[-1].split(" is not valid text", 1)[0]
+        return ApiError(400, f"invalid request: {loc + ': ' if loc else ''}{msg}", param=loc or None).response()
 
     @app.exception_handler(Cancelled)
     async def _cancelled(_: Request, e: Cancelled) -> JSONResponse:
@@ -157,43 +221,63 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
 
     @app.exception_handler(DlcError)
     async def _dlc_error(_: Request, e: DlcError) -> JSONResponse:
-        return ApiError(400, str(e.message) + (f" (hint: {e.hint})" if e.hint else ""), code=e.code).response()
+        # the request's fault (too long, empty, a template that cannot render it): 400, not retried by clients;
+        # anything else (llama_decode failed...) is the server's: 500, which clients retry or fail over
+        status, kind = (400, "invalid_request_error") if e.code in CLIENT_CODES else (500, "server_error")
+        return ApiError(status, str(e.message) + (f" (hint: {e.hint})" if e.hint else ""), type=kind,
+                        code=e.code).response()
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, e: Exception) -> JSONResponse:
+        # a bug in dlc serve or its model: OpenAI-shaped 500 (uvicorn still logs the traceback for the operator)
+        return ApiError(500, f"internal server error ({type(e).__name__})", type="server_error").response()
 
     def check_model(name: str | None) -> None:
         if name is not None and name != model_name:
             raise ApiError(404, f"The model '{name}' does not exist; this server serves '{model_name}'",
                            param="model", code="model_not_found")
 
-    def check_common(body: _Common, max_tokens: int | None) -> int:
+    def check_common(body: _Common, max_tokens: int | None, param: str = "max_tokens") -> int:
         check_model(body.model)
         if body.stream:
             raise ApiError(400, "stream=true is not supported by dlc serve", param="stream")
         mt = 16 if max_tokens is None else max_tokens
         if mt < 0:
-            raise ApiError(400, f"max_tokens must be >= 0 (got {mt})", param="max_tokens")
+            raise ApiError(400, f"{param} must be >= 0 (got {mt})", param=param)
         return mt
 
     def cancel_scope(event: threading.Event) -> contextlib.AbstractContextManager[Any]:
         scope = getattr(lm, "cancelled_by", None)       # EmbeddedLM; a stand-in model runs to the end
         return scope(event) if scope is not None else contextlib.nullcontext()
 
+    async def acquire(left: asyncio.Event) -> None:
+        """Take the model lock, or raise `Cancelled` when the client leaves first (`left` is set). However this wait
+        ends, the lock is either held by this request or left alone."""
+        task = asyncio.ensure_future(lock.acquire())
+        gone = asyncio.ensure_future(left.wait())
+        try:
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                raise Cancelled("the request was cancelled before it started")
+        except BaseException:
+            task.cancel()                        # asyncio.Lock.acquire, cancelled, does not take the lock
+            if task.done() and not task.cancelled() and task.exception() is None:
+                lock.release()                   # it had: give it back
+            raise
+        finally:
+            gone.cancel()
+
     async def run_model(request: Request, work: Callable[[], T]) -> T:
         """`work()` under the model lock in a worker thread, cancelled when the client disconnects: waiting for the
-        lock, it gives up (polling every LOCK_POLL s); running, the model raises `Cancelled` before its next decode.
-        The handler returns only when the thread is done, so the lock is free for the next request by then."""
-        cancel = threading.Event()
+        lock, it gives up as soon as the client leaves; running, the model raises `Cancelled` before its next decode.
+        The lock is released when the thread's work ends (a callback on it), not when this coroutine ends: were the
+        handler cancelled (server shutdown) while the thread still ran, the next request must not start beside it."""
+        cancel = threading.Event()          # read by the model's thread
+        left = asyncio.Event()              # the same, for the wait on the event loop
 
-        def locked() -> T:
-            while not lock.acquire(timeout=LOCK_POLL):
-                if cancel.is_set():
-                    raise Cancelled("the request was cancelled before it started")
-            try:
-                if cancel.is_set():
-                    raise Cancelled("the request was cancelled before it started")
-                with cancel_scope(cancel):
-                    return work()
-            finally:
-                lock.release()
+        def cancellable() -> T:
+            with cancel_scope(cancel):
+                return work()
 
         async def watch() -> None:
             # the body has been read: the next ASGI message is http.disconnect, when the client closes the
@@ -201,10 +285,22 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
             while (await request.receive())["type"] != "http.disconnect":
                 pass
             cancel.set()
+            left.set()
 
         watcher = asyncio.ensure_future(watch())
         try:
-            return await run_in_threadpool(locked)
+            await acquire(left)
+            if cancel.is_set():
+                lock.release()
+                raise Cancelled("the request was cancelled before it started")
+            job = asyncio.ensure_future(run_in_threadpool(cancellable))   # no await since acquire: no gap
+            job.add_done_callback(lambda _: lock.release())
+            try:
+                return await asyncio.shield(job)
+            except asyncio.CancelledError:
+                cancel.set()                     # the model stops before its next decode; the job then ends
+                left.set()
+                raise
         finally:
             watcher.cancel()
 
@@ -266,11 +362,11 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
                 "top_logprobs": [None if t[2] is None or k == 0 else {t[0]: t[2]} for t in toks]}
 
     @app.get("/health")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:      # async: answered on the event loop, whatever the model is doing
         return {"status": "ok"}
 
     @app.get("/v1/models")
-    def models() -> dict[str, Any]:
+    async def models() -> dict[str, Any]:
         entry: dict[str, Any] = {"id": model_name, "object": "model", "created": created, "owned_by": "dlc",
                                  "root": lm.model_id}
         if ctx_size is not None:
@@ -283,6 +379,9 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not prompts:
             raise ApiError(400, "prompt must not be empty", param="prompt")
+        if len(prompts) * body.n > MAX_CHOICES:     # each choice is held until the response is sent
+            raise ApiError(400, f"{len(prompts)} prompts x n = {body.n} asks for {len(prompts) * body.n} choices; "
+                                f"dlc serve returns at most {MAX_CHOICES} per request", param="prompt")
         if mt == 0 and not body.echo:
             raise ApiError(400, "max_tokens must be >= 1 unless echo is true", param="max_tokens")
         k = body.logprobs
@@ -326,10 +425,11 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, request: Request) -> dict[str, Any]:
+        param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         mt = check_common(body, body.max_completion_tokens if body.max_completion_tokens is not None
-                          else body.max_tokens)
+                          else body.max_tokens, param)
         if mt == 0:
-            raise ApiError(400, "max_tokens must be >= 1", param="max_tokens")
+            raise ApiError(400, f"{param} must be >= 1", param=param)
         prompt = chat_prompt(body.messages)
         k = body.top_logprobs or 0
         check_k(k if body.logprobs or body.top_logprobs is not None else None, "top_logprobs")
@@ -361,10 +461,9 @@ def create_app(lm: Servable, model_name: str, *, n_ctx: int | None = None,
                 "model": model_name, "choices": choices, "usage": usage}
 
     @app.post("/apply-template")
-    def apply_template(body: TemplateBody) -> dict[str, str]:
+    async def apply_template(body: TemplateBody, request: Request) -> dict[str, str]:
         prompt = chat_prompt(body.messages)
-        with lock:
-            return {"prompt": lm.render(prompt)}
+        return {"prompt": await run_model(request, lambda: lm.render(prompt))}
 
     return app
 

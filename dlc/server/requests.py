@@ -34,17 +34,39 @@ class _Text(BaseModel):
         return self
 
 
+# strict: a JSON type other than the field's is a 400, as OpenAI's schema check ("max_tokens": "5" or true, and
+# "logprobs": true for an integer, used to be coerced to 5, 1 and 1); an integer stays acceptable for a float
+STRICT = ConfigDict(extra="ignore", strict=True)
+MAX_CHOICES = 1024    # prompts x n of one completion request: each choice is held until the response is sent
+
+
 class _Common(_Text):
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
 
     model: str | None = None
     n: int = Field(1, ge=1, le=128)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)   # OpenAI's default
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)   # OpenAI's default
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     seed: int | None = None
     stop: str | list[str] | None = None
     max_tokens: int | None = None
     stream: bool = False
+    # OpenAI parameters that would change the result and that dlc serve does not implement: refused when set to
+    # anything but their no-op value, rather than dropped without a word (other unknown keys are ignored)
+    logit_bias: dict[str, Any] | None = None
+    best_of: int | None = None
+    suffix: str | None = None
+    tools: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _unsupported(self) -> "_Common":
+        for name, noop in (("logit_bias", {}), ("best_of", self.n), ("suffix", ""), ("tools", []),
+                           ("response_format", {"type": "text"})):
+            value = getattr(self, name)
+            if value is not None and value != noop:
+                raise ApiError(400, f"{name} is not supported by dlc serve", param=name)
+        return self
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -59,7 +81,7 @@ class CompletionBody(_Common):
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
 
     role: Literal["system", "user", "assistant", "developer"]
     content: str | list[dict[str, Any]]
@@ -70,7 +92,9 @@ class Message(BaseModel):
         parts = [p.get("text") for p in self.content if isinstance(p, dict) and p.get("type") == "text"]
         if len(parts) != len(self.content):
             raise ApiError(400, "only text content parts are supported", param="messages")
-        return "".join(str(p) for p in parts)
+        if not all(isinstance(p, str) for p in parts):     # was str(): None, 5 and {"a": 1} became prompt text
+            raise ApiError(400, "a text content part needs `text`, a string", param="messages")
+        return "".join(parts)  # type: ignore[arg-type]
 
 
 class ChatBody(_Common):
@@ -79,9 +103,15 @@ class ChatBody(_Common):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0)
 
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> "ChatBody":
+        if self.top_logprobs is not None and not self.logprobs:   # OpenAI: 400, not silently ignored
+            raise ApiError(400, "top_logprobs needs logprobs = true", param="top_logprobs")
+        return self
+
 
 class TemplateBody(_Text):
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
 
     messages: list[Message]
 
