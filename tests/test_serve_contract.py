@@ -124,6 +124,7 @@ def test_server_faults_are_5xx_and_request_faults_4xx(serving: Any, error: BaseE
     ({"prompt": "a", "logit_bias": {"50256": -100}}, "logit_bias", "not supported"),   # was dropped silently
     ({"prompt": "a", "best_of": 3}, "best_of", "not supported"),
     ({"prompt": "a", "suffix": "end"}, "suffix", "not supported"),
+    ({"prompt": "a", "presence_penalty": 0.5}, "presence_penalty", "not supported"),
 ])
 def test_completion_errors_name_the_field(server: str, body: Any, param: str | None, says: str) -> None:
     if isinstance(body, dict) and "\ud800" in str(body.get("prompt")):
@@ -153,7 +154,7 @@ def test_chat_errors_name_the_field(server: str, body: Any, param: str, says: st
 def test_parameters_at_their_no_op_values_are_accepted(server: str) -> None:
     """What OpenAI clients send by default (logit_bias {}, best_of = n, response_format text) is not refused."""
     r = _post(server, "/v1/completions", {"prompt": "a", "max_tokens": 2, "logit_bias": {}, "best_of": 1,
-                                          "temperature": 0})
+                                          "temperature": 0, "presence_penalty": 0, "frequency_penalty": 0.0})
     assert r.status_code == 200, r.text
     r = _post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
                                                "response_format": {"type": "text"}, "temperature": 1})

@@ -58,11 +58,13 @@ class _Common(_Text):
     suffix: str | None = None
     tools: list[Any] | None = None
     response_format: dict[str, Any] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
     @model_validator(mode="after")
     def _unsupported(self) -> "_Common":
         for name, noop in (("logit_bias", {}), ("best_of", self.n), ("suffix", ""), ("tools", []),
-                           ("response_format", {"type": "text"})):
+                           ("response_format", {"type": "text"}), ("presence_penalty", 0), ("frequency_penalty", 0)):
             value = getattr(self, name)
             if value is not None and value != noop:
                 raise ApiError(400, f"{name} is not supported by dlc serve", param=name)
