@@ -71,6 +71,10 @@ def test_usage_errors(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for cmd in (["show", "plain"], ["eval", "plain"], ["report", "plain"], ["fit", "--resume", "plain"]):
         assert main(cmd) == 1, cmd
         assert "error[E501]" in capsys.readouterr().err, cmd
+    (cwd / "d.json").mkdir()                  # named like an artifact: still a directory that is not a run
+    for cmd in (["show", "d.json"], ["eval", "d.json"]):
+        assert main(cmd) == 1, cmd
+        assert "error[E501]" in capsys.readouterr().err, cmd
     # one with a run's files but not its config: a damaged run (E502)
     (cwd / "plain" / "result.json").write_text("{}")
     assert main(["eval", "plain"]) == 1

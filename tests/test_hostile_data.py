@@ -111,6 +111,15 @@ def test_a_header_naming_a_column_twice_is_e815(tmp_path: Path, suffix: str, hea
         in e.value.message
 
 
+def test_unnamed_trailing_columns_are_not_duplicates(tmp_path: Path) -> None:
+    """Spreadsheet exports end rows with empty columns ("text,label,,"): those unnamed columns are no duplicate."""
+    path = tmp_path / "d.csv"
+    path.write_text("text,label,,\n" + "".join(f"t{i},{'pos' if i % 2 else 'neg'},,\n" for i in range(12)),
+                    encoding="utf-8")
+    splits = load_splits(ir.DataConfig(path=str(path), fields=(("x", "text"),)), ("x",))
+    assert splits.train and {e.target for e in splits.train} <= {"pos", "neg"}
+
+
 def test_a_json_list_target_is_e823_not_read_as_its_item(tmp_path: Path) -> None:
     rows = [{"input": f"t{i}", "label": "pos" if i % 2 else "neg"} for i in range(10)] + [{"input": "x",
                                                                                          "label": ["pos"]}]

@@ -124,9 +124,11 @@ def test_show_run_output_of_a_kind_it_cannot_draw(run: Path, capsys) -> None:
     pytest.importorskip("matplotlib")
     assert main(["show", str(run), "-o", "report.txt"]) == 1
     err = _err(capsys)
-    assert err.startswith("error[E109]: -o report.txt: a run's learning curve is written as .png, .svg, .pdf"), err
+    assert err.startswith("error[E109]: -o report.txt: a run's learning curve is written as one of "), err
+    assert ".png" in err and ".jpg" in err and ".txt" not in err.split("one of", 1)[1]
     assert not (run.parent / "report.txt").exists()
-    for name, head in (("c.svg", b"<?xml"), ("c.pdf", b"%PDF"), ("c.png", b"\x89PNG"), ("c", b"\x89PNG")):
+    for name, head in (("c.svg", b"<?xml"), ("c.pdf", b"%PDF"), ("c.png", b"\x89PNG"), ("c", b"\x89PNG"),
+                       ("c.jpg", b"\xff\xd8")):
         assert main(["show", str(run), "-o", name]) == 0, _err(capsys)
         assert (run.parent / name).read_bytes().startswith(head), name
     assert not [p for p in run.parent.iterdir() if p.name.endswith(".tmp")]

@@ -38,15 +38,15 @@ def is_run_dir(path: Path) -> bool:
 
 def load_graph(path: str, sets: dict[str, str] | None = None) -> ir.Graph:
     p = Path(path)
+    if p.is_dir():      # before the suffix: a directory named d.json is no artifact either (E501, as eval/fit say)
+        raise DlcArtifactError(f"{p} is a directory but not a run directory (no result.json or checkpoint.json)",
+                               code="E501", hint="pass a .dln file, a compiled .json, or a run directory")
     if p.suffix == ".json":
         graph = manifest.read(p)
         if sets:
             from dlc.app.targets import recompile_artifact
             return recompile_artifact(graph, p, sets)[0]
         return graph
-    if p.is_dir():
-        raise DlcArtifactError(f"{p} is a directory but not a run directory (no result.json or checkpoint.json)",
-                               code="E501", hint="pass a .dln file, a compiled .json, or a run directory")
     return compiler.compile_file(p, sets)
 
 
@@ -55,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_output(args.output, "-o")          # before anything is computed or drawn
     if is_run_dir(path):
-        from dlc.report.stats import PLOT_SUFFIXES
+        from dlc.report.stats import plot_suffixes
 
-        if args.output and Path(args.output).suffix.lower() not in ("", *PLOT_SUFFIXES):   # "": png
-            raise DlcUsageError(f"-o {args.output}: a run's learning curve is written as "
-                                + ", ".join(PLOT_SUFFIXES), code="E109",
+        kinds = plot_suffixes()
+        if args.output and kinds is not None and Path(args.output).suffix.lower() not in ("", *kinds):   # "": png
+            raise DlcUsageError(f"-o {args.output}: a run's learning curve is written as one of "
+                                + " ".join(kinds), code="E109",
                                 hint="name the file e.g. curve.png (or curve.svg, curve.pdf)")
         report = importlib.import_module("dlc.report.stats")
         return int(report.show_run(path, args) or 0)

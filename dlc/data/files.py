@@ -89,7 +89,8 @@ def read_table(path: Path) -> list[Record]:
                 if not reader.fieldnames:
                     raise DlcDataError(f"{path} is empty: expected a header row", code="E815",
                                        hint="the first line must name the columns")
-                twice = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
+                # (unnamed columns, as spreadsheets export trailing empty ones, are left alone)
+                twice = sorted({c for c in reader.fieldnames if c and reader.fieldnames.count(c) > 1})
                 if twice:                   # DictReader would keep the last column of a name and drop the others
                     raise DlcDataError(f"{path}:1: the header names the column(s) {', '.join(map(repr, twice))} "
                                        "more than once", code="E815", hint="give every column its own name")

@@ -210,7 +210,14 @@ def plot_learning_curve(points: Sequence[CurvePoint], path: str | os.PathLike[st
     return out
 
 
-PLOT_SUFFIXES = (".png", ".svg", ".pdf")     # what `dlc show RUN -o FILE` writes the learning curve as
+def plot_suffixes() -> tuple[str, ...] | None:
+    """The file suffixes matplotlib can write a figure as (".png", ".svg", ".pdf", ".jpg", ...), or None without
+    matplotlib (E140 says so when the plot is drawn)."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return None
+    return tuple(sorted("." + k for k in FigureCanvasBase.get_supported_filetypes()))
 
 
 def learning_figure(plt: Any, points: Sequence[CurvePoint], *,

@@ -32,10 +32,10 @@ OpenAI report them. A stand-in model without `echo_logprobs` / `generate_logprob
 teacher forcing of prompt + completion and only the chosen token in `top_logprobs`. Errors are OpenAI-shaped JSON
 (`{"error": {"message", "type", "param", "code"}}`): 400 for bad requests (context too long: with the sizes; JSON
 types are checked strictly; OpenAI parameters dlc does not implement, such as logit_bias, are refused when set), 404
-for an unknown model, 413 for a body over 16 MiB, 500 (`server_error`) for the server's own failures (llama_decode
-failed, a bug), which clients retry or fail over. Limits: prompts x n <= 1024 choices per request, 64 connections
-(uvicorn answers 503 beyond). Requests wait for the model on an asyncio lock, so /health and /v1/models answer at
-once however many requests are queued.
+for an unknown model, 408 for a body that stops arriving (30 s), 413 for a body over 16 MiB, 500 (`server_error`) for
+the server's own failures (llama_decode failed, a bug), which clients retry or fail over. At most 1024 choices
+(prompts x n) per request. Requests wait for the model on an asyncio lock, so /health and /v1/models answer at once
+however many requests are queued.
 """
 from __future__ import annotations
 
@@ -118,6 +118,7 @@ def _top_list(e: TokenLogprob, k: int) -> list[dict[str, Any]]:
 
 CLIENT_CODES = frozenset({"E640", "E641", "E643"})   # a chat template failing on the request, too long, empty
 MAX_BODY = 16 * 1024 * 1024   # bytes of a request body: far above any prompt the context holds, refused with 413
+BODY_TIMEOUT = 30.0           # seconds between two parts of a body: a client that stops sending mid-body gets 408
 
 
 def _union_tag(x: Any) -> bool:
@@ -145,7 +146,11 @@ class BodyLimit:
         parts: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), BODY_TIMEOUT)
+            except asyncio.TimeoutError:        # uvicorn has no body-read timeout: such a connection stayed forever
+                return await ApiError(408, f"the request body stopped arriving for {BODY_TIMEOUT:g} s",
+                                      code="request_timeout").response()(scope, receive, send)
             if message["type"] != "http.request":        # the client left while sending
                 return await self.app(scope, _replay([message], receive), send)
             parts.append(message.get("body", b""))

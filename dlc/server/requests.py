@@ -60,11 +60,16 @@ class _Common(_Text):
     response_format: dict[str, Any] | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    functions: list[Any] | None = None
+    top_k: int | None = None                  # vLLM's sampling extensions
+    repetition_penalty: float | None = None
+    min_tokens: int | None = None
 
     @model_validator(mode="after")
     def _unsupported(self) -> "_Common":
         for name, noop in (("logit_bias", {}), ("best_of", self.n), ("suffix", ""), ("tools", []),
-                           ("response_format", {"type": "text"}), ("presence_penalty", 0), ("frequency_penalty", 0)):
+                           ("response_format", {"type": "text"}), ("presence_penalty", 0), ("frequency_penalty", 0),
+                           ("functions", []), ("top_k", -1), ("repetition_penalty", 1), ("min_tokens", 0)):
             value = getattr(self, name)
             if value is not None and value != noop:
                 raise ApiError(400, f"{name} is not supported by dlc serve", param=name)

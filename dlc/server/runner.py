@@ -29,10 +29,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-# connections and tasks served at once; beyond, uvicorn answers 503 (clients retry 5xx). Bounds what clients that
-# never finish sending their body can hold (uvicorn has no body-read timeout); dlc's own client opens at most 8
-LIMIT_CONCURRENCY = 64
-
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1"
@@ -50,7 +46,7 @@ class Server:
         self.sock = sock
         self.url = url_of(sock)
         self._server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
-                                                     timeout_keep_alive=30, limit_concurrency=LIMIT_CONCURRENCY))
+                                                     timeout_keep_alive=30))
         self._thread: threading.Thread | None = None
 
     def run(self, on_ready: Callable[[str], None] | None = None) -> None:

@@ -98,14 +98,27 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc or url
 
 
+def shown_url(url: str) -> str:
+    """`url` as a message may show it: everything between `://` and the last `@` masked. A malformed URL is where
+    the user information may not parse (a password with an unencoded `/`, `?` or `#`), so it cannot be registered
+    as a secret: it is cut out by position instead."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
 def url_problem(url: str) -> str | None:
     """Why `url` cannot be a base URL, or None. Asked before any connection: a port that is not a number or over
     65535, or a broken IPv6 bracket, otherwise surfaces deep in the HTTP client as an OverflowError or InvalidURL."""
     try:
         parts = urlsplit(url)
         parts.port                  # raises ValueError for 'abc' or 99999
-    except ValueError as e:
-        return f"is not a valid URL ({e})"
+    except ValueError as e:         # Python's words only: its own text quotes the port, maybe a cut password
+        why = ("its port is not a number" if "cast to integer" in str(e) else
+               "its port is over 65535" if "out of range" in str(e) else
+               "a bracketed IPv6 address is not closed" if "IPv6" in str(e) else "it does not parse")
+        return f"is not a valid URL: {why}"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "is not an http(s) URL"
     if any(c.isspace() for c in url):
@@ -133,7 +146,8 @@ class Transport:
         for u in urls:
             problem = url_problem(u)
             if problem is not None:
-                raise DlcLMError(f"base URL '{u}' {problem}", code="E620", hint="write it like http://127.0.0.1:8000/v1")
+                raise DlcLMError(f"base URL '{shown_url(u)}' {problem}", code="E620",
+                                 hint="write it like http://127.0.0.1:8000/v1")
         if max_concurrency < 1 or timeout <= 0 or max_retries < 0:
             raise DlcLMError("max_concurrency must be >= 1, timeout > 0 and max_retries >= 0", code="E620")
         self.model = model
