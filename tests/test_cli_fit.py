@@ -226,7 +226,7 @@ def test_eval_and_cli_usage_errors(capsys, tmp_path):
     assert rc == 1 and "error[E111]" in err
     (tmp_path / "broken").mkdir()
     rc, out, err = dlc(capsys, "eval", str(tmp_path / "broken"))
-    assert rc == 1 and "error[E502]" in err
+    assert rc == 1 and "error[E501]" in err          # an empty directory never was a run (a damaged one is E502)
     with pytest.raises(SystemExit) as e:
         main(["fit", "--no-such-flag"])
     assert e.value.code == 2

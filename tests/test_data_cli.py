@@ -201,6 +201,9 @@ def test_data_show_maps_the_fields_of_a_custom_file(tmp_path, capsys, monkeypatc
         assert main(["data", "show", "qa.jsonl", *bad]) == 1
         assert "error[E118]" in capsys.readouterr().err
     assert main(["data", "show", "qa.jsonl"]) == 1                      # unmapped: the loader's own error
+    # (the default target field `label` is missing too, and named first: the input's E805 came before)
+    assert "error[E804]: data.target_field names field 'label'" in capsys.readouterr().err
+    assert main(["data", "show", "qa.jsonl", "--target-field", "answer"]) == 1
     assert "error[E805]" in capsys.readouterr().err
 
 
