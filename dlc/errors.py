@@ -296,14 +296,15 @@ REGISTRY: tuple[ErrorCode, ...] = (
         ("E105", "a .dln file that is not UTF-8"),
         ("E106", "an image format needs Graphviz `dot`, which is missing or failed"),
         ("E107", "a `--set` that is not valid text (undecodable bytes, a lone UTF-16 surrogate)"),
-        ("E108", "bad `dlc sweep` option (malformed, repeated or empty `--grid`, `--workers`, `--cpus-per-trial`)"),
+        ("E108", "bad `dlc sweep` option (malformed, repeated or empty `--grid`, `--workers`, `--cpus-per-trial`, "
+                 "`--no-ray` with `--address`)"),
         ("E109", "an output file (`--json FILE`, `-o FILE`) that cannot be written: a directory, a parent that is "
                  "a file, no permission"),
         ("E111", "bad `--seeds` (not a comma-separated list of distinct integers)"),
         ("E112", "`--resume` combined with `--run-dir`"),
         ("E113", "bad `--split` (train, dev or test)"),
         ("E114", "the split to evaluate is empty"),
-        ("E115", "bad `dlc serve` option (`--port`, `--n-ctx`)"),
+        ("E115", "bad `dlc serve` option (`--port`, `--n-ctx`, `--max-logprobs`)"),
         ("E116", "`n_shots` > 0 on a network whose output layer reads a hidden layer"),
         ("E117", "`n_shots` > 0 without training examples to draw the demonstrations from"),
         ("E118", "a bad `dlc data show --field` (not INPUT=COLUMN, or an input mapped twice)"),

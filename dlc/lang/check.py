@@ -16,7 +16,7 @@ once (`CompileFailed`). Error codes (E3xx semantics, E35x templates, E4xx graph 
     E351 template syntax error       E354 template variable the layer cannot supply
     E355 template file not found
     E401 cycle   E402 layer reaches no output   E403 no output   E404 output is not a layer
-    E405 several outputs   E406 no input declared
+    E405 several outputs
 """
 from __future__ import annotations
 
