@@ -112,6 +112,52 @@ def _learning_summary(records: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
+def paired_vs_start(records: Sequence[dict[str, Any]], method: str, task: str) -> tuple[Any, int] | None:
+    """What training did on the test examples themselves: for each test example, (final correct - initial correct)
+    averaged over the seeds run, then mean ± 95% t-interval over the examples (points), and the number of seeds.
+    Paired: the same examples before and after, so the example-to-example noise of a 40-example split cancels.
+    None when no cell of (method, task) kept its per-example predictions."""
+    from dlc.report.stats import mean_ci
+
+    per: dict[str, list[float]] = {}
+    seeds = 0
+    for r in records:
+        tp = r.get("test_predictions") or {}
+        if r["method"] != method or r["task"] != task or not tp.get("final") or not tp.get("baseline"):
+            continue
+        seeds += 1
+        for i, t, a, b in zip(tp["ids"], tp["targets"], tp["final"], tp["baseline"]):
+            per.setdefault(i, []).append(100.0 * ((a == t) - (b == t)))
+    if not per:
+        return None
+    return mean_ci([sum(v) / len(v) for v in per.values()]), seeds
+
+
+def _paired_table(records: Sequence[dict[str, Any]], methods: Sequence[str], tasks: Sequence[str]) -> list[str]:
+    """Rows: trained methods; columns: tasks; cells: paired change against the method's own starting prompts."""
+    rows = []
+    for m in methods:
+        cells = []
+        for t in tasks:
+            p = paired_vs_start(records, m, t)
+            if p is None:
+                cells.append("–")
+                continue
+            ci, seeds = p
+            hw = ci.half_width if ci.half_width is not None else 0.0
+            text = f"{ci.mean:+.1f} ± {hw:.1f} ({seeds})"
+            cells.append(f"**{text}**" if abs(ci.mean) > hw else text)
+        if any(c != "–" for c in cells):
+            rows.append(f"| {LABEL[m]} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["Paired change against the method's own starting prompts on the same test examples (points): for each "
+            "example, (trained correct − initial correct) averaged over the seeds run (in brackets), mean ± 95% "
+            "t-interval over the examples; **bold**: the interval excludes 0.", "",
+            "| Method | " + " | ".join(SHORT[t] for t in tasks) + " |",
+            "|---|" + "---|" * len(tasks), *rows, ""]
+
+
 def learned(r: dict[str, Any]) -> bool | None:
     """Did training end on prompts other than the initial ones? (None for cells that do not train.)"""
     if r["method"] in ("0shot", "5shot"):
@@ -273,8 +319,10 @@ def report(cells_dir: Path = CELLS, results: Path = BENCH / "RESULTS.md", plots_
     lines += _learning_summary(records) + [""]
     lines += ["## 2. DLN-2 vs DLN-1", ""]
     lines += _table(records, ("0shot", "dln1", "dln2"), DLN2_TASKS, paper=("dln1", "dln2")) + [""]
+    lines += _paired_table(records, ("dln1", "dln2"), DLN2_TASKS)
     lines += ["## 3. deep3 and branched", ""]
     lines += _table(records, ("dln1", "dln2", "deep3", "branched"), DEEP_TASKS) + [""]
+    lines += _paired_table(records, ("deep3", "branched"), DEEP_TASKS)
     dspy = [r for r in records if r["method"] == "dspy-copro"]
     lines += ["## 4. Peer baseline: DSPy COPRO through `dlc serve`", ""]
     if dspy:

@@ -62,3 +62,22 @@ def test_report_formats_seeds_majority_and_the_peer(report, tmp_path):
     assert "DSPy baseline is not part of" in text
     # paired: 2 of the 3 subj cells changed (+10, +20 points over the 0.5 start); trec cells record no prompts
     assert "- DLN-1: the prompts changed in 2 of 3 cells" in text and "test +10.0…+20.0 (mean +15.0" in text
+
+
+def test_paired_change_against_the_start_is_per_example_arithmetic(report):
+    """Two seeds on the same 4 test examples: per example (final − initial correct) averaged over the seeds, then
+    mean ± t half-width over the examples; cells without per-example predictions are left out and counted out."""
+    ids, targets = ["a", "b", "c", "d"], ["yes", "no", "yes", "no"]
+
+    def rec(seed, final, baseline):
+        return _rec("dln2", "navigate", seed, 0.5, test_predictions={"ids": ids, "targets": targets,
+                                                                     "final": final, "baseline": baseline})
+
+    recs = [rec(42, ["yes", "no", "no", "no"], ["no", "no", "no", "no"]),      # +100 on a
+            rec(13, ["yes", "no", "yes", "no"], ["no", "no", "no", "no"]),     # +100 on a and c
+            _rec("dln2", "navigate", 25, 0.5)]                                 # no predictions: not counted
+    ci, seeds = report.paired_vs_start(recs, "dln2", "navigate")
+    assert seeds == 2
+    # per example: a +100, b 0, c +50, d 0 -> mean 37.5, sd 47.87, t(3) 3.182: half-width 76.2
+    assert round(ci.mean, 1) == 37.5 and round(ci.half_width, 1) == 76.2
+    assert report.paired_vs_start(recs, "dln2", "subj") is None
