@@ -173,7 +173,7 @@ class _Slow(ScriptedServable):
 def test_health_answers_at_once_while_requests_queue(serving: Any) -> None:
     """44 requests queued for the model (one at a time, 0.25 s each): /health and /v1/models used to wait for a
     worker thread (each queued request held one of the pool's 40 while polling the lock): 1.34 s at 0.2 s each
-    before the change, 0.06 s after (idle machine), 7.7 s at 80 queued. And no cap on connections (a cap of 64
+    before the change, 0.06 s after (both beside a grid cell), 7.7 s at 80 queued. And no cap on connections (a cap of 64
     answered 503 to clients that queued more)."""
     url = serving(_Slow())
     done: list[int] = []
