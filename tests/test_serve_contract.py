@@ -164,6 +164,19 @@ def test_parameters_at_their_no_op_values_are_accepted(server: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ queueing
 
+def _send_concurrently(url: str, n: int) -> tuple[list[int], list[threading.Thread]]:
+    """n one-token completions, each from its own thread, all started: (status codes as they arrive, threads)."""
+    codes: list[int] = []
+
+    def one(i: int) -> None:
+        codes.append(_post(url, "/v1/completions", {"prompt": f"p{i}", "max_tokens": 1}).status_code)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return codes, threads
+
+
 class _Slow(ScriptedServable):
     def generate(self, requests: Any) -> Any:
         time.sleep(0.25)
@@ -176,14 +189,7 @@ def test_health_answers_at_once_while_requests_queue(serving: Any) -> None:
     before the change, 0.06 s after (both beside a grid cell), 7.7 s at 80 queued. And no cap on connections (a cap of 64
     answered 503 to clients that queued more)."""
     url = serving(_Slow())
-    done: list[int] = []
-
-    def one(i: int) -> None:
-        done.append(_post(url, "/v1/completions", {"prompt": f"p{i}", "max_tokens": 1}).status_code)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(44)]
-    for t in threads:
-        t.start()
+    done, threads = _send_concurrently(url, 44)
     time.sleep(0.5)                                   # all sent, most still waiting for the model
     t0 = time.monotonic()
     assert httpx.get(_root(url) + "/health", timeout=10).json() == {"status": "ok"}
@@ -229,15 +235,7 @@ def test_more_clients_than_any_cap_are_all_served(serving: Any) -> None:
     """100 requests at once, 0.03 s each (so they really overlap; a sweep's fits sharing one server): all
     answered. A connection cap of 64 (briefly tried) answered 503 beyond it, and a client with max_concurrency
     200 failed after its retries."""
-    server = serving(_Paced())
-    codes: list[int] = []
-
-    def one(i: int) -> None:
-        codes.append(_post(server, "/v1/completions", {"prompt": f"q{i}", "max_tokens": 1}).status_code)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
-    for t in threads:
-        t.start()
+    codes, threads = _send_concurrently(serving(_Paced()), 100)
     for t in threads:
         t.join()
     assert codes == [200] * 100

@@ -219,14 +219,14 @@ def write(graph: ir.Graph, path: str | Path) -> Path:
                                f"surrogate, line {line}: {text[max(0, bad - 30):bad + 1]!a})", code="E506",
                                hint="prompts, labels and settings must be UTF-8 text") from None
     problem = output_problem(p)
-    try:
-        if problem is not None:
-            raise OSError(problem)
-        atomic_write_text(p, text)
-    except OSError as e:
-        raise DlcArtifactError(f"cannot write {p}: {problem or e.strerror or e}", code="E506",
-                               hint="write it to a file in a writable directory (-o PATH)") from None
-    return p
+    if problem is None:
+        try:
+            atomic_write_text(p, text)
+            return p
+        except OSError as e:
+            problem = str(e.strerror or e)
+    raise DlcArtifactError(f"cannot write {p}: {problem}", code="E506",
+                           hint="write it to a file in a writable directory (-o PATH)")
 
 
 def read(path: str | Path) -> ir.Graph:

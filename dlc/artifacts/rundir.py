@@ -331,44 +331,41 @@ _ABANDONED_AFTER = 60.0      # seconds: older temporary run directories whose lo
 def check_new_run_dir(path: Path) -> None:
     """E130 unless `path` (--run-dir) is absent or an empty directory (checked early, before anything is loaded;
     the rename in `RunDir.create` decides a race)."""
-    try:
-        if path.exists() and not path.is_dir():
-            raise DlcUsageError(f"--run-dir {path} is a file, not a directory", code="E130",
-                                hint="give --run-dir a new directory's path")
-        if path.exists() and any(path.iterdir()):
-            raise DlcUsageError(f"--run-dir {path} already exists and is not empty", code="E130",
-                                hint="choose a new directory, or continue that run with `dlc fit --resume`")
-        problem = _dir_problem(path)
-    except OSError as e:
-        problem = f"cannot be used: {e.strerror or e}"
+    problem = _dir_problem(path, must_be_empty=True)
     if problem is not None:
-        raise DlcUsageError(f"--run-dir {path} {problem}", code="E130",
-                            hint="give --run-dir a new directory's path in a writable place")
+        hint = ("choose a new directory, or continue that run with `dlc fit --resume`" if problem == _NOT_EMPTY
+                else "give --run-dir a new directory's path in a writable place")
+        raise DlcUsageError(f"--run-dir {path} {problem}", code="E130", hint=hint)
 
 
 def check_runs_root(root: Path) -> None:
     """E130 when run directories cannot be made under `root` (--runs-root): asked before any model is loaded, as
     `check_new_run_dir` is for --run-dir."""
-    try:
-        problem = _dir_problem(root)
-    except OSError as e:
-        problem = f"cannot be used: {e.strerror or e}"
+    problem = _dir_problem(root)
     if problem is not None:
         raise DlcUsageError(f"--runs-root {root} {problem}", code="E130",
                             hint="give --runs-root a writable directory (it is created if missing)")
 
 
-def _dir_problem(path: Path) -> str | None:
-    """Why a directory cannot be made (or written) at `path`, or None: the path itself if it exists, else its
-    nearest existing ancestor, must be a writable directory."""
-    if path.exists():
-        if not path.is_dir():
-            return "is a file, not a directory"
-        return None if os.access(path, os.W_OK | os.X_OK) else "is not writable"
-    base = next((a for a in path.absolute().parents if a.exists()), Path("/"))
-    if not base.is_dir():
-        return f"cannot be created: {base} is not a directory"
-    return None if os.access(base, os.W_OK | os.X_OK) else f"cannot be created: {base} is not writable"
+_NOT_EMPTY = "already exists and is not empty"
+
+
+def _dir_problem(path: Path, *, must_be_empty: bool = False) -> str | None:
+    """Why a directory cannot be made (or written) at `path`, or None: the path itself if it exists (empty, with
+    `must_be_empty`), else its nearest existing ancestor, must be a writable directory."""
+    try:
+        if path.exists():
+            if not path.is_dir():
+                return "is a file, not a directory"
+            if must_be_empty and any(path.iterdir()):
+                return _NOT_EMPTY
+            return None if os.access(path, os.W_OK | os.X_OK) else "is not writable"
+        base = next((a for a in path.absolute().parents if a.exists()), Path("/"))
+        if not base.is_dir():
+            return f"cannot be created: {base} is not a directory"
+        return None if os.access(base, os.W_OK | os.X_OK) else f"cannot be created: {base} is not writable"
+    except OSError as e:
+        return f"cannot be used: {e.strerror or e}"
 
 
 def _rename_into_place(tmp: Path, parent: Path, names: list[str], explicit: bool) -> Path:

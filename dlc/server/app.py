@@ -54,8 +54,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dlc.errors import DlcError
 from dlc.lm.base import Cancelled, ChatPrompt, GenerateRequest, GenerateResult, ModelText, Prompt
-from dlc.server.requests import (MAX_CHOICES, ApiError, ChatBody, CompletionBody, Message,  # noqa: F401
-                                 TemplateBody, _Common, chat_prompt)
+from dlc.server.requests import (MAX_CHOICES, ApiError, ChatBody, CompletionBody, TemplateBody, _Common,
+                                 chat_prompt)
 
 if TYPE_CHECKING:
     from dlc.lm.embedded.model import TokenLogprob
